@@ -1,0 +1,3 @@
+"""pbxlink daemon: AMI shell, call tracker, outbox, publisher, FastAGI server."""
+
+__version__ = "0.1.0"
