@@ -1,0 +1,54 @@
+"""``pbxlink check-config``: validate a configuration the way ``nginx -t`` does.
+
+Exit 0 and print the effective configuration (secrets redacted), or exit 78 (EX_CONFIG) and list
+every problem with its key path on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pbxlink.daemon.config import load_settings, to_toml
+from pbxlink.daemon.errors import EX_CONFIG, ConfigError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config flags every command that reads the config shares."""
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help="main TOML file; conf.d/*.toml beside it is read too "
+                             "(default: embedded defaults only)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE",
+                        help="override one setting (repeatable), e.g. --set ami.port=5039")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("file", nargs="?", type=Path, default=None,
+                        help="the config file (same as -c)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="print nothing when the config is valid")
+
+
+def main(args: argparse.Namespace) -> int:
+    path: Path | None = args.file or args.config
+    if args.file is not None and args.config is not None and args.file != args.config:
+        print("pbxlink check-config: give the file once (positional or -c)", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        settings = load_settings(path, overrides=args.overrides)
+    except ConfigError as exc:
+        source = str(path) if path is not None else "embedded defaults"
+        print(f"pbxlink: {source}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EX_CONFIG
+    if settings.ami.secret is None:
+        print("pbxlink: warning: no AMI secret found (set ami.secret_file or the systemd "
+              f"credential '{settings.ami.secret_credential}'); `pbxlink run` will refuse to start",
+              file=sys.stderr)
+    if not args.quiet:
+        sys.stdout.write(to_toml(settings))
+    return 0
