@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 ENVELOPE_SCHEMA = 1
-TOPIC_ROOT = "pbxlink/v1"
+DEFAULT_TOPIC_PREFIX = "pbxlink/v1"
 
 
 class MessageKind(StrEnum):
@@ -28,21 +28,22 @@ class MessageKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NodeTopics:
-    """The topics of one PBX node."""
+    """The topics of one PBX node, under the configured prefix (``mqtt.topic_prefix``)."""
 
     node: str
+    prefix: str = DEFAULT_TOPIC_PREFIX
 
     @property
     def outcome(self) -> str:
-        return f"{TOPIC_ROOT}/{self.node}/call/outcome"
+        return f"{self.prefix}/{self.node}/call/outcome"
 
     @property
     def event(self) -> str:
-        return f"{TOPIC_ROOT}/{self.node}/call/event"
+        return f"{self.prefix}/{self.node}/call/event"
 
     @property
     def status(self) -> str:
-        return f"{TOPIC_ROOT}/{self.node}/status"
+        return f"{self.prefix}/{self.node}/status"
 
     def for_kind(self, kind: MessageKind) -> str:
         return self.outcome if kind is MessageKind.OUTCOME else self.event
@@ -66,7 +67,12 @@ def iso_utc(moment: datetime) -> str:
 
 
 def build_envelope(
-    kind: MessageKind, data: Mapping[str, Any], *, node: str, now: datetime
+    kind: MessageKind,
+    data: Mapping[str, Any],
+    *,
+    node: str,
+    now: datetime,
+    prefix: str = DEFAULT_TOPIC_PREFIX,
 ) -> Envelope:
     """Wrap an outcome or a live event (their dict form) in the envelope.
 
@@ -92,7 +98,7 @@ def build_envelope(
     return Envelope(
         message_id=message_id,
         kind=kind,
-        topic=NodeTopics(node).for_kind(kind),
+        topic=NodeTopics(node, prefix).for_kind(kind),
         payload=payload,
         direction=str(direction) if direction is not None else None,
         answered=answered_flag,

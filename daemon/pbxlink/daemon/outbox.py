@@ -22,6 +22,7 @@ from typing import Final
 import aiosqlite
 
 from pbxlink.daemon.envelope import Envelope, MessageKind
+from pbxlink.daemon.errors import PbxlinkError
 
 APPLICATION_ID: Final = 0x70626C6B  # "pblk": marks the file as a pbxlink outbox
 
@@ -64,7 +65,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-class OutboxError(Exception):
+class OutboxError(PbxlinkError):
     """The outbox cannot do its job; the message says why and where."""
 
     def __init__(self, message: str, *, path: Path) -> None:
