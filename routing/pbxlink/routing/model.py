@@ -1,0 +1,260 @@
+"""Routing data: requests, directory entries, rules, presence states and decisions (PURE).
+
+No I/O, no clock, no logger here (an import-linter contract keeps it so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "Availability",
+    "ClientOwners",
+    "DirectoryEntry",
+    "DirectoryView",
+    "PickPolicy",
+    "PresenceView",
+    "Responsible",
+    "RouteDecision",
+    "RouteReason",
+    "RouteRequest",
+    "RoutingEntry",
+    "RoutingPolicy",
+    "Rule",
+    "RuleAction",
+]
+
+
+class PickPolicy(StrEnum):
+    """Which client wins when several clients share one number (R2)."""
+
+    NEWEST = "newest"  # RO App: the most recently created client
+    FIRST = "first"  # Megaplan: the first one found (payload order)
+
+
+class RuleAction(StrEnum):
+    """What a per-line rule does (R4)."""
+
+    OWNER = "owner"  # responsible manager first (the default behaviour)
+    OFF = "off"  # no routing on these lines: the dialplan's normal route
+    TARGET = "target"  # always dial a fixed target (endpoint, group, Local channel)
+
+
+class Availability(StrEnum):
+    """What the presence tracker knows about an agent, worst signal first."""
+
+    DND = "dnd"
+    PAUSED = "paused"
+    OFFLINE = "offline"
+    BUSY = "busy"
+    AVAILABLE = "available"
+    UNKNOWN = "unknown"  # nothing heard yet: routed (Dial fails fast on a dead endpoint)
+
+
+class RouteReason(StrEnum):
+    """Why a decision came out as it did (`reason` of the routing decision contract).
+
+    Rule-driven decisions use ``rule:<name>`` instead (see `RouteDecision.reason`).
+    """
+
+    OWNER = "owner"
+    OWNER_OFFLINE = "owner_offline"
+    OWNER_BUSY = "owner_busy"
+    OWNER_PAUSED = "owner_paused"
+    OWNER_DND = "owner_dnd"
+    OWNER_NO_EXTENSION = "owner_no_extension"
+    NO_RESPONSIBLE = "no_responsible"
+    UNKNOWN_CALLER = "unknown_caller"
+    ANONYMOUS_CALLER = "anonymous_caller"
+    INTERNAL_CALLER = "internal_caller"
+    INVALID_CALLER = "invalid_caller"
+    EMPLOYEE_CALLER = "employee_caller"
+    ROUTING_OFF = "routing_off"
+    DEADLINE = "deadline"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Responsible:
+    """One responsible person of a client, as the CRM side publishes it."""
+
+    employee: str
+    extension: str | None
+    is_employee: bool = True
+    blocked: bool = False
+    deleted: bool = False
+
+    @property
+    def eligible(self) -> bool:
+        """R2: blocked or deleted employees, and non-employees, are never routed to."""
+        return self.is_employee and not self.blocked and not self.deleted
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOwners:
+    client_id: str
+    name: str
+    created_at: datetime
+    responsibles: tuple[Responsible, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """One retained directory message: who owns the callers of one E.164 number."""
+
+    number: str  # "+380981234567"
+    updated_at: datetime
+    clients: tuple[ClientOwners, ...]
+    employee: str | None = None  # set when the number is an employee's own
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingEntry:
+    """The part of a directory entry routing needs, with both pick policies precomputed.
+
+    Small and hashable so equal entries are shared in memory (a million numbers owned by a
+    few dozen managers are a few dozen distinct entries).
+    """
+
+    employee: str | None
+    first: tuple[Responsible, ...]
+    newest: tuple[Responsible, ...]
+    clients: int
+
+    @classmethod
+    def from_entry(cls, entry: DirectoryEntry) -> RoutingEntry:
+        clients = entry.clients
+        if not clients:
+            return cls(employee=entry.employee, first=(), newest=(), clients=0)
+        first = clients[0]
+        newest = first
+        for client in clients[1:]:
+            if client.created_at > newest.created_at:
+                newest = client
+        return cls(
+            employee=entry.employee,
+            first=first.responsibles,
+            newest=newest.responsibles,
+            clients=len(clients),
+        )
+
+    def responsibles(self, pick: PickPolicy) -> tuple[Responsible, ...]:
+        return self.newest if pick is PickPolicy.NEWEST else self.first
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What the dialplan asks: who should ring first for this caller on this line?"""
+
+    caller: str  # raw caller number as Asterisk has it
+    line: str  # the DID called
+    uniqueid: str = ""
+    linkedid: str | None = None
+    channel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A per-line rule (R4). The first matching rule, in list order, wins.
+
+    `lines` empty = every line. `hours` = (start, end) in minutes of the day of `now`, end
+    exclusive, may wrap midnight; None = always.
+    """
+
+    name: str
+    action: RuleAction
+    lines: frozenset[str] = frozenset()
+    target: str | None = None
+    region: str | None = None
+    hours: tuple[int, int] | None = None
+
+    def matches(self, line: str, now: datetime) -> bool:
+        if self.lines and line not in self.lines:
+            return False
+        if self.hours is None:
+            return True
+        start, end = self.hours
+        minute = now.hour * 60 + now.minute
+        if start <= end:
+            return start <= minute < end
+        return minute >= start or minute < end
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """The routing settings decide() needs ([routing] of the config)."""
+
+    enabled: bool = True
+    default_region: str = "UA"
+    pick: PickPolicy = PickPolicy.NEWEST
+    dial_template: str = "PJSIP/{extension}"
+    rules: tuple[Rule, ...] = field(default=())
+    internal_max_digits: int = 5
+
+    def first_rule(self, line: str, now: datetime) -> Rule | None:
+        for rule in self.rules:
+            if rule.matches(line, now):
+                return rule
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """The routing decision contract (outcome `routing` and AGI channel variables)."""
+
+    target: str | None
+    agent: str | None
+    reason: str
+    owner: str | None
+    rule: str | None
+    caller_e164: str | None
+    line: str
+    decided_in_ms: float = 0.0
+
+    def to_json(self) -> dict[str, str | float | None]:
+        return {
+            "target": self.target,
+            "agent": self.agent,
+            "reason": self.reason,
+            "owner": self.owner,
+            "rule": self.rule,
+            "caller_e164": self.caller_e164,
+            "line": self.line,
+            "decided_in_ms": self.decided_in_ms,
+        }
+
+    def channel_variables(self) -> dict[str, str]:
+        """PBXLINK_ROUTE is empty when the dialplan should take its normal route."""
+        return {
+            "PBXLINK_ROUTE": self.target or "",
+            "PBXLINK_ROUTE_REASON": self.reason,
+            "PBXLINK_ROUTE_OWNER": self.owner or "",
+        }
+
+    @classmethod
+    def fall_through(cls, request: RouteRequest, reason: RouteReason) -> RouteDecision:
+        """No route: used for the deadline and for internal errors."""
+        return cls(
+            target=None,
+            agent=None,
+            reason=reason.value,
+            owner=None,
+            rule=None,
+            caller_e164=None,
+            line=request.line,
+        )
+
+
+class DirectoryView(Protocol):
+    """Caller number → routing entry, answered from memory."""
+
+    def lookup(self, e164: str) -> RoutingEntry | None: ...
+
+
+class PresenceView(Protocol):
+    """Agent id (PJSIP endpoint name, e.g. "101") → availability."""
+
+    def availability(self, agent: str) -> Availability: ...

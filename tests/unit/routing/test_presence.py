@@ -1,0 +1,196 @@
+"""Presence: AMI frames → typed updates → per-agent availability."""
+
+from __future__ import annotations
+
+import pytest
+
+from pbxlink.routing.model import Availability
+from pbxlink.routing.presence import (
+    ContactState,
+    ContactUpdate,
+    DeviceState,
+    DeviceStateUpdate,
+    ExtensionUpdate,
+    PresenceFrameProblem,
+    PresenceTracker,
+    QueueMemberRemoval,
+    QueueMemberUpdate,
+    agent_for_device,
+    presence_snapshot_from_frames,
+    presence_update_from_frame,
+)
+
+
+def frame(event: str, **headers: str) -> dict[str, str]:
+    return {"Event": event, "Privilege": "call,all", **headers}
+
+
+@pytest.mark.parametrize(("device", "agent"), [
+    ("PJSIP/101", "101"), ("SIP/alice", "alice"), ("PJSIP/101-00000001/x", None),
+    ("Local/101@agents", None), ("Queue:support", None), ("Custom:DND101", None), ("101", None),
+])
+def test_agent_for_device(device: str, agent: str | None) -> None:
+    assert agent_for_device(device) == agent
+
+
+@pytest.mark.parametrize(("headers", "update"), [
+    (frame("DeviceStateChange", Device="PJSIP/101", State="INUSE"),
+     DeviceStateUpdate("PJSIP/101", DeviceState.INUSE)),
+    (frame("DeviceStateChange", Device="Custom:DND102", State="BUSY"),
+     DeviceStateUpdate("Custom:DND102", DeviceState.BUSY)),
+    (frame("ContactStatus", URI="sip:101@127.0.0.1:5071", ContactStatus="Unreachable",
+           AOR="101", EndpointName="101", RoundtripUsec="0"),
+     ContactUpdate("101", "sip:101@127.0.0.1:5071", ContactState.UNREACHABLE)),
+    (frame("ContactStatusDetail", AOR="102", URI="sip:102@127.0.0.1:5072", Status="Reachable",
+           EndpointName="102"),
+     ContactUpdate("102", "sip:102@127.0.0.1:5072", ContactState.REACHABLE)),
+    (frame("ExtensionStatus", Exten="101", Context="hints", Hint="PJSIP/101", Status="8",
+           StatusText="Ringing"),
+     ExtensionUpdate("101", 8)),
+    (frame("QueueMemberStatus", Queue="support", MemberName="Agent 101", Interface="PJSIP/101",
+           StateInterface="PJSIP/101", Paused="1", PausedReason="lunch", Status="1"),
+     QueueMemberUpdate("support", "PJSIP/101", paused=True)),
+    (frame("QueueMemberPause", Queue="support", Interface="PJSIP/101", Paused="0"),
+     QueueMemberUpdate("support", "PJSIP/101", paused=False)),
+    (frame("QueueMember", Queue="sales", Name="Agent 102", Location="PJSIP/102",
+           StateInterface="PJSIP/102", Paused="0", Status="1"),
+     QueueMemberUpdate("sales", "PJSIP/102", paused=False)),
+    (frame("QueueMemberRemoved", Queue="sales", Interface="PJSIP/102"),
+     QueueMemberRemoval("sales", "PJSIP/102")),
+])
+def test_presence_frames_map_to_typed_updates(
+    headers: dict[str, str], update: object
+) -> None:
+    assert presence_update_from_frame(headers) == update
+
+
+@pytest.mark.parametrize("headers", [
+    frame("Newchannel", Channel="PJSIP/101-00000001"),
+    frame("DeviceStateListComplete", EventList="Complete", ListItems="3"),
+    {"Response": "Success", "Message": "Device State Changes will follow"},
+])
+def test_irrelevant_frames_are_ignored(headers: dict[str, str]) -> None:
+    assert presence_update_from_frame(headers) is None
+
+
+@pytest.mark.parametrize(("headers", "reason"), [
+    (frame("DeviceStateChange", Device="PJSIP/101"), "missing Device or State"),
+    (frame("DeviceStateChange", Device="PJSIP/101", State="SLEEPY"), "unknown device state"),
+    (frame("ExtensionStatus", Exten="101", Status="x"), "non-numeric Status"),
+    (frame("QueueMemberStatus", Queue="support", Interface="PJSIP/101"), "Paused"),
+    (frame("ContactStatus", URI="sip:x", ContactStatus="Weird", AOR="101"),
+     "unknown contact status"),
+])
+def test_malformed_presence_frames_come_back_as_problems(
+    headers: dict[str, str], reason: str
+) -> None:
+    result = presence_update_from_frame(headers)
+    assert isinstance(result, PresenceFrameProblem)
+    assert reason in result.reason
+    assert result.event == headers["Event"]
+
+
+def test_header_names_are_case_insensitive() -> None:
+    assert presence_update_from_frame({"event": "DeviceStateChange", "device": "PJSIP/101",
+                                       "state": "not_inuse"}) == DeviceStateUpdate(
+        "PJSIP/101", DeviceState.NOT_INUSE)
+
+
+def tracker_with(*frames: dict[str, str]) -> PresenceTracker:
+    tracker = PresenceTracker()
+    for headers in frames:
+        update = presence_update_from_frame(headers)
+        assert update is not None
+        assert not isinstance(update, PresenceFrameProblem)
+        tracker.apply(update)
+    return tracker
+
+
+def test_an_agent_nobody_reported_is_unknown() -> None:
+    assert PresenceTracker().availability("101") is Availability.UNKNOWN
+
+
+def test_device_states_decide_available_busy_offline() -> None:
+    tracker = tracker_with(
+        frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
+        frame("DeviceStateChange", Device="PJSIP/102", State="RINGINUSE"),
+        frame("DeviceStateChange", Device="PJSIP/103", State="UNAVAILABLE"),
+    )
+    assert [tracker.availability(a) for a in ("101", "102", "103")] == [
+        Availability.AVAILABLE, Availability.BUSY, Availability.OFFLINE]
+
+
+def test_device_coming_back_makes_the_agent_available_again() -> None:
+    tracker = tracker_with(
+        frame("DeviceStateChange", Device="PJSIP/101", State="INUSE"),
+        frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
+    )
+    assert tracker.availability("101") is Availability.AVAILABLE
+
+
+def test_dnd_custom_device_state_wins_over_everything_and_can_be_cleared() -> None:
+    tracker = tracker_with(
+        frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
+        frame("DeviceStateChange", Device="Custom:DND101", State="INUSE"),
+    )
+    assert tracker.availability("101") is Availability.DND
+    tracker.apply(DeviceStateUpdate("Custom:DND101", DeviceState.NOT_INUSE))
+    assert tracker.availability("101") is Availability.AVAILABLE
+
+
+def test_paused_in_any_queue_until_unpaused_or_removed() -> None:
+    tracker = tracker_with(
+        frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
+        frame("QueueMemberPause", Queue="support", Interface="PJSIP/101", Paused="1"),
+        frame("QueueMemberPause", Queue="sales", Interface="PJSIP/101", Paused="1"),
+    )
+    assert tracker.availability("101") is Availability.PAUSED
+    tracker.apply(QueueMemberUpdate("support", "PJSIP/101", paused=False))
+    assert tracker.availability("101") is Availability.PAUSED
+    tracker.apply(QueueMemberRemoval("sales", "PJSIP/101"))
+    assert tracker.availability("101") is Availability.AVAILABLE
+
+
+def test_all_contacts_unreachable_is_offline_and_one_reachable_is_enough() -> None:
+    tracker = tracker_with(
+        frame("ContactStatus", URI="sip:a", ContactStatus="Unreachable", AOR="101",
+              EndpointName="101"),
+    )
+    assert tracker.availability("101") is Availability.OFFLINE
+    tracker.apply(ContactUpdate("101", "sip:b", ContactState.REACHABLE))
+    assert tracker.availability("101") is Availability.AVAILABLE
+    tracker.apply(ContactUpdate("101", "sip:b", ContactState.REMOVED))
+    assert tracker.availability("101") is Availability.OFFLINE
+
+
+def test_hint_states_busy_and_unavailable() -> None:
+    tracker = tracker_with(frame("ExtensionStatus", Exten="101", Status="1"),
+                           frame("ExtensionStatus", Exten="102", Status="4"),
+                           frame("ExtensionStatus", Exten="103", Status="0"))
+    assert [tracker.availability(a) for a in ("101", "102", "103")] == [
+        Availability.BUSY, Availability.OFFLINE, Availability.AVAILABLE]
+    tracker.apply(ExtensionUpdate("101", -2))
+    assert tracker.availability("101") is Availability.UNKNOWN
+
+
+def test_reconnect_snapshot_replaces_stale_device_states() -> None:
+    tracker = tracker_with(
+        frame("DeviceStateChange", Device="PJSIP/101", State="INUSE"),
+        frame("DeviceStateChange", Device="Custom:DND102", State="INUSE"),
+        frame("QueueMemberPause", Queue="support", Interface="PJSIP/103", Paused="1"),
+    )
+    # answer to Action: DeviceStateList after a reconnect
+    updates, problems = presence_snapshot_from_frames([
+        {"Response": "Success", "EventList": "start",
+         "Message": "Device State Changes will follow"},
+        frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
+        frame("DeviceStateChange", Device="PJSIP/102", State="NOT_INUSE"),
+        frame("DeviceStateChange", Device="PJSIP/103", State="NOT_INUSE"),
+        frame("DeviceStateChange", Device="Custom:DND102"),
+        frame("DeviceStateListComplete", EventList="Complete", ListItems="4"),
+    ])
+    tracker.replace(updates)
+    assert [p.event for p in problems] == ["DeviceStateChange"]
+    assert tracker.availability("101") is Availability.AVAILABLE
+    assert tracker.availability("102") is Availability.AVAILABLE  # DND gone with the snapshot
+    assert tracker.availability("103") is Availability.PAUSED  # queues were not in the snapshot
