@@ -170,7 +170,7 @@ def parse_directory_message(
         raise DirectoryPayloadError(topic, "$", f"payload larger than {_MAX_PAYLOAD} bytes")
     try:
         document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
         raise DirectoryPayloadError(topic, "$", f"not JSON: {exc}") from None
     entry = parse_directory_entry(document, topic)
     if entry.number[1:] != digits:
@@ -232,6 +232,10 @@ class DirectoryIndex:
 
     def put(self, digits: str, entry: RoutingEntry) -> None:
         self._entries[int(digits)] = self.intern(entry)
+
+    def put_int(self, number: int, entry: RoutingEntry) -> None:
+        """Bulk-load path: `number` = E.164 digits as int."""
+        self._entries[number] = self.intern(entry)
 
     def remove(self, digits: str) -> None:
         self._entries.pop(int(digits), None)
