@@ -11,6 +11,7 @@ that belongs to another application.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -161,6 +162,9 @@ class Outbox:
 
     def __init__(self, conn: aiosqlite.Connection, path: Path, migrated_from: int) -> None:
         self._conn = conn
+        # One connection, several tasks (writer, publisher, metrics): a read must never see
+        # another task's transaction half-done, so every operation takes the lock.
+        self._lock = asyncio.Lock()
         self.path = path
         self.migrated_from = migrated_from
 
@@ -240,7 +244,7 @@ class Outbox:
 
     async def pending(self, *, limit: int, after_seq: int = 0) -> list[PendingMessage]:
         """Pending rows in the order they were committed."""
-        async with self._conn.execute(
+        async with self._lock, self._conn.execute(
             "SELECT seq, message_id, kind, topic, payload, direction, answered, created_at,"
             " expires_at, attempts FROM outbox WHERE status = 'pending' AND seq > ?"
             " ORDER BY seq LIMIT ?",
@@ -286,7 +290,7 @@ class Outbox:
         return self._conn.total_changes - before
 
     async def stats(self) -> OutboxStats:
-        async with self._conn.execute(
+        async with self._lock, self._conn.execute(
             "SELECT kind, count(*), min(created_at) FROM outbox WHERE status = 'pending'"
             " GROUP BY kind"
         ) as cursor:
@@ -300,7 +304,7 @@ class Outbox:
         )
 
     async def status_of(self, message_id: str) -> MessageStatus | None:
-        async with self._conn.execute(
+        async with self._lock, self._conn.execute(
             "SELECT status FROM outbox WHERE message_id = ?", (message_id,)
         ) as cursor:
             row = await cursor.fetchone()
@@ -315,7 +319,7 @@ class Outbox:
         )
 
     async def load_tracker_state(self, name: str) -> bytes | None:
-        async with self._conn.execute(
+        async with self._lock, self._conn.execute(
             "SELECT state FROM tracker_state WHERE name = ?", (name,)
         ) as cursor:
             row = await cursor.fetchone()
@@ -331,6 +335,10 @@ class Outbox:
         """One committed transaction, or :class:`OutboxWriteError` and nothing changed."""
         if not rows:
             return
+        async with self._lock:
+            await self._write_locked(sql, rows)
+
+    async def _write_locked(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             await self._conn.executemany(sql, rows)

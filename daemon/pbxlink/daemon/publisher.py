@@ -1,0 +1,368 @@
+"""The publisher: drains the outbox to the MQTT broker, marking rows sent only after PUBACK.
+
+aiomqtt 2.5 does not reconnect by itself, so this module owns the loop: connect, announce
+presence, publish pending rows in commit order, and on any broker or network failure wait a
+capped, jittered backoff and start again with a fresh client. A fresh client per connection
+means nothing of a failed connection lingers in paho's memory: the outbox is the only queue.
+
+Two things aiomqtt 2.5 leaves out and this module adds:
+
+* the PUBACK reason code: aiomqtt marks a publish done on any PUBACK, even one that refuses the
+  message (MQTT 5 reason >= 0x80, e.g. "Not authorized" from an ACL); such a row stays pending;
+* a disconnect while waiting for a PUBACK fails the wait at once, instead of after the timeout.
+
+It also sets ``TCP_NODELAY`` (research: QoS 1 round trips otherwise sit on Nagle + delayed ACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import random
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pbxlink.daemon import __version__
+from pbxlink.daemon.config import MqttSettings
+from pbxlink.daemon.envelope import ENVELOPE_SCHEMA, MessageKind, NodeTopics, iso_utc
+from pbxlink.daemon.metrics import DaemonMetrics
+from pbxlink.daemon.outbox import Outbox, PendingMessage
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPE: Final = "application/json"
+PUBLISH_TIMEOUT: Final = 10.0  # seconds to wait for a PUBACK before the connection is dropped
+BATCH_SIZE: Final = 200  # rows read from the outbox per round; published pipelined, in order
+IDLE_RECHECK: Final = 5.0  # seconds between outbox checks when nobody wakes the publisher
+
+
+class PublishRefused(aiomqtt.MqttError):
+    """The broker answered a publish with a failure reason code (MQTT 5 PUBACK >= 0x80)."""
+
+    def __init__(self, topic: str, reason: ReasonCode) -> None:
+        super().__init__(f"the broker refused a publish to {topic}: {reason} ({reason.value:#x})")
+        self.topic = topic
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter: attempt n waits in [d/2, d], d = min(cap, base·2ⁿ)."""
+
+    initial: float
+    cap: float
+
+    def delay(self, attempt: int, unit_random: float) -> float:
+        ceiling = min(self.cap, self.initial * 2.0 ** min(attempt, 32))
+        return ceiling / 2 + ceiling / 2 * unit_random
+
+
+class _AckingClient(aiomqtt.Client):
+    """aiomqtt's client plus the PUBACK reason code and disconnect-aware waits.
+
+    Uses aiomqtt 2.5 internals (``_client``, ``_pending_call``, ``_pending_publishes``,
+    ``_disconnected``); pyproject pins aiomqtt <2.6 for that reason.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._puback_reasons: dict[int, ReasonCode] = {}
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        if mid in self._pending_publishes:
+            self._puback_reasons[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def disconnect_reason(self) -> BaseException | None:
+        """Why the connection ended (and marks aiomqtt's future as retrieved)."""
+        if not self._disconnected.done() or self._disconnected.cancelled():
+            return None
+        return self._disconnected.exception()
+
+    async def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool,
+        properties: Properties,
+        puback_timeout: float,
+    ) -> None:
+        """Publish at QoS 1 and return once the broker accepted it; raise otherwise."""
+        info = self._client.publish(topic, payload, 1, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        confirmation = asyncio.Event()
+        with self._pending_call(info.mid, confirmation, self._pending_publishes):
+            # paho may have received the PUBACK already (the callback found no pending call).
+            if not info.is_published():
+                waiter: asyncio.Future[Any] = asyncio.ensure_future(confirmation.wait())
+                disconnected: asyncio.Future[Any] = self._disconnected
+                try:
+                    done, _ = await asyncio.wait(
+                        {waiter, disconnected}, timeout=puback_timeout,
+                        return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                if waiter not in done:
+                    if self._disconnected.done():
+                        self.disconnect_reason()
+                        raise aiomqtt.MqttError("disconnected while waiting for PUBACK")
+                    raise aiomqtt.MqttError(f"no PUBACK within {puback_timeout} s")
+        reason = self._puback_reasons.pop(info.mid, None)
+        if reason is not None and reason.is_failure:
+            raise PublishRefused(topic, reason)
+
+
+def _publish_properties(
+    message: PendingMessage | None, *, expiry: int | None = None
+) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.PayloadFormatIndicator = 1
+    props.ContentType = CONTENT_TYPE
+    if message is not None:
+        user = [("id", message.message_id)]
+        if message.direction is not None:
+            user.append(("direction", message.direction))
+        if message.answered is not None:
+            user.append(("answered", "true" if message.answered else "false"))
+        props.UserProperty = user
+    if expiry is not None:
+        props.MessageExpiryInterval = expiry
+    return props
+
+
+class OutcomePublisher:
+    """Publishes the outbox. Run :meth:`run` as a task; call :meth:`wake` after each commit."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        outbox: Outbox,
+        *,
+        node: str,
+        metrics: DaemonMetrics,
+        clock: Callable[[], float] = time.time,
+        unit_random: Callable[[], float] = random.random,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._node = node
+        self._topics = NodeTopics(node, settings.topic_prefix)
+        self._metrics = metrics
+        self._clock = clock
+        self._random = unit_random
+        self._publish_timeout = publish_timeout
+        self._batch_size = batch_size
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connected = False
+        self._connected_once = asyncio.Event()
+        self.session = uuid.uuid4().hex
+        self._since = iso_utc(datetime.now(UTC))
+        self._connections = 0
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def wake(self) -> None:
+        """New rows were committed: publish them now rather than at the next idle check."""
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to publish what is pending (bounded by the caller), say offline, end."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def wait_connected(self) -> None:
+        await self._connected_once.wait()
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect with backoff; return after :meth:`stop` and a clean exit."""
+        attempt = 0
+        while True:
+            client = self._new_client()
+            try:
+                async with client:
+                    self._on_connected()
+                    attempt = 0
+                    await self._announce(client, "online")
+                    await self._drain(client)
+                    # Stopping: everything committed is acknowledged (or the caller's bound hit).
+                    await self._announce(client, "offline")
+                    self._on_disconnected(None)
+                    return
+            except aiomqtt.MqttError as exc:
+                client.disconnect_reason()
+                self._on_disconnected(exc)
+            if self._stopping.is_set():
+                log.warning("mqtt_stopped_disconnected", pending="kept in the outbox")
+                return
+            delay = self._backoff.delay(attempt, self._random())
+            attempt += 1
+            self._metrics.reconnects.inc(link="mqtt")
+            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), attempt=attempt)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                continue
+            log.warning("mqtt_stopped_disconnected", pending="kept in the outbox")
+            return
+
+    # -- connection -------------------------------------------------------------------------
+
+    def _new_client(self) -> _AckingClient:
+        s = self._settings
+        self._connections += 1
+        tls_params = None
+        if s.tls:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=str(s.ca_file) if s.ca_file is not None else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        will = aiomqtt.Will(
+            topic=self._topics.status,
+            payload=self._presence("offline"),
+            qos=1,
+            retain=True,
+            properties=_will_properties(),
+        )
+        return _AckingClient(
+            s.host,
+            s.port,
+            username=s.username or None,
+            password=s.password.reveal() if s.password is not None else None,
+            identifier=s.client_id or f"pbxlink-{self._node}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            keepalive=s.keepalive,
+            timeout=self._publish_timeout,
+            tls_params=tls_params,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_inflight_messages=20,
+        )
+
+    def _presence(self, state: str) -> bytes:
+        body = {"schema": ENVELOPE_SCHEMA, "state": state, "node": self._node,
+                "session": self.session, "connection": self._connections,
+                "since": self._since, "version": __version__}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def _announce(self, client: _AckingClient, state: str) -> None:
+        await client.publish_acked(
+            self._topics.status, self._presence(state), retain=True,
+            properties=_publish_properties(None), puback_timeout=self._publish_timeout)
+        log.info("mqtt_presence", state=state, session=self.session,
+                 connection=self._connections)
+
+    def _on_connected(self) -> None:
+        self._connected = True
+        self._connected_once.set()
+        self.last_error = None
+        self._metrics.mqtt_connected.set(1)
+        log.info("mqtt_connected", host=self._settings.host, port=self._settings.port,
+                 session=self.session, connection=self._connections)
+
+    def _on_disconnected(self, exc: BaseException | None) -> None:
+        was = self._connected
+        self._connected = False
+        self._metrics.mqtt_connected.set(0)
+        if exc is None:
+            log.info("mqtt_disconnected", reason="stopping")
+            return
+        self.last_error = str(exc)
+        log.warning("mqtt_connection_failed" if not was else "mqtt_connection_lost",
+                    error=str(exc), error_type=type(exc).__name__)
+
+    # -- draining ---------------------------------------------------------------------------
+
+    async def _drain(self, client: _AckingClient) -> None:
+        """Publish pending rows until :meth:`stop` finds the outbox empty."""
+        while True:
+            self._wakeup.clear()
+            batch = await self._outbox.pending(limit=self._batch_size)
+            if batch:
+                await self._publish_batch(client, batch)
+                continue
+            if self._stopping.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), IDLE_RECHECK)
+
+    async def _publish_batch(self, client: _AckingClient, batch: Sequence[PendingMessage]) -> None:
+        now = self._clock()
+        expired = [m.seq for m in batch if m.expires_at is not None and m.expires_at <= now]
+        if expired:
+            await self._outbox.mark_expired(expired, now=now)
+            self._metrics.expired.inc(len(expired))
+        live = [m for m in batch if m.expires_at is None or m.expires_at > now]
+        # Started in commit order, so paho writes them to the socket in that order; the
+        # broker forwards one publisher's messages on a topic in the order it received them.
+        tasks = [asyncio.ensure_future(self._publish_one(client, m, now)) for m in live]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        acked_at = self._clock()
+        acked = [m for m, r in zip(live, results, strict=True) if r is None]
+        failed = [(m, r) for m, r in zip(live, results, strict=True) if r is not None]
+        if acked:
+            await self._outbox.mark_sent([m.seq for m in acked], now=acked_at)
+            for m in acked:
+                self._metrics.published.inc(kind=m.kind.value)
+                self._metrics.publish_latency.observe(max(0.0, acked_at - m.created_at),
+                                                      kind=m.kind.value)
+        if failed:
+            await self._outbox.count_attempt([m.seq for m, _ in failed])
+            for _m, error in failed:
+                reason = "refused" if isinstance(error, PublishRefused) else "no_puback"
+                self._metrics.publish_failures.inc(reason=reason)
+            first_message, first = failed[0]
+            if isinstance(first, PublishRefused):
+                log.error("mqtt_publish_refused", error=str(first),
+                          message_id=first_message.message_id,
+                          hint="check the broker ACL for this node's topics")
+            if isinstance(first, aiomqtt.MqttError):
+                raise first  # the connection is suspect: reconnect, republish what is pending
+            raise first
+
+    async def _publish_one(self, client: _AckingClient, message: PendingMessage,
+                           now: float) -> None:
+        expiry = None
+        if message.kind is MessageKind.EVENT and message.expires_at is not None:
+            expiry = max(1, math.ceil(message.expires_at - now))
+        await client.publish_acked(
+            message.topic, message.payload, retain=False,
+            properties=_publish_properties(message, expiry=expiry),
+            puback_timeout=self._publish_timeout)
+
+
+def _will_properties() -> Properties:
+    props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+    props.PayloadFormatIndicator = 1
+    props.ContentType = CONTENT_TYPE
+    return props
