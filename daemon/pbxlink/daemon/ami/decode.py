@@ -1,0 +1,585 @@
+"""Decode raw AMI frames into typed events, once, at the edge.
+
+:class:`AmiDecoder` maps an :class:`~pbxlink.daemon.ami.framing.Frame` to one of the records in
+:mod:`pbxlink.daemon.ami.events`, or to ``None`` for frames the tracker does not use (action
+responses, ``TestEvent``, ``CEL``, ``Cdr``, ``RTCP*``, most ``VarSet`` and ``Newexten`` …).
+Dropped frames are counted by event name in :attr:`AmiDecoder.ignored`.
+
+The hot path stays cheap: the event name comes from the frame without parsing its headers,
+and ``VarSet``/``Newexten`` frames are checked for the one header that matters by a byte search
+of the raw frame before anything else is parsed. A frame that claims to be an event the tracker
+uses but lacks a required header raises :class:`MalformedEvent` (one error type, carrying the
+event name and the reason); the caller logs it and carries on with the next frame.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from pbxlink.daemon.ami.events import (
+    AgentCalled,
+    AgentComplete,
+    AgentConnect,
+    AgentRingNoAnswer,
+    AmiEvent,
+    AttendedDestType,
+    AttendedTransfer,
+    BlindTransfer,
+    Bridge,
+    BridgeCreate,
+    BridgeDestroy,
+    BridgeEnter,
+    BridgeLeave,
+    Channel,
+    ChannelState,
+    CoreShowChannel,
+    CoreShowChannelsComplete,
+    DialBegin,
+    DialEnd,
+    DialStatus,
+    FullyBooted,
+    Hangup,
+    HangupRequest,
+    LocalBridge,
+    LocalOptimizationBegin,
+    LocalOptimizationEnd,
+    MixMonitorStart,
+    NewCallerid,
+    Newchannel,
+    NewConnectedLine,
+    Newexten,
+    Newstate,
+    OriginateResponse,
+    Pickup,
+    QueueCallerAbandon,
+    QueueCallerJoin,
+    QueueCallerLeave,
+    TrackedVariable,
+    TransferResult,
+    VarSet,
+)
+
+
+class FrameLike(Protocol):
+    """What the decoder needs from a framed AMI message (``framing.Frame`` provides it)."""
+
+    @property
+    def raw(self) -> bytes: ...
+
+    @property
+    def event(self) -> str | None: ...
+
+    def get(self, key: str, default: str | None = None) -> str | None: ...
+
+
+class MalformedEvent(ValueError):
+    """An event the tracker needs arrived without a header it cannot do without."""
+
+    def __init__(self, event: str, reason: str) -> None:
+        super().__init__(f"malformed AMI {event} event: {reason}")
+        self.event = event
+        self.reason = reason
+
+
+# Applications whose Newexten the tracker follows (lower case).
+TRACKED_APPS = frozenset({"voicemail"})
+
+_TRACKED_VARIABLES = {v.value: v for v in TrackedVariable}
+_VARIABLE_MARK = b"\nVariable: "
+_APPLICATION_MARK = b"\nApplication: "
+_UNKNOWN = "<unknown>"
+
+
+class _Fields:
+    """The headers of one frame, looked up case-insensitively (first occurrence wins)."""
+
+    __slots__ = ("_event", "_get")
+
+    def __init__(self, event: str, frame: FrameLike) -> None:
+        self._event = event
+        self._get = frame.get
+
+    def opt(self, key: str) -> str | None:
+        return self._get(key)
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self._get(key)
+        return default if value is None else value
+
+    def req(self, key: str) -> str:
+        value = self._get(key)
+        if value is None:
+            raise MalformedEvent(self._event, f"no {key!r} header")
+        return value
+
+    def time(self) -> float | None:
+        stamp = self._get("timestamp")
+        if stamp is None:
+            return None
+        try:
+            return float(stamp)
+        except ValueError:
+            raise MalformedEvent(self._event, f"bad Timestamp {stamp!r}") from None
+
+    def number(self, key: str) -> float:
+        value = self._get(key)
+        if value is None or value == "":
+            return 0.0
+        try:
+            return float(value)
+        except ValueError:
+            raise MalformedEvent(self._event, f"bad number in {key!r}: {value!r}") from None
+
+    def integer(self, key: str) -> int | None:
+        value = self._get(key)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise MalformedEvent(self._event, f"bad integer in {key!r}: {value!r}") from None
+
+    def channel(self, prefix: str = "") -> Channel:
+        snapshot = self.channel_opt(prefix)
+        if snapshot is None:
+            raise MalformedEvent(self._event, f"no {prefix}Uniqueid/{prefix}Channel headers")
+        return snapshot
+
+    def channel_opt(self, prefix: str = "") -> Channel | None:
+        p = prefix.lower()
+        get = self._get
+        uniqueid = get(p + "uniqueid")
+        name = get(p + "channel")
+        if uniqueid is None or name is None:
+            return None
+        state_text = get(p + "channelstate")
+        try:
+            state = ChannelState(int(state_text or "10"))
+        except ValueError:
+            state = ChannelState.UNKNOWN
+        return Channel(
+            name=name,
+            uniqueid=uniqueid,
+            linkedid=get(p + "linkedid") or uniqueid,
+            state=state,
+            caller_num=_caller_text(get(p + "calleridnum")),
+            caller_name=_caller_text(get(p + "calleridname")),
+            connected_num=_caller_text(get(p + "connectedlinenum")),
+            connected_name=_caller_text(get(p + "connectedlinename")),
+            context=get(p + "context") or "",
+            exten=get(p + "exten") or "",
+        )
+
+    def bridge(self) -> Bridge:
+        return Bridge(
+            uniqueid=self.req("bridgeuniqueid"),
+            type=self.text("bridgetype"),
+            technology=self.text("bridgetechnology"),
+        )
+
+
+def _caller_text(value: str | None) -> str | None:
+    """Caller-ID text as a person wrote it: ``<unknown>``/empty → ``None``, C escapes undone."""
+    if value is None or value in ("", _UNKNOWN):
+        return None
+    if "\\" in value:
+        return unescape_c(value)
+    return value
+
+
+_C_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "?": "?",
+}
+
+
+def unescape_c(text: str) -> str:
+    r"""Undo ``ast_escape_c``: ``\"`` → ``"``, ``\\`` → ``\``, ``\n`` → newline, …"""
+    out: list[str] = []
+    i = 0
+    length = len(text)
+    while i < length:
+        ch = text[i]
+        if ch == "\\" and i + 1 < length:
+            nxt = text[i + 1]
+            out.append(_C_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _transfer_result(text: str) -> TransferResult:
+    try:
+        return TransferResult(text)
+    except ValueError:
+        return TransferResult.OTHER
+
+
+def _dial_status(text: str) -> DialStatus:
+    head = text.split(":", 1)[0]
+    try:
+        return DialStatus(head)
+    except ValueError:
+        return DialStatus.OTHER
+
+
+def _dest_type(text: str) -> AttendedDestType:
+    try:
+        return AttendedDestType(text)
+    except ValueError:
+        return AttendedDestType.OTHER
+
+
+def _header_value(raw: bytes, mark: bytes) -> bytes | None:
+    """The value of the header ``mark`` names, found by a byte search (no full parse)."""
+    start = raw.find(mark)
+    if start < 0:
+        return None
+    start += len(mark)
+    end = raw.find(b"\r", start)
+    if end < 0:
+        end = raw.find(b"\n", start)
+    return raw[start:] if end < 0 else raw[start:end]
+
+
+def _variable_name(raw_name: bytes) -> TrackedVariable | None:
+    name = raw_name.lstrip(b"_")  # inherited variables are published as __NAME / _NAME
+    try:
+        return _TRACKED_VARIABLES.get(name.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# One builder per event name.
+
+_Builder = Callable[[_Fields], AmiEvent]
+
+
+def _newchannel(f: _Fields) -> AmiEvent:
+    return Newchannel(f.time(), f.channel())
+
+
+def _newstate(f: _Fields) -> AmiEvent:
+    return Newstate(f.time(), f.channel())
+
+
+def _newcallerid(f: _Fields) -> AmiEvent:
+    return NewCallerid(f.time(), f.channel())
+
+
+def _newconnectedline(f: _Fields) -> AmiEvent:
+    return NewConnectedLine(f.time(), f.channel())
+
+
+def _newexten(f: _Fields) -> AmiEvent:
+    return Newexten(f.time(), f.channel(), f.text("application"), f.text("appdata"))
+
+
+def _varset(f: _Fields) -> AmiEvent:
+    name = f.req("variable").lstrip("_")
+    variable = _TRACKED_VARIABLES.get(name)
+    if variable is None:  # the byte search matched; the parsed header must agree
+        raise MalformedEvent("VarSet", f"untracked variable {name!r}")
+    uniqueid = f.req("uniqueid")
+    return VarSet(
+        time=f.time(),
+        uniqueid=uniqueid,
+        linkedid=f.opt("linkedid") or uniqueid,
+        variable=variable,
+        value=f.text("value"),
+    )
+
+
+def _dialbegin(f: _Fields) -> AmiEvent:
+    return DialBegin(f.time(), f.channel_opt(), f.channel("Dest"), f.text("dialstring"))
+
+
+def _dialend(f: _Fields) -> AmiEvent:
+    return DialEnd(f.time(), f.channel_opt(), f.channel("Dest"), _dial_status(f.text("dialstatus")))
+
+
+def _bridgecreate(f: _Fields) -> AmiEvent:
+    return BridgeCreate(f.time(), f.bridge())
+
+
+def _bridgeenter(f: _Fields) -> AmiEvent:
+    return BridgeEnter(f.time(), f.bridge(), f.channel(), f.opt("swapuniqueid") or None)
+
+
+def _bridgeleave(f: _Fields) -> AmiEvent:
+    return BridgeLeave(f.time(), f.bridge(), f.channel())
+
+
+def _bridgedestroy(f: _Fields) -> AmiEvent:
+    return BridgeDestroy(f.time(), f.bridge())
+
+
+def _blindtransfer(f: _Fields) -> AmiEvent:
+    return BlindTransfer(
+        time=f.time(),
+        result=_transfer_result(f.text("result")),
+        transferer=f.channel_opt("Transferer"),
+        transferee=f.channel_opt("Transferee"),
+        context=f.text("context"),
+        extension=f.text("extension"),
+        is_external=f.text("isexternal").lower() == "yes",
+    )
+
+
+def _attendedtransfer(f: _Fields) -> AmiEvent:
+    return AttendedTransfer(
+        time=f.time(),
+        result=_transfer_result(f.text("result")),
+        dest_type=_dest_type(f.text("desttype")),
+        orig_transferer=f.channel_opt("OrigTransferer"),
+        second_transferer=f.channel_opt("SecondTransferer"),
+        transferee=f.channel_opt("Transferee"),
+        transfer_target=f.channel_opt("TransferTarget"),
+        local_one=f.channel_opt("LocalOne"),
+        local_two=f.channel_opt("LocalTwo"),
+        dest_bridge=f.opt("destbridgeuniqueid") or None,
+    )
+
+
+def _localbridge(f: _Fields) -> AmiEvent:
+    return LocalBridge(
+        time=f.time(),
+        local_one=f.channel("LocalOne"),
+        local_two=f.channel("LocalTwo"),
+        context=f.text("context"),
+        exten=f.text("exten"),
+        optimization=f.text("localoptimization").lower() == "yes",
+    )
+
+
+def _localoptbegin(f: _Fields) -> AmiEvent:
+    return LocalOptimizationBegin(
+        time=f.time(),
+        local_one=f.channel("LocalOne"),
+        local_two=f.channel("LocalTwo"),
+        source=f.channel_opt("Source"),
+        dest_bridge=f.opt("destuniqueid") or None,
+    )
+
+
+def _localoptend(f: _Fields) -> AmiEvent:
+    return LocalOptimizationEnd(
+        time=f.time(),
+        local_one=f.channel("LocalOne"),
+        local_two=f.channel("LocalTwo"),
+        success=f.text("success").lower() == "yes",
+    )
+
+
+def _queuecallerjoin(f: _Fields) -> AmiEvent:
+    return QueueCallerJoin(f.time(), f.channel(), f.req("queue"), f.integer("position") or 0)
+
+
+def _queuecallerleave(f: _Fields) -> AmiEvent:
+    return QueueCallerLeave(f.time(), f.channel(), f.req("queue"))
+
+
+def _queuecallerabandon(f: _Fields) -> AmiEvent:
+    return QueueCallerAbandon(f.time(), f.channel(), f.req("queue"), f.number("holdtime"))
+
+
+def _agentcalled(f: _Fields) -> AmiEvent:
+    return AgentCalled(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("queue"),
+        member_name=f.text("membername"),
+        interface=f.text("interface"),
+    )
+
+
+def _agentconnect(f: _Fields) -> AmiEvent:
+    return AgentConnect(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("queue"),
+        member_name=f.text("membername"),
+        interface=f.text("interface"),
+        hold_seconds=f.number("holdtime"),
+    )
+
+
+def _agentcomplete(f: _Fields) -> AmiEvent:
+    return AgentComplete(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("queue"),
+        member_name=f.text("membername"),
+        interface=f.text("interface"),
+        reason=f.text("reason"),
+    )
+
+
+def _agentringnoanswer(f: _Fields) -> AmiEvent:
+    return AgentRingNoAnswer(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("queue"),
+        member_name=f.text("membername"),
+        interface=f.text("interface"),
+    )
+
+
+def _pickup(f: _Fields) -> AmiEvent:
+    return Pickup(f.time(), f.channel(), f.channel("Target"))
+
+
+def _hangup(f: _Fields) -> AmiEvent:
+    return Hangup(f.time(), f.channel(), f.integer("cause") or 0)
+
+
+def _hanguprequest(f: _Fields) -> AmiEvent:
+    return HangupRequest(f.time(), f.channel(), soft=False, cause=f.integer("cause"))
+
+
+def _softhanguprequest(f: _Fields) -> AmiEvent:
+    return HangupRequest(f.time(), f.channel(), soft=True, cause=f.integer("cause"))
+
+
+def _mixmonitorstart(f: _Fields) -> AmiEvent:
+    return MixMonitorStart(f.time(), f.channel())
+
+
+def _originateresponse(f: _Fields) -> AmiEvent:
+    return OriginateResponse(
+        time=f.time(),
+        success=f.text("response").lower() == "success",
+        action_id=f.opt("actionid"),
+        channel=f.text("channel"),
+        context=f.text("context"),
+        exten=f.text("exten"),
+        uniqueid=f.opt("uniqueid") or None,
+        reason=f.integer("reason"),
+    )
+
+
+def _coreshowchannel(f: _Fields) -> AmiEvent:
+    return CoreShowChannel(
+        time=f.time(),
+        channel=f.channel(),
+        bridge_id=f.opt("bridgeid") or None,
+        application=f.text("application"),
+        app_data=f.text("applicationdata"),
+        duration_seconds=_duration(f.text("duration")),
+    )
+
+
+def _coreshowchannelscomplete(f: _Fields) -> AmiEvent:
+    return CoreShowChannelsComplete(f.time(), f.integer("listitems") or 0)
+
+
+def _fullybooted(f: _Fields) -> AmiEvent:
+    return FullyBooted(f.time())
+
+
+def _duration(text: str) -> float:
+    """``HH:MM:SS`` (CoreShowChannel ``Duration``) → seconds; garbage → 0."""
+    total = 0.0
+    for part in text.split(":"):
+        if not part.isdigit():
+            return 0.0
+        total = total * 60 + int(part)
+    return total
+
+
+_BUILDERS: dict[str, _Builder] = {
+    "Newchannel": _newchannel,
+    "Newstate": _newstate,
+    "NewCallerid": _newcallerid,
+    "NewConnectedLine": _newconnectedline,
+    "Newexten": _newexten,
+    "VarSet": _varset,
+    "DialBegin": _dialbegin,
+    "DialEnd": _dialend,
+    "BridgeCreate": _bridgecreate,
+    "BridgeEnter": _bridgeenter,
+    "BridgeLeave": _bridgeleave,
+    "BridgeDestroy": _bridgedestroy,
+    "BlindTransfer": _blindtransfer,
+    "AttendedTransfer": _attendedtransfer,
+    "LocalBridge": _localbridge,
+    "LocalOptimizationBegin": _localoptbegin,
+    "LocalOptimizationEnd": _localoptend,
+    "QueueCallerJoin": _queuecallerjoin,
+    "QueueCallerLeave": _queuecallerleave,
+    "QueueCallerAbandon": _queuecallerabandon,
+    "AgentCalled": _agentcalled,
+    "AgentConnect": _agentconnect,
+    "AgentComplete": _agentcomplete,
+    "AgentRingNoAnswer": _agentringnoanswer,
+    "Pickup": _pickup,
+    "Hangup": _hangup,
+    "HangupRequest": _hanguprequest,
+    "SoftHangupRequest": _softhanguprequest,
+    "MixMonitorStart": _mixmonitorstart,
+    "OriginateResponse": _originateresponse,
+    "CoreShowChannel": _coreshowchannel,
+    "CoreShowChannelsComplete": _coreshowchannelscomplete,
+    "FullyBooted": _fullybooted,
+}
+
+# Event names are matched case-insensitively (AMI keys and names are).
+_BUILDERS_BY_LOWER = {name.lower(): (name, builder) for name, builder in _BUILDERS.items()}
+
+
+class AmiDecoder:
+    """Frames in, typed events out; counts what it drops.
+
+    Not thread-safe; one per AMI stream. ``ignored`` maps an event name (``"<response>"`` for
+    action responses) to how many frames of it were dropped.
+    """
+
+    __slots__ = ("decoded", "ignored")
+
+    def __init__(self) -> None:
+        self.ignored: Counter[str] = Counter()
+        self.decoded = 0
+
+    def decode(self, frame: FrameLike) -> AmiEvent | None:
+        name = frame.event
+        if name is None:
+            self.ignored["<response>"] += 1
+            return None
+        found = _BUILDERS.get(name)
+        if found is None:
+            entry = _BUILDERS_BY_LOWER.get(name.lower())
+            if entry is None:
+                self.ignored[name] += 1
+                return None
+            name, found = entry
+        if name == "VarSet":
+            variable = _header_value(frame.raw, _VARIABLE_MARK)
+            if variable is None or _variable_name(variable) is None:
+                self.ignored[name] += 1
+                return None
+        elif name == "Newexten":
+            app = _header_value(frame.raw, _APPLICATION_MARK)
+            if app is None or app.decode("ascii", "replace").lower() not in TRACKED_APPS:
+                self.ignored[name] += 1
+                return None
+        event = found(_Fields(name, frame))
+        self.decoded += 1
+        return event
