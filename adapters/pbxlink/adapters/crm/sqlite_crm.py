@@ -1,0 +1,365 @@
+"""The embedded CRM on SQLite: employees, clients (E.164 identity + raw forms), orders,
+inquiries, tasks, deals, call records and notifications. Implements `CrmBackend`.
+
+All writes run inside the caller's transaction (`Store.transaction()`), so the inbox row and
+the CRM effect commit together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pbxlink.adapters.crm.actions import (
+    CreateClient,
+    CreateDeal,
+    CreateInquiry,
+    CreateOrder,
+    CreateTask,
+    Notify,
+    RecordCall,
+)
+from pbxlink.adapters.crm.facts import ClientFact, EmployeeFact, OpenItem, Stage
+from pbxlink.adapters.crm.identity import PhoneKind, identify
+from pbxlink.adapters.crm.store import Store
+
+
+def iso(moment: datetime) -> str:
+    """Stored times: UTC, second precision, "Z" (sorts as text)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+class CrmDataError(ValueError):
+    """A manual CRM edit with bad data (unknown employee, a number that is not a number…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    id: str
+    title: str
+    mode: str
+    author: str
+    assignees: tuple[str, ...]
+    deadline: datetime
+    client_id: str | None
+    order_id: str | None
+    inquiry_id: str | None
+    done_by: str | None
+
+
+class SqliteCrm:
+    """`CrmBackend` over the adapter's SQLite store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    # ---------------------------------------------------------------- look-ups
+
+    async def employees(self) -> tuple[EmployeeFact, ...]:
+        async with self.db.execute(
+            "SELECT id, name, extension, blocked, deleted FROM employees ORDER BY id"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return tuple(EmployeeFact(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows)
+
+    async def _open(self, table: str, client_id: int, label: str) -> tuple[OpenItem, ...]:
+        sql = (
+            f"SELECT id, created_at, {label} FROM {table} "  # noqa: S608 - fixed table names
+            "WHERE client_id = ? AND closed = 0 ORDER BY created_at, id"
+        )
+        async with self.db.execute(sql, (client_id,)) as cursor:
+            rows = await cursor.fetchall()
+        return tuple(OpenItem(str(r[0]), from_iso(r[1]), str(r[2] or "")) for r in rows)
+
+    async def clients_by_phone(self, e164: str) -> tuple[ClientFact, ...]:
+        async with self.db.execute(
+            "SELECT c.id, c.name, c.created_at, c.origin_call FROM client_phones p "
+            "JOIN clients c ON c.id = p.client_id WHERE p.e164 = ? ORDER BY c.created_at, c.id",
+            (e164,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        clients = []
+        for client_id, name, created_at, origin_call in rows:
+            clients.append(
+                ClientFact(
+                    id=str(client_id),
+                    name=name,
+                    created_at=from_iso(created_at),
+                    responsibles=await self.responsibles(client_id),
+                    origin_call=origin_call,
+                    open_orders=await self._open("orders", client_id, "status"),
+                    open_inquiries=await self._open("inquiries", client_id, "number"),
+                    open_deals=await self._open("deals", client_id, "stage"),
+                )
+            )
+        return tuple(clients)
+
+    async def responsibles(self, client_id: int | str) -> tuple[str, ...]:
+        async with self.db.execute(
+            "SELECT employee FROM client_responsibles WHERE client_id = ? ORDER BY position",
+            (int(client_id),),
+        ) as cursor:
+            return tuple(r[0] for r in await cursor.fetchall())
+
+    async def inquiry_numbering(self) -> tuple[int, str | None]:
+        async with self.db.execute("SELECT next_counter, last_type FROM numbering") as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0]), row[1]
+
+    async def stages_applied(self, call_id: str) -> frozenset[Stage]:
+        async with self.db.execute("SELECT stage FROM call_stages WHERE call_id = ?", (call_id,)) as cursor:
+            return frozenset(Stage(r[0]) for r in await cursor.fetchall())
+
+    # ---------------------------------------------------------------- writes of actions
+
+    async def mark_stage(self, call_id: str, stage: Stage) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO call_stages (call_id, stage) VALUES (?, ?)",
+            (call_id, stage.value),
+        )
+
+    async def _insert(self, sql: str, values: tuple[object, ...]) -> str:
+        async with self.db.execute(sql, values) as cursor:
+            assert cursor.lastrowid is not None
+            return str(cursor.lastrowid)
+
+    async def create_client(self, action: CreateClient) -> str:
+        client_id = await self._insert(
+            "INSERT INTO clients (name, created_at, creator, source_line, origin_call) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (action.name, iso(action.created_at), action.creator, action.source_line, action.origin_call),
+        )
+        await self.db.execute(
+            "INSERT INTO client_phones (client_id, e164, raw) VALUES (?, ?, ?)",
+            (int(client_id), action.phone_e164, action.phone_raw),
+        )
+        if action.responsible is not None:
+            await self.set_responsible(client_id, action.responsible)
+        return client_id
+
+    async def create_deal(self, action: CreateDeal, client_id: str) -> str:
+        return await self._insert(
+            "INSERT INTO deals (client_id, type, stage, responsible, created_at) VALUES (?, ?, ?, ?, ?)",
+            (int(client_id), action.deal_type, action.stage, action.responsible, iso(action.created_at)),
+        )
+
+    async def create_order(self, action: CreateOrder, client_id: str, call_id: str) -> str:
+        return await self._insert(
+            "INSERT INTO orders (client_id, status, responsible, rule, call_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                int(client_id),
+                action.status,
+                action.responsible,
+                action.matched_rule,
+                call_id,
+                iso(action.created_at),
+            ),
+        )
+
+    async def create_inquiry(self, action: CreateInquiry, client_id: str | None, call_id: str) -> str:
+        inquiry_id = await self._insert(
+            "INSERT INTO inquiries (number, type, manager, client_id, client_name, phone, "
+            "description, call_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                action.number,
+                action.inquiry_type,
+                action.manager,
+                None if client_id is None else int(client_id),
+                action.client_name,
+                action.phone,
+                action.description,
+                call_id,
+                iso(action.created_at),
+            ),
+        )
+        await self.db.execute(
+            "UPDATE numbering SET next_counter = max(next_counter, ?), last_type = coalesce(?, last_type)",
+            (action.counter + 1, action.inquiry_type),
+        )
+        return inquiry_id
+
+    async def create_task(
+        self,
+        action: CreateTask,
+        *,
+        client_id: str | None,
+        order_id: str | None,
+        inquiry_id: str | None,
+        call_id: str,
+    ) -> str:
+        task_id = await self._insert(
+            "INSERT INTO tasks (title, mode, author, deadline, client_id, order_id, inquiry_id, "
+            "call_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                action.title,
+                action.mode.value,
+                action.author,
+                iso(action.deadline),
+                None if client_id is None else int(client_id),
+                None if order_id is None else int(order_id),
+                None if inquiry_id is None else int(inquiry_id),
+                call_id,
+                iso(action.created_at),
+            ),
+        )
+        await self.db.executemany(
+            "INSERT INTO task_assignees (task_id, position, employee) VALUES (?, ?, ?)",
+            [(int(task_id), i, who) for i, who in enumerate(action.assignees)],
+        )
+        return task_id
+
+    async def set_responsible(self, client_id: str, employee: str) -> None:
+        await self.db.execute("DELETE FROM client_responsibles WHERE client_id = ?", (int(client_id),))
+        await self.db.execute(
+            "INSERT INTO client_responsibles (client_id, position, employee) VALUES (?, 0, ?)",
+            (int(client_id), employee),
+        )
+
+    async def record_call(self, action: RecordCall, client_id: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO call_records (client_id, call_id, summary, at) VALUES (?, ?, ?, ?)",
+            (int(client_id), action.call_id, action.summary, iso(action.at)),
+        )
+
+    async def notify(self, action: Notify, subject_id: str | None, call_id: str) -> str:
+        return await self._insert(
+            "INSERT INTO notifications (employee, about, text, subject_id, call_id, reason, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+            (action.employee, action.about, action.text, subject_id, call_id, action.reason),
+        )
+
+    # ---------------------------------------------------------------- manual edits, views
+
+    async def sync_numbering(self, next_number: int) -> None:
+        """Apply the configured "next number" once each time the setting changes."""
+        await self.db.execute(
+            "UPDATE numbering SET next_counter = ?, configured_start = ? WHERE configured_start IS NOT ?",
+            (next_number, next_number, next_number),
+        )
+
+    async def add_employee(
+        self,
+        employee_id: str,
+        name: str,
+        *,
+        extension: str | None = None,
+        roles: tuple[str, ...] = (),
+        phone_e164: str | None = None,
+        blocked: bool = False,
+        deleted: bool = False,
+    ) -> None:
+        """Insert or update an employee (changes re-publish the directory entries they touch)."""
+        await self.db.execute(
+            "INSERT INTO employees (id, name, extension, roles, phone_e164, blocked, deleted) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+            "extension = excluded.extension, roles = excluded.roles, "
+            "phone_e164 = excluded.phone_e164, blocked = excluded.blocked, "
+            "deleted = excluded.deleted",
+            (employee_id, name, extension, ",".join(roles), phone_e164, int(blocked), int(deleted)),
+        )
+
+    async def add_client(
+        self,
+        name: str,
+        phones: tuple[str, ...],
+        *,
+        region: str,
+        responsibles: tuple[str, ...] = (),
+        created_at: datetime,
+    ) -> str:
+        """A client typed in by hand: every phone is stored with its E.164 identity (A6)."""
+        normalized = []
+        for raw in phones:
+            number = identify(raw, region)
+            if number.kind is not PhoneKind.E164 or number.e164 is None:
+                raise CrmDataError(f"{raw!r} is not a phone number ({number.kind.value})")
+            normalized.append((number.e164, raw))
+        client_id = await self._insert(
+            "INSERT INTO clients (name, created_at) VALUES (?, ?)", (name, iso(created_at))
+        )
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO client_phones (client_id, e164, raw) VALUES (?, ?, ?)",
+            [(int(client_id), e164, raw) for e164, raw in normalized],
+        )
+        await self.db.executemany(
+            "INSERT INTO client_responsibles (client_id, position, employee) VALUES (?, ?, ?)",
+            [(int(client_id), i, who) for i, who in enumerate(responsibles)],
+        )
+        return client_id
+
+    async def add_order(
+        self, client_id: str, status: str, *, created_at: datetime, closed: bool = False
+    ) -> str:
+        return await self._insert(
+            "INSERT INTO orders (client_id, status, closed, created_at) VALUES (?, ?, ?, ?)",
+            (int(client_id), status, int(closed), iso(created_at)),
+        )
+
+    async def close(self, table: str, entity_id: str) -> None:
+        if table not in {"orders", "inquiries", "deals"}:
+            raise CrmDataError(f"cannot close {table}")
+        await self.db.execute(
+            f"UPDATE {table} SET closed = 1 WHERE id = ?",  # noqa: S608 - checked above
+            (int(entity_id),),
+        )
+
+    async def complete_task(self, task_id: str, employee: str, at: datetime) -> None:
+        """Done by one: a shared task disappears for the others and stays with whoever did it."""
+        async with self.db.execute(
+            "SELECT 1 FROM task_assignees WHERE task_id = ? AND employee = ?",
+            (int(task_id), employee),
+        ) as cursor:
+            if await cursor.fetchone() is None:
+                raise CrmDataError(f"task {task_id} is not assigned to {employee}")
+        await self.db.execute(
+            "UPDATE tasks SET done_by = ?, done_at = ? WHERE id = ? AND done_by IS NULL",
+            (employee, iso(at), int(task_id)),
+        )
+
+    async def tasks_for(self, employee: str) -> tuple[TaskView, ...]:
+        """The employee's task list: open tasks, plus done ones only if they did them."""
+        async with self.db.execute(
+            "SELECT t.id FROM tasks t JOIN task_assignees a ON a.task_id = t.id "
+            "WHERE a.employee = ? AND (t.done_by IS NULL OR t.done_by = ?) ORDER BY t.id",
+            (employee, employee),
+        ) as cursor:
+            ids = [str(r[0]) for r in await cursor.fetchall()]
+        return tuple([await self.task(i) for i in ids])
+
+    async def task(self, task_id: str) -> TaskView:
+        async with self.db.execute(
+            "SELECT id, title, mode, author, deadline, client_id, order_id, inquiry_id, done_by "
+            "FROM tasks WHERE id = ?",
+            (int(task_id),),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise CrmDataError(f"no task {task_id}")
+        async with self.db.execute(
+            "SELECT employee FROM task_assignees WHERE task_id = ? ORDER BY position",
+            (int(task_id),),
+        ) as cursor:
+            assignees = tuple(r[0] for r in await cursor.fetchall())
+
+        def opt(value: object) -> str | None:
+            return None if value is None else str(value)
+
+        return TaskView(
+            str(row[0]),
+            row[1],
+            row[2],
+            row[3],
+            assignees,
+            from_iso(row[4]),
+            opt(row[5]),
+            opt(row[6]),
+            opt(row[7]),
+            row[8],
+        )

@@ -1,0 +1,288 @@
+"""The adapter's SQLite file: the inbox and the embedded CRM live in one database, so a message
+is marked processed in the same transaction that writes its CRM effect (exactly once).
+
+WAL mode, `synchronous=FULL`. The schema version is `PRAGMA user_version`; opening a file runs
+the missing migrations in one transaction and refuses a file from a newer pbxlink or another
+application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+
+import aiosqlite
+
+APPLICATION_ID: Final = 0x70626C63  # "pblc": a pbxlink CRM adapter database
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: inbox, embedded CRM, notification and directory outboxes.
+    """
+    CREATE TABLE inbox (
+        id          TEXT PRIMARY KEY,
+        topic       TEXT NOT NULL,
+        payload     BLOB NOT NULL,
+        received_at TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'dead')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        finished_at TEXT,
+        dead_published INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX inbox_pending ON inbox (state) WHERE state = 'pending';
+    CREATE INDEX inbox_dead_unpublished ON inbox (state) WHERE state = 'dead' AND dead_published = 0;
+    CREATE INDEX inbox_finished ON inbox (finished_at) WHERE state != 'pending';
+
+    CREATE TABLE employees (
+        id        TEXT PRIMARY KEY,
+        name      TEXT NOT NULL,
+        extension TEXT UNIQUE,
+        roles     TEXT NOT NULL DEFAULT '',
+        phone_e164 TEXT,
+        blocked   INTEGER NOT NULL DEFAULT 0,
+        deleted   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE clients (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        creator     TEXT,
+        source_line TEXT,
+        origin_call TEXT
+    );
+    CREATE INDEX clients_origin_call ON clients (origin_call) WHERE origin_call IS NOT NULL;
+    CREATE TABLE client_phones (
+        client_id INTEGER NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        e164      TEXT NOT NULL,
+        raw       TEXT NOT NULL,
+        PRIMARY KEY (client_id, e164)
+    );
+    CREATE INDEX client_phones_e164 ON client_phones (e164);
+    CREATE TABLE client_responsibles (
+        client_id INTEGER NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        position  INTEGER NOT NULL,
+        employee  TEXT NOT NULL,
+        PRIMARY KEY (client_id, position)
+    );
+    CREATE INDEX client_responsibles_employee ON client_responsibles (employee);
+    CREATE TABLE orders (
+        id          INTEGER PRIMARY KEY,
+        client_id   INTEGER NOT NULL REFERENCES clients (id),
+        status      TEXT NOT NULL,
+        closed      INTEGER NOT NULL DEFAULT 0,
+        responsible TEXT,
+        rule        TEXT,
+        call_id     TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX orders_open ON orders (client_id) WHERE closed = 0;
+    CREATE TABLE inquiries (
+        id          INTEGER PRIMARY KEY,
+        number      TEXT NOT NULL,
+        type        TEXT,
+        manager     TEXT,
+        client_id   INTEGER REFERENCES clients (id),
+        client_name TEXT NOT NULL,
+        phone       TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        closed      INTEGER NOT NULL DEFAULT 0,
+        call_id     TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX inquiries_open ON inquiries (client_id) WHERE closed = 0;
+    CREATE TABLE deals (
+        id          INTEGER PRIMARY KEY,
+        client_id   INTEGER NOT NULL REFERENCES clients (id),
+        type        TEXT NOT NULL,
+        stage       TEXT NOT NULL,
+        closed      INTEGER NOT NULL DEFAULT 0,
+        responsible TEXT,
+        call_id     TEXT,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX deals_open ON deals (client_id) WHERE closed = 0;
+    CREATE TABLE tasks (
+        id         INTEGER PRIMARY KEY,
+        title      TEXT NOT NULL,
+        mode       TEXT NOT NULL,
+        author     TEXT NOT NULL,
+        deadline   TEXT NOT NULL,
+        client_id  INTEGER REFERENCES clients (id),
+        order_id   INTEGER REFERENCES orders (id),
+        inquiry_id INTEGER REFERENCES inquiries (id),
+        call_id    TEXT,
+        created_at TEXT NOT NULL,
+        done_by    TEXT,
+        done_at    TEXT
+    );
+    CREATE TABLE task_assignees (
+        task_id  INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        employee TEXT NOT NULL,
+        PRIMARY KEY (task_id, position)
+    );
+    CREATE INDEX task_assignees_employee ON task_assignees (employee);
+    CREATE TABLE call_records (
+        client_id INTEGER NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        call_id   TEXT NOT NULL,
+        summary   TEXT NOT NULL,
+        at        TEXT NOT NULL,
+        PRIMARY KEY (client_id, call_id)
+    );
+    CREATE TABLE call_stages (
+        call_id    TEXT NOT NULL,
+        stage      TEXT NOT NULL,
+        PRIMARY KEY (call_id, stage)
+    );
+    CREATE TABLE numbering (
+        id               INTEGER PRIMARY KEY CHECK (id = 1),
+        next_counter     INTEGER NOT NULL,
+        configured_start INTEGER,
+        last_type        TEXT
+    );
+    INSERT INTO numbering (id, next_counter) VALUES (1, 1);
+    CREATE TABLE notifications (
+        id           INTEGER PRIMARY KEY,
+        employee     TEXT NOT NULL,
+        about        TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        subject_id   TEXT,
+        call_id      TEXT,
+        reason       TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        published_at TEXT
+    );
+    CREATE INDEX notifications_unpublished ON notifications (id) WHERE published_at IS NULL;
+
+    -- Ownership directory: numbers whose retained entry must be (re)published.
+    CREATE TABLE directory_dirty (e164 TEXT PRIMARY KEY, gen INTEGER NOT NULL);
+    CREATE TRIGGER phone_added AFTER INSERT ON client_phones BEGIN
+        INSERT INTO directory_dirty VALUES (NEW.e164, 1) ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    CREATE TRIGGER phone_removed AFTER DELETE ON client_phones BEGIN
+        INSERT INTO directory_dirty VALUES (OLD.e164, 1) ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    CREATE TRIGGER responsible_added AFTER INSERT ON client_responsibles BEGIN
+        INSERT INTO directory_dirty
+            SELECT e164, 1 FROM client_phones WHERE client_id = NEW.client_id
+            ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    CREATE TRIGGER responsible_removed AFTER DELETE ON client_responsibles BEGIN
+        INSERT INTO directory_dirty
+            SELECT e164, 1 FROM client_phones WHERE client_id = OLD.client_id
+            ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    CREATE TRIGGER client_renamed AFTER UPDATE OF name ON clients BEGIN
+        INSERT INTO directory_dirty
+            SELECT e164, 1 FROM client_phones WHERE client_id = NEW.id
+            ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    CREATE TRIGGER employee_changed AFTER UPDATE ON employees BEGIN
+        INSERT INTO directory_dirty
+            SELECT p.e164, 1 FROM client_responsibles r JOIN client_phones p USING (client_id)
+            WHERE r.employee = NEW.id
+            ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+        INSERT INTO directory_dirty
+            SELECT NEW.phone_e164, 1 WHERE NEW.phone_e164 IS NOT NULL
+            ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+        INSERT INTO directory_dirty
+            SELECT OLD.phone_e164, 1 WHERE OLD.phone_e164 IS NOT NULL
+            ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    CREATE TRIGGER employee_added AFTER INSERT ON employees WHEN NEW.phone_e164 IS NOT NULL BEGIN
+        INSERT INTO directory_dirty VALUES (NEW.phone_e164, 1) ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
+    END;
+    """,
+)
+
+
+class StoreError(Exception):
+    """The database file cannot be used (another application's, or from a newer pbxlink)."""
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    async with db.execute("PRAGMA application_id") as cursor:
+        row = await cursor.fetchone()
+    application_id = int(row[0]) if row else 0
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if application_id not in (0, APPLICATION_ID):
+        raise StoreError(f"{path}: not a pbxlink adapter database (application_id {application_id:#x})")
+    if version > len(MIGRATIONS):
+        raise StoreError(f"{path}: schema version {version} is newer than this pbxlink knows")
+    if version == len(MIGRATIONS):
+        return
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {number}")
+        await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (trigger bodies contain semicolons)."""
+    out: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                out.append(current.strip())
+            current = ""
+    if current.strip():
+        out.append(current.strip())
+    return out
+
+
+class Store:
+    """One open adapter database; `transaction()` is BEGIN IMMEDIATE … COMMIT/ROLLBACK."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._lock = asyncio.Lock()  # one connection: tasks take turns with whole transactions
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def open_store(path: Path | str) -> Store:
+    """Open (creating and migrating) the adapter database at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await db.execute("PRAGMA busy_timeout = 10000")
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await _migrate(db, path)
+    except sqlite3.DatabaseError as exc:
+        await db.close()
+        raise StoreError(f"{path}: {exc}") from exc
+    except BaseException:
+        await db.close()
+        raise
+    return Store(db, path)
