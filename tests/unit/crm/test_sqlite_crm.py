@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,11 @@ async def deliver(proc: Processor, message: tuple[str, bytes]) -> Receipt:
     return receipt
 
 
+async def rows(store: Store, sql: str) -> list[tuple[Any, ...]]:
+    async with store.db.execute(sql) as cursor:
+        return [tuple(r) for r in await cursor.fetchall()]
+
+
 async def count(store: Store, table: str) -> int:
     async with store.db.execute(f"SELECT count(*) FROM {table}") as cursor:
         row = await cursor.fetchone()
@@ -82,8 +88,7 @@ async def test_one_client_per_real_number_whatever_the_written_form(
     call = missed(external={"raw": calling, "e164": None})
     await deliver(proc, outcome_message(call))
     assert await count(store, "clients") == 1
-    async with store.db.execute("SELECT client_id, client_name FROM inquiries") as cursor:
-        assert await cursor.fetchall() == [(1, "Иван")]
+    assert await rows(store, "SELECT client_id, client_name FROM inquiries") == [(1, "Иван")]
 
 
 async def test_russian_8_916_number_finds_the_client_saved_as_plus_7(store: Store) -> None:
@@ -104,8 +109,10 @@ async def test_anonymous_callers_never_merge_into_one_client(store: Store) -> No
         call = missed(id=f"pbx1:{n}", external={"raw": "anonymous", "e164": None})
         await deliver(proc, outcome_message(call))
     assert await count(store, "clients") == 0
-    async with store.db.execute("SELECT client_id, client_name, phone FROM inquiries") as cursor:
-        assert await cursor.fetchall() == [(None, "Неизвестный клиент", "anonymous")] * 2
+    assert (
+        await rows(store, "SELECT client_id, client_name, phone FROM inquiries")
+        == [(None, "Неизвестный клиент", "anonymous")] * 2
+    )
 
 
 async def test_a_duplicate_message_is_dropped_and_applied_once(store: Store) -> None:
@@ -119,10 +126,9 @@ async def test_a_duplicate_message_is_dropped_and_applied_once(store: Store) -> 
 async def test_answer_event_then_outcome_make_one_client_at_answer_time(store: Store) -> None:
     proc = processor(store)
     await deliver(proc, event_message(event()))
-    async with store.db.execute("SELECT name, created_at FROM clients") as cursor:
-        assert await cursor.fetchall() == [
-            ("Новый (16:30 05.03.2018, входящий вызов)", "2018-03-05T14:30:05Z")
-        ]
+    assert await rows(store, "SELECT name, created_at FROM clients") == [
+        ("Новый (16:30 05.03.2018, входящий вызов)", "2018-03-05T14:30:05Z")
+    ]
     await deliver(proc, outcome_message(outcome()))
     assert await count(store, "clients") == 1
     assert await count(store, "call_records") == 1
@@ -220,8 +226,7 @@ async def test_a_failing_crm_write_rolls_back_retries_and_then_dead_letters(stor
 async def test_creating_a_client_marks_its_number_for_the_directory(store: Store) -> None:
     proc = processor(store)
     await deliver(proc, outcome_message(missed()))
-    async with store.db.execute("SELECT e164 FROM directory_dirty") as cursor:
-        assert await cursor.fetchall() == [("+380981234567",)]
+    assert await rows(store, "SELECT e164 FROM directory_dirty") == [("+380981234567",)]
 
 
 async def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
