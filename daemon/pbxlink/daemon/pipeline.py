@@ -1,0 +1,192 @@
+"""AMI frames → decode → call tracker → outbox: the daemon's hot path.
+
+:class:`CallPipeline` is synchronous and fast: it decodes a frame, feeds the tracker and hands
+what the tracker produced (live events, outcomes) to the :class:`OutboxWriter`, which commits
+them in batches (one SQLite transaction for everything that queued up meanwhile) and then wakes
+the publisher. Nothing reaches MQTT before its commit.
+
+When a write fails (disk full, read-only state directory) the writer keeps the batch in memory,
+retries with backoff, reports not-ready on /readyz and counts every failure: the daemon never
+publishes a message it could not store, and loses nothing while the process lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+import structlog
+
+from pbxlink.daemon.ami.decode import AmiDecoder, FrameLike, MalformedEvent
+from pbxlink.daemon.calls.model import CallOutcome, TrackerOutput
+from pbxlink.daemon.calls.outcome import to_json
+from pbxlink.daemon.calls.tracker import CallTracker
+from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, MessageKind, build_envelope
+from pbxlink.daemon.metrics import DaemonMetrics
+from pbxlink.daemon.outbox import Outbox, OutboxWriteError
+
+log = structlog.get_logger(__name__)
+
+WRITE_RETRY_INITIAL = 0.5
+WRITE_RETRY_MAX = 10.0
+
+
+class OutboxWriter:
+    """Commits queued envelopes in batches; run :meth:`run` as a task."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        metrics: DaemonMetrics,
+        event_ttl: float,
+        on_commit: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._outbox = outbox
+        self._metrics = metrics
+        self._event_ttl = event_ttl
+        self._on_commit = on_commit
+        self._clock = clock
+        self._queue: deque[Envelope] = deque()
+        self._queued = asyncio.Event()
+        self._stopping = False
+        self.writable = True
+        self.last_error: str | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Envelopes produced but not yet committed."""
+        return len(self._queue)
+
+    def submit(self, envelopes: Iterable[Envelope]) -> None:
+        self._queue.extend(envelopes)
+        self._queued.set()
+
+    def stop(self) -> None:
+        """Commit what is queued, then let :meth:`run` return."""
+        self._stopping = True
+        self._queued.set()
+
+    async def run(self) -> None:
+        retry = WRITE_RETRY_INITIAL
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._queued.clear()
+                await self._queued.wait()
+                continue
+            batch = list(self._queue)
+            try:
+                await self._outbox.add(batch, now=self._clock(), event_ttl=self._event_ttl)
+            except OutboxWriteError as exc:
+                self._metrics.outbox_write_errors.inc()
+                if self.writable or str(exc) != self.last_error:
+                    log.error("outbox_write_failed", error=str(exc), held_in_memory=len(batch),
+                              retry_in=retry)
+                self.writable = False
+                self.last_error = str(exc)
+                if self._stopping:
+                    log.error("outbox_unwritten_at_shutdown", lost=len(batch),
+                              ids=[e.message_id for e in batch[:20]])
+                    return
+                await asyncio.sleep(retry)
+                retry = min(WRITE_RETRY_MAX, retry * 2)
+                continue
+            for _ in batch:
+                self._queue.popleft()
+            if not self.writable:
+                log.info("outbox_writable_again", committed=len(batch))
+            self.writable = True
+            self.last_error = None
+            retry = WRITE_RETRY_INITIAL
+            for envelope in batch:
+                self._metrics.outbox_written.inc(kind=envelope.kind.value)
+            self._on_commit()
+
+
+class CallPipeline:
+    """Frames in; envelopes to the writer; metrics and one log line per finished call."""
+
+    def __init__(
+        self,
+        tracker: CallTracker,
+        writer: OutboxWriter,
+        *,
+        node: str,
+        metrics: DaemonMetrics,
+        topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+        wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.tracker = tracker
+        self._decoder = AmiDecoder()
+        self._writer = writer
+        self._node = node
+        self._metrics = metrics
+        self._prefix = topic_prefix
+        self._wallclock = wallclock
+
+    def feed(self, frame: FrameLike) -> None:
+        name = frame.event
+        if name is not None:
+            self._metrics.ami_events.inc(event=name)
+        try:
+            event = self._decoder.decode(frame)
+        except MalformedEvent as exc:
+            self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+            log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc),
+                        head=bytes(frame.raw[:96]).decode("utf-8", "replace"))
+            return
+        if event is None:
+            return
+        self._emit(self.tracker.handle(event))
+
+    def tick(self, now: float) -> None:
+        """Finalize calls whose settle time passed while AMI was quiet."""
+        self._emit(self.tracker.tick(now))
+
+    def _emit(self, outputs: list[TrackerOutput]) -> None:
+        self._metrics.active_calls.set(self.tracker.active_calls)
+        if not outputs:
+            return
+        now = self._wallclock()
+        envelopes = []
+        for output in outputs:
+            data = to_json(output)
+            if isinstance(output, CallOutcome):
+                kind = MessageKind.OUTCOME
+                self._metrics.outcomes.inc(direction=output.direction.value,
+                                           answered=str(output.answered).lower())
+                _log_finished_call(data)
+            else:
+                kind = MessageKind.EVENT
+            envelopes.append(build_envelope(kind, data, node=self._node, now=now,
+                                            prefix=self._prefix))
+        self._writer.submit(envelopes)
+
+
+def _log_finished_call(outcome: dict[str, object]) -> None:
+    """The one canonical line per finished call (the outcome's summary fields)."""
+    external = outcome.get("external")
+    log.info(
+        "call_finished",
+        call_id=outcome.get("id"),
+        direction=outcome.get("direction"),
+        answered=outcome.get("answered"),
+        missed_at=outcome.get("missed_at"),
+        external=external.get("e164") or external.get("raw") if isinstance(external, dict)
+        else None,
+        line=outcome.get("line"),
+        initiator=outcome.get("initiator"),
+        first_answered_by=outcome.get("first_answered_by"),
+        last_handled_by=outcome.get("last_handled_by"),
+        queue=outcome.get("queue"),
+        ring_seconds=outcome.get("ring_seconds"),
+        talk_seconds=outcome.get("talk_seconds"),
+        transfers=len(outcome.get("transfers") or ()),  # type: ignore[arg-type]
+        reconstructed=outcome.get("reconstructed"),
+    )
