@@ -1,0 +1,764 @@
+"""The AMI client: panoramisk 1.4 behind a hardening layer.
+
+``async with AmiShell(settings) as shell:`` connects, logs in and takes a first snapshot; the
+frames then come out of one queue, in the order Asterisk sent them::
+
+    async with AmiShell(settings) as shell:
+        async for item in shell.frames():
+            ...  # a Frame, or a Resynced / ConnectionLost marker
+
+What is used from panoramisk and what is not (docs/ami.md has the details):
+
+* used: :class:`panoramisk.ami_protocol.AMIProtocol` as the base of our protocol (its
+  ``responses`` table of pending actions), :class:`panoramisk.actions.Action` (serialisation,
+  the future, the rules that decide when a multi-event reply is complete) and
+  :class:`panoramisk.message.Message` (what ``Action`` reads the replies from);
+* bypassed: ``AMIProtocol.data_received`` (decodes each TCP read on its own and drops split
+  UTF-8; one failing handler kills the connection) is replaced by :class:`AmiFramer` plus a
+  guarded router; ``Manager.connect``/its fixed 2 s reconnect loop/fire-and-forget pinger/
+  silent login failure are replaced by the supervisor task below (connect timeout, login
+  errors raised, capped jittered backoff, a Ping watchdog); ``Manager.dispatch`` (unordered,
+  unreferenced tasks) is replaced by one queue; ``AMIProtocol.send`` is replaced because it
+  logs the whole action (the Login secret) when a write fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import TracebackType
+from typing import Any, Final, Self
+
+import structlog
+from panoramisk.actions import Action
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from pbxlink.daemon.ami.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    AmiFramer,
+    Frame,
+    FramingProblem,
+    ProblemKind,
+)
+from pbxlink.daemon.errors import PbxlinkError
+
+__all__ = [
+    "ActionReply",
+    "AmiActionError",
+    "AmiActionTimeout",
+    "AmiConnectError",
+    "AmiConnectionLost",
+    "AmiError",
+    "AmiItem",
+    "AmiLoginError",
+    "AmiNotConnected",
+    "AmiProtocolError",
+    "AmiSettings",
+    "AmiShell",
+    "ConnectionLost",
+    "Resynced",
+    "ShellStats",
+]
+
+log = structlog.get_logger("pbxlink.ami")
+
+_OK_RESPONSES: Final = frozenset({"Success", "Follows", "Goodbye"})
+_LOGOFF_TIMEOUT: Final = 1.0
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AmiSettings:
+    """How to reach and watch one Asterisk manager interface (seconds, bytes)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "pbxlink"
+    secret: str = field(default="", repr=False)
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    action_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    events: str = "on"
+    queue_high_water: int = 100_000
+
+    def __post_init__(self) -> None:
+        problems = [
+            name
+            for name in (
+                "ping_interval",
+                "ping_timeout",
+                "action_timeout",
+                "connect_timeout",
+                "backoff_initial",
+                "backoff_max",
+            )
+            if not getattr(self, name) > 0
+        ]
+        if problems:
+            raise ValueError(f"must be > 0: {', '.join(problems)}")
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be >= backoff_initial")
+        if self.max_frame_bytes < 1024 or self.queue_high_water < 2:
+            raise ValueError("max_frame_bytes must be >= 1024 and queue_high_water >= 2")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port out of range: {self.port}")
+        for name in ("host", "username", "secret", "events"):
+            if any(c in getattr(self, name) for c in "\r\n"):
+                raise ValueError(f"{name} must not contain line breaks")
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class AmiError(PbxlinkError):
+    """Base of the AMI shell's errors."""
+
+
+class AmiLoginError(AmiError):
+    """Asterisk refused the login: wrong user/secret or an ACL. Not retried."""
+
+    def __init__(self, username: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"AMI login failed for user {username!r} at {host}:{port}: {reason}")
+        self.username = username
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+
+class AmiProtocolError(AmiError):
+    """The peer does not speak AMI (no ``Asterisk Call Manager/`` banner). Not retried."""
+
+    def __init__(self, host: str, port: int, head: bytes) -> None:
+        super().__init__(f"{host}:{port} is not an Asterisk manager interface (it sent {head!r})")
+        self.host = host
+        self.port = port
+        self.head = head
+
+
+class AmiConnectError(AmiError):
+    """The first connection could not be made and retrying was not asked for."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot reach AMI at {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
+
+
+class AmiConnectionLost(AmiError):
+    """The connection ended while an action waited for its reply."""
+
+
+class AmiNotConnected(AmiError):
+    """An action was sent while no session was logged in."""
+
+
+class AmiActionTimeout(AmiError):
+    """No complete reply to an action in time."""
+
+    def __init__(self, action: str, timeout: float) -> None:
+        super().__init__(f"AMI action {action} got no complete reply within {timeout:g} s")
+        self.action = action
+        self.timeout = timeout
+
+
+class AmiActionError(AmiError):
+    """Asterisk answered an action with an error response."""
+
+    def __init__(self, action: str, reply: ActionReply) -> None:
+        message = reply.message or reply.response.response or "?"
+        super().__init__(f"AMI action {action} failed: {message}")
+        self.action = action
+        self.reply = reply
+
+
+# -- what the shell hands out --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReply:
+    """All the frames Asterisk sent for one action: the response, then any list events."""
+
+    action: str
+    frames: tuple[Frame, ...]
+
+    @property
+    def response(self) -> Frame:
+        return self.frames[0]
+
+    @property
+    def ok(self) -> bool:
+        return self.frames[0].response in _OK_RESPONSES
+
+    @property
+    def message(self) -> str | None:
+        return self.frames[0].get("Message")
+
+    @property
+    def items(self) -> tuple[Frame, ...]:
+        """The list events, without the response and the closing ``...Complete`` event."""
+        items = self.frames[1:]
+        if items and (items[-1].event or "").endswith("Complete"):
+            items = items[:-1]
+        return items
+
+
+@dataclass(frozen=True, slots=True)
+class Resynced:
+    """Queued after every (re)login, once the snapshot of the calls already up is taken.
+
+    Every frame queued after this marker happened after the snapshot; frames queued between
+    the previous :class:`ConnectionLost` (or the start) and this marker may or may not be
+    reflected in it. ``channels`` are the ``CoreShowChannel`` events, ``bridges`` the
+    ``BridgeListItem`` events; ``taken_at`` is the wall clock (epoch seconds) when the
+    snapshot was complete, to turn their ``Duration`` into start times.
+    """
+
+    session: int
+    banner: str
+    asterisk_version: str
+    channels: tuple[Frame, ...]
+    bridges: tuple[Frame, ...]
+    taken_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """Queued when a session ends; events may be missing until the next :class:`Resynced`."""
+
+    session: int
+    reason: str
+    at: float
+
+
+AmiItem = Frame | Resynced | ConnectionLost
+
+
+class _End(Enum):
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class ShellStats:
+    """Counters of one shell since it was created."""
+
+    sessions: int
+    frames: int
+    events_queued: int
+    queued_now: int
+    oversized_frames: int
+    missing_banner: int
+    handler_errors: int
+    tee_errors: int
+    ping_timeouts: int
+    connect_failures: int
+    reading_paused: bool
+
+
+@dataclass(slots=True)
+class _Counters:
+    sessions: int = 0
+    frames: int = 0
+    events_queued: int = 0
+    oversized_frames: int = 0
+    missing_banner: int = 0
+    handler_errors: int = 0
+    tee_errors: int = 0
+    ping_timeouts: int = 0
+    connect_failures: int = 0
+
+
+# -- the protocol: panoramisk's, fed by our framer -------------------------------------------
+
+
+class _FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
+    """panoramisk's AMIProtocol with byte framing and a router that cannot kill the link."""
+
+    def __init__(self, shell: AmiShell) -> None:
+        super().__init__()
+        self._shell = shell
+        self.framer = AmiFramer(max_frame_bytes=shell.settings.max_frame_bytes)
+        self.lost = asyncio.Event()
+        self.lost_reason = ""
+        self.not_ami: bytes | None = None
+        self.logged_in = False
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.encoding = "utf-8"
+        self.log = log
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def data_received(self, data: bytes) -> None:
+        shell = self._shell
+        if shell.tee is not None:
+            try:
+                shell.tee(data)
+            except Exception:
+                shell.counters.tee_errors += 1
+                log.exception("ami.tee_failed")
+        frames = self.framer.feed(data)
+        problems = self.framer.take_problems()
+        if problems:
+            self._framing_problems(problems)
+        shell.counters.frames += len(frames)
+        for frame in frames:
+            try:
+                self._route(frame)
+            except Exception:
+                shell.counters.handler_errors += 1
+                log.exception("ami.frame_handling_failed", frame=frame.raw[:200])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.lost_reason:
+            self.lost_reason = str(exc) if exc else "closed by peer"
+        pending = {id(a): a for a in self.responses.values()}.values()
+        self.responses.clear()
+        for action in pending:
+            if not action.future.done():
+                action.future.set_exception(AmiConnectionLost(self.lost_reason))
+        self.lost.set()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now (no FIN handshake); ``reason`` goes to ConnectionLost."""
+        if not self.closed:
+            self.lost_reason = reason
+            self.transport.abort()
+
+    def stop_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def start_reading(self) -> None:
+        if not self.closed:
+            self.transport.resume_reading()
+
+    # sending (replaces AMIProtocol.send, which logs the action - a Login secret - on errors)
+
+    def send_action(self, action: Any) -> asyncio.Future[Any]:
+        action.as_list = None  # let Action detect multi-event replies itself
+        self.responses[action.id] = action
+        self.transport.write(str(action).encode("utf-8"))
+        future: asyncio.Future[Any] = action.future
+        return future
+
+    def forget(self, action: Any) -> None:
+        self.responses.pop(action.id, None)
+        if action.action_id:
+            self.responses.pop(action.action_id, None)
+
+    # routing frames
+
+    def _route(self, frame: Frame) -> None:
+        responses = self.responses
+        if responses:
+            action_id = frame.action_id
+            if action_id is not None:
+                action = responses.get(action_id)
+                if action is not None:
+                    action.pbx_frames.append(frame)
+                    if action.add_message(_to_message(frame)):
+                        self.forget(action)
+                    return
+        self._shell.enqueue(frame, self)
+
+    def _framing_problems(self, problems: list[FramingProblem]) -> None:
+        shell = self._shell
+        for problem in problems:
+            if problem.kind is ProblemKind.OVERSIZED_FRAME:
+                shell.counters.oversized_frames += 1
+                log.warning(
+                    "ami.frame_dropped",
+                    reason="oversized",
+                    size=problem.size,
+                    limit=shell.settings.max_frame_bytes,
+                    head=problem.head,
+                )
+            else:
+                shell.counters.missing_banner += 1
+                log.error("ami.not_ami", head=problem.head)
+                if not self.logged_in:
+                    self.not_ami = problem.head
+                    self.abort("peer is not AMI")
+
+
+def _to_message(frame: Frame) -> Message:
+    headers: dict[str, Any] = {}
+    for key, value in frame.headers:
+        seen = headers.get(key)
+        if seen is None:
+            headers[key] = value
+        elif isinstance(seen, list):
+            seen.append(value)
+        else:
+            headers[key] = [seen, value]
+    return Message(headers)
+
+
+# -- the shell -----------------------------------------------------------------------------
+
+
+class AmiShell:
+    """One AMI connection, kept alive; frames out of one ordered queue.
+
+    ``tee`` gets every chunk of bytes exactly as read from the socket (the recorder writes it
+    to a file). ``reconnect=False`` ends the shell's stream after the first lost connection
+    instead of reconnecting; ``retry_first_connect=False`` raises :class:`AmiConnectError`
+    when the first connection fails instead of retrying with backoff.
+    """
+
+    def __init__(
+        self,
+        settings: AmiSettings,
+        *,
+        tee: Callable[[bytes], object] | None = None,
+        reconnect: bool = True,
+        retry_first_connect: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.tee = tee
+        self.counters = _Counters()
+        self._reconnect = reconnect
+        self._retry_first = retry_first_connect
+        self._queue: asyncio.Queue[AmiItem | _End] = asyncio.Queue()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._protocol: _FramingProtocol | None = None
+        self._paused: _FramingProtocol | None = None
+        self._closing = False
+        self._consuming = False
+        self._action_seq = 0
+        self.banner: str | None = None
+        self.asterisk_version: str | None = None
+
+    # -- lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._tasks is not None:
+            raise RuntimeError("AmiShell is not reentrant")
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._tasks = tasks
+        try:
+            protocol = await self._establish(retry=self._retry_first)
+        except BaseException:
+            await tasks.__aexit__(None, None, None)  # no task started yet
+            raise
+        self._supervisor = tasks.create_task(self._supervise(protocol), name="ami-supervisor")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closing = True
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            if exc_type is None:
+                with contextlib.suppress(AmiError):
+                    await self._call(protocol, "Logoff", {}, within=_LOGOFF_TIMEOUT, check=False)
+            protocol.transport.close()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        tasks = self._tasks
+        assert tasks is not None
+        # Hand the TaskGroup only a cancellation (it may be its own, after the supervisor
+        # failed); any other exception of the body must come out unchanged, not in a group.
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        try:
+            if cancelled:
+                await tasks.__aexit__(exc_type, exc, tb)
+            else:
+                await tasks.__aexit__(None, None, None)
+            return None
+        except BaseExceptionGroup as group:
+            errors = group.exceptions
+            if len(errors) == 1 and isinstance(errors[0], AmiError):
+                raise errors[0] from None
+            raise
+        finally:
+            self._queue.put_nowait(_End.END)
+
+    # -- consuming
+
+    async def frames(self) -> AsyncIterator[AmiItem]:
+        """Every event frame and marker, in arrival order; one consumer only."""
+        if self._consuming:
+            raise RuntimeError("AmiShell.frames() has exactly one consumer")
+        self._consuming = True
+        queue = self._queue
+        low_water = self.settings.queue_high_water // 2
+        try:
+            while True:
+                item = await queue.get()
+                if item is _End.END:
+                    queue.put_nowait(item)  # later calls end at once, too
+                    return
+                if self._paused is not None and queue.qsize() <= low_water:
+                    self._paused.start_reading()
+                    self._paused = None
+                    log.info("ami.reading_resumed", queued=queue.qsize())
+                yield item
+        finally:
+            self._consuming = False
+
+    def enqueue(self, item: AmiItem, protocol: _FramingProtocol | None = None) -> None:
+        """Queue a frame or a marker (called by the protocol; markers by the supervisor)."""
+        queue = self._queue
+        queue.put_nowait(item)
+        if isinstance(item, Frame):
+            self.counters.events_queued += 1
+        if (
+            protocol is not None
+            and self._paused is None
+            and queue.qsize() >= self.settings.queue_high_water
+        ):
+            protocol.stop_reading()
+            self._paused = protocol
+            log.warning("ami.reading_paused", queued=queue.qsize())
+
+    # -- actions
+
+    @property
+    def connected(self) -> bool:
+        protocol = self._protocol
+        return protocol is not None and protocol.logged_in and not protocol.closed
+
+    async def action(
+        self,
+        name: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        within: float | None = None,
+        check: bool = True,
+    ) -> ActionReply:
+        """Send an action and wait ``within`` seconds (default ``action_timeout``) for its
+        complete reply (response plus list events).
+
+        Raises :class:`AmiNotConnected`, :class:`AmiActionTimeout`,
+        :class:`AmiConnectionLost`, and with ``check`` :class:`AmiActionError`.
+        """
+        protocol = self._protocol
+        if protocol is None or not protocol.logged_in or protocol.closed:
+            raise AmiNotConnected(f"no AMI session for action {name}")
+        return await self._call(
+            protocol, name, headers or {}, within=within or self.settings.action_timeout,
+            check=check,
+        )
+
+    def abort_connection(self) -> None:
+        """Drop the current TCP connection at once (the supervisor reconnects)."""
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.abort("aborted by pbxlink")
+
+    def stats(self) -> ShellStats:
+        c = self.counters
+        return ShellStats(
+            sessions=c.sessions,
+            frames=c.frames,
+            events_queued=c.events_queued,
+            queued_now=self._queue.qsize(),
+            oversized_frames=c.oversized_frames,
+            missing_banner=c.missing_banner,
+            handler_errors=c.handler_errors,
+            tee_errors=c.tee_errors,
+            ping_timeouts=c.ping_timeouts,
+            connect_failures=c.connect_failures,
+            reading_paused=self._paused is not None,
+        )
+
+    async def _call(
+        self,
+        protocol: _FramingProtocol,
+        name: str,
+        headers: Mapping[str, str],
+        *,
+        within: float,
+        check: bool = True,
+        action_id: str | None = None,
+    ) -> ActionReply:
+        if protocol.closed:
+            raise AmiNotConnected(f"AMI connection closed before action {name}")
+        for key, value in headers.items():
+            if any(c in key or c in value for c in "\r\n") or ":" in key:
+                raise ValueError(f"AMI header {key!r} of action {name} is not a single line")
+        self._action_seq += 1
+        action = Action(
+            {
+                "Action": name,
+                "ActionID": action_id or f"pbxlink/{self._action_seq}/{name}",
+                **headers,
+            }
+        )
+        action.pbx_frames = []
+        future = protocol.send_action(action)
+        try:
+            async with asyncio.timeout(within):
+                await future
+        except TimeoutError:
+            protocol.forget(action)
+            raise AmiActionTimeout(name, within) from None
+        except asyncio.CancelledError:
+            protocol.forget(action)
+            raise
+        reply = ActionReply(name, tuple(action.pbx_frames))
+        if check and not reply.ok:
+            raise AmiActionError(name, reply)
+        return reply
+
+    # -- connecting, watching, reconnecting
+
+    async def _supervise(self, protocol: _FramingProtocol) -> None:
+        while True:
+            await self._watch(protocol)
+            self._protocol = None
+            if self._paused is protocol:
+                self._paused = None
+            session = self.counters.sessions
+            self.enqueue(ConnectionLost(session, protocol.lost_reason, time.time()))
+            if self._closing:
+                return
+            log.warning("ami.connection_lost", session=session, reason=protocol.lost_reason)
+            if not self._reconnect:
+                self._queue.put_nowait(_End.END)
+                return
+            protocol = await self._establish(retry=True)
+
+    async def _watch(self, protocol: _FramingProtocol) -> None:
+        """Ping every ping_interval; a Ping without reply in ping_timeout aborts the link."""
+        settings = self.settings
+        while not protocol.lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.ping_interval):
+                    await protocol.lost.wait()
+            if protocol.lost.is_set() or self._paused is protocol:
+                continue  # a paused reader is our consumer being slow, not the peer
+            try:
+                await self._call(protocol, "Ping", {}, within=settings.ping_timeout, check=False)
+            except AmiActionTimeout:
+                self.counters.ping_timeouts += 1
+                log.warning("ami.peer_silent", ping_timeout=settings.ping_timeout)
+                protocol.abort(f"no reply to Ping within {settings.ping_timeout:g} s")
+                await protocol.lost.wait()
+            except (AmiConnectionLost, AmiNotConnected):
+                await protocol.lost.wait()
+
+    async def _establish(self, *, retry: bool) -> _FramingProtocol:
+        settings = self.settings
+        attempt = 0
+        while True:
+            try:
+                return await self._open_session()
+            except (OSError, TimeoutError, AmiConnectionLost, AmiActionTimeout) as exc:
+                self.counters.connect_failures += 1
+                reason = str(exc) or type(exc).__name__
+                if not retry:
+                    raise AmiConnectError(settings.host, settings.port, reason) from exc
+                ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0**attempt)
+                delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311  # jitter, not crypto
+                attempt += 1
+                log.warning(
+                    "ami.connect_failed",
+                    host=settings.host,
+                    port=settings.port,
+                    error=reason,
+                    attempt=attempt,
+                    retry_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    async def _open_session(self) -> _FramingProtocol:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        protocol = _FramingProtocol(self)
+        async with asyncio.timeout(settings.connect_timeout):
+            await loop.create_connection(lambda: protocol, settings.host, settings.port)
+        try:
+            return await self._login_and_resync(protocol)
+        except BaseException:
+            protocol.abort("login or resync failed")
+            raise
+
+    async def _login_and_resync(self, protocol: _FramingProtocol) -> _FramingProtocol:
+        settings = self.settings
+        session = self.counters.sessions + 1
+        try:
+            login = await self._call(
+                protocol,
+                "Login",
+                {"Username": settings.username, "Secret": settings.secret, "Events": settings.events},
+                within=settings.action_timeout,
+                check=False,
+                action_id=f"pbxlink/login/{session}",
+            )
+        except AmiConnectionLost:
+            if protocol.not_ami is not None:
+                raise AmiProtocolError(settings.host, settings.port, protocol.not_ami) from None
+            raise
+        if not login.ok:
+            reason = login.message or login.response.response or "refused"
+            log.error("ami.login_failed", user=settings.username, host=settings.host,
+                      port=settings.port, reason=reason)
+            raise AmiLoginError(settings.username, settings.host, settings.port, reason)
+        banner = protocol.framer.banner
+        if banner is None:
+            raise AmiProtocolError(settings.host, settings.port, b"")
+        protocol.logged_in = True
+        self.counters.sessions = session
+        self._protocol = protocol
+        self.banner = banner
+        core = await self._call(
+            protocol, "CoreSettings", {}, within=settings.action_timeout,
+            action_id=f"pbxlink/resync/{session}/CoreSettings",
+        )
+        self.asterisk_version = core.response.get("AsteriskVersion") or ""
+        channels = await self._call(
+            protocol, "CoreShowChannels", {}, within=settings.action_timeout,
+            action_id=f"pbxlink/resync/{session}/CoreShowChannels",
+        )
+        bridges = await self._call(
+            protocol, "BridgeList", {}, within=settings.action_timeout,
+            action_id=f"pbxlink/resync/{session}/BridgeList",
+        )
+        marker = Resynced(
+            session=session,
+            banner=banner,
+            asterisk_version=self.asterisk_version,
+            channels=channels.items,
+            bridges=bridges.items,
+            taken_at=time.time(),
+        )
+        self.enqueue(marker)
+        log.info(
+            "ami.logged_in",
+            session=session,
+            host=settings.host,
+            port=settings.port,
+            user=settings.username,
+            asterisk=self.asterisk_version,
+            banner=banner,
+            channels=len(marker.channels),
+            bridges=len(marker.bridges),
+        )
+        return protocol
