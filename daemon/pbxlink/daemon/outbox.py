@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -180,6 +181,12 @@ class Outbox:
         path = Path(path)
         if not path.parent.is_dir():
             raise OutboxError(f"the state directory {path.parent} does not exist", path=path)
+        if not os.access(path.parent, os.W_OK):
+            raise OutboxError(
+                f"the state directory {path.parent} is not writable (read-only file system or "
+                "permissions); the outbox needs it to store outcomes before publishing them",
+                path=path,
+            )
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:

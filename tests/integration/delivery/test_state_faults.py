@@ -1,0 +1,131 @@
+"""Fault (e): the state directory full or read-only. A clear error; nothing pretends delivery.
+
+These mount a small tmpfs (root needed: the lab runs as root anyway) so that the disk is really
+full or really read-only, as SQLite sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from mqtt_support import until
+
+from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
+from pbxlink.daemon.metrics import DaemonMetrics
+from pbxlink.daemon.outbox import Outbox, OutboxError, OutboxWriteError
+from pbxlink.daemon.pipeline import OutboxWriter
+
+pytestmark = pytest.mark.lab  # needs root for mount(8)
+
+
+def outcome(n: int) -> Envelope:
+    data = {"schema": 1, "id": f"pbx1:1.{n}", "direction": "inbound", "answered": True,
+            "padding": "x" * 2000}
+    return build_envelope(MessageKind.OUTCOME, data, node="pbx1",
+                          now=datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.fail("these tests mount a tmpfs and need root (deselect with -m 'not lab')")
+    mount = tmp_path / "state"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem has no block left."""
+    filler = directory / "filler"
+    with filler.open("wb") as fh:
+        chunk = b"\0" * 65536
+        with pytest.raises(OSError, match="No space left") as caught:  # noqa: PT012
+            while True:
+                fh.write(chunk)
+                fh.flush()
+    assert caught.value.errno == errno.ENOSPC
+    return filler
+
+
+def remount(directory: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True)
+
+
+async def test_a_full_disk_is_an_error_the_batch_waits_in_memory_and_commits_later(
+    small_disk: Path,
+) -> None:
+    metrics = DaemonMetrics()
+    commits = 0
+
+    def committed() -> None:
+        nonlocal commits
+        commits += 1
+
+    async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
+        await outbox.add([outcome(0)], now=1.0, event_ttl=None)
+        filler = fill(small_disk)
+        writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=committed)
+        task = asyncio.create_task(writer.run())
+        writer.submit([outcome(i) for i in range(1, 40)])
+        await until(lambda: metrics.outbox_write_errors.value() >= 2)
+        assert not writer.writable
+        assert "disk is full" in (writer.last_error or "")
+        assert writer.backlog == 39
+        assert commits == 0  # the publisher was never told there is something to send
+        assert [m.message_id for m in await outbox.pending(limit=100)] == ["pbx1:1.0"]
+
+        filler.unlink()
+        await until(lambda: writer.backlog == 0)
+        writer.stop()
+        await task
+        assert writer.writable
+        assert commits == 1
+        pending = await outbox.pending(limit=100)
+        assert [m.message_id for m in pending] == [f"pbx1:1.{i}" for i in range(40)]
+
+
+async def test_a_write_on_a_full_disk_raises_a_clear_error_and_commits_nothing(
+    small_disk: Path,
+) -> None:
+    async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
+        fill(small_disk)
+        with pytest.raises(OutboxWriteError, match="the disk is full"):
+            await outbox.add([outcome(i) for i in range(50)], now=1.0, event_ttl=None)
+    # Reopen after freeing space: none of the 50 is there, half-written or otherwise.
+    (small_disk / "filler").unlink()
+    async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
+        assert await outbox.pending(limit=100) == []
+
+
+async def test_a_read_only_state_directory_is_a_clear_error_at_open(small_disk: Path) -> None:
+    remount(small_disk, "ro")
+    with pytest.raises(OutboxError) as caught:
+        await Outbox.open(small_disk / "outbox.sqlite")
+    message = str(caught.value)
+    assert "outbox.sqlite" in message
+    assert "is not writable (read-only file system or permissions)" in message
+
+
+async def test_an_existing_outbox_on_a_read_only_mount_is_refused_with_a_clear_error(
+    small_disk: Path,
+) -> None:
+    async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
+        await outbox.add([outcome(0)], now=1.0, event_ttl=None)
+    remount(small_disk, "ro")
+    with pytest.raises(OutboxError, match="is not writable"):
+        await Outbox.open(small_disk / "outbox.sqlite")
+    remount(small_disk, "rw")
+    async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
+        assert [m.message_id for m in await outbox.pending(limit=5)] == ["pbx1:1.0"]
