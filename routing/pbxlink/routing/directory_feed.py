@@ -6,6 +6,12 @@ reconnect loop. Messages are applied in batches (whatever arrived together, up t
 `batch_size`), so the retained flood after a (re)subscribe costs one transaction per batch.
 A message that breaks the contract is logged with the reason, counted and dropped; the entry
 it would have replaced stays as it was.
+
+The subscription is QoS 0 by default, on purpose: the directory is retained state, re-sent in
+full on every (re)subscribe, so a message lost with a dropped connection comes back at the next
+subscribe; and mosquitto (2.0, default ``max_queued_messages 1000``) silently drops retained
+messages beyond about 1,020 when they are delivered at QoS 1 (measured: 5,000 retained → 1,020
+at QoS 1, 5,000 at QoS 0). Use ``qos=1`` only with a broker configured for it.
 """
 
 from __future__ import annotations
@@ -51,10 +57,11 @@ class DirectoryFeed:
     """Applies directory messages from MQTT to a `DirectoryStore`."""
 
     def __init__(self, store: DirectoryStore, *, topic_prefix: str = DIRECTORY_TOPIC_PREFIX,
-                 batch_size: int = 1000) -> None:
+                 batch_size: int = 1000, qos: int = 0) -> None:
         self.store = store
         self.topic_prefix = topic_prefix if topic_prefix.endswith("/") else topic_prefix + "/"
         self.batch_size = batch_size
+        self.qos = qos
         self.counters = FeedCounters()
         self.subscribed = asyncio.Event()
 
@@ -88,7 +95,7 @@ class DirectoryFeed:
 
     async def consume(self, client: aiomqtt.Client) -> None:
         """Subscribe and apply messages until the connection drops (raises aiomqtt.MqttError)."""
-        await client.subscribe(self.topic_filter, qos=1)
+        await client.subscribe(self.topic_filter, qos=self.qos)
         self.subscribed.set()
         log.info("directory_feed_subscribed", topic=self.topic_filter)
         messages = client.messages
