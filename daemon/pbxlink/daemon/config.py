@@ -119,6 +119,9 @@ class AgiSettings:
     host: str = "127.0.0.1"
     port: int = 4573
     deadline_ms: float = 300.0  # past it the answer is "no route" and the dialplan falls through
+    path: str = "route"  # the script part of agi://host:port/<path>
+    max_sessions: int = 256  # concurrent AGI sessions; extra connections are closed at once
+    io_timeout_ms: float = 2000.0  # bound on sending the answer (Asterisk's 200 replies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,8 @@ class RouteRule:
     lines: tuple[str, ...] = ()  # DIDs the rule applies to; empty = every line
     action: Literal["owner", "off", "target"] = "owner"
     target: str = ""  # dial string for action = "target", e.g. "PJSIP/103"
+    region: str = ""  # region for caller numbers on these lines; "" = routing.region
+    hours: str = ""  # "HH:MM-HH:MM" local time the rule is active (may wrap midnight); "" = always
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,10 @@ class RoutingSettings:
     enabled: bool = True
     pick: Literal["newest", "first"] = "newest"  # several clients with one number
     rules: tuple[RouteRule, ...] = ()  # first matching rule wins
+    region: str = ""  # region for caller numbers; "" = node.default_region
+    dial_template: str = "PJSIP/{extension}"  # how a responsible's extension becomes a dial string
+    internal_max_digits: int = 5  # caller numbers this short are extensions, never routed
+    directory_batch: int = 1000  # directory messages applied per SQLite transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +357,9 @@ def _check_values(settings: Settings, problems: list[ConfigProblem]) -> None:
         if rule.action == "target" and not rule.target:
             problems.append(ConfigProblem(f"routing.rules[{i}].target",
                                           "action 'target' needs a dial string"))
+    from pbxlink.daemon.agi.policy import routing_problems  # noqa: PLC0415 - avoids a cycle
+
+    problems.extend(routing_problems(settings))
 
 
 # ---------------------------------------------------------------------------------------------
