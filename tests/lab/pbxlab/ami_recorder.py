@@ -1,0 +1,112 @@
+"""Record a raw AMI session: every byte read from the socket, unchanged.
+
+The file starts with Asterisk's banner line, then the login response and every
+frame after it, each ending with a blank line, exactly as Asterisk sent them
+(the format of `pbxlink record --out FILE`).  The recorder logs in with
+`Events: on`; what it sends is not recorded.  A path ending in .gz is written
+gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+
+class AmiRecorder:
+    """Write every byte of one AMI session to `path` until stop()."""
+
+    def __init__(self, host: str, port: int, user: str, secret: str, path: Path) -> None:
+        self.host, self.port, self.user, self.secret = host, port, user, secret
+        self.path = path
+        self.bytes_written = 0
+        self._sock: socket.socket | None = None
+        self._out: BinaryIO | None = None
+        self._thread: threading.Thread | None = None
+        self._head = b""
+        self._logged_in = threading.Event()
+        self._login_failed = False
+        self._lock = threading.Lock()
+
+    def start(self, timeout: float = 5.0) -> AmiRecorder:
+        """Connect, log in and return once the login response is recorded."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = (
+            gzip.open(self.path, "wb", compresslevel=9)  # noqa: SIM115 - closed in stop()
+            if self.path.suffix == ".gz"
+            else self.path.open("wb")
+        )
+        self._sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        self._sock.settimeout(None)
+        self._thread = threading.Thread(
+            target=self._read_loop, name="pbxlab-ami-recorder", daemon=True
+        )
+        self._thread.start()
+        login = (
+            f"Action: Login\r\nUsername: {self.user}\r\nSecret: {self.secret}\r\n"
+            "Events: on\r\n\r\n"
+        )
+        self._sock.sendall(login.encode())
+        if not self._logged_in.wait(timeout) or self._login_failed:
+            self.stop(logoff=False)
+            raise ConnectionError(f"AMI recorder could not log in to {self.host}:{self.port}")
+        return self
+
+    def _read_loop(self) -> None:
+        sock, out = self._sock, self._out
+        assert sock is not None and out is not None
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            with self._lock:
+                out.write(chunk)
+                self.bytes_written += len(chunk)
+            if not self._logged_in.is_set():
+                self._head += chunk
+                if b"Response: Success" in self._head:
+                    self._logged_in.set()
+                elif b"Response: Error" in self._head:
+                    self._login_failed = True
+                    self._logged_in.set()
+
+    def stop(self, *, logoff: bool = True, timeout: float = 2.0) -> int:
+        """Log off (the Goodbye response is recorded too), close; returns bytes written."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if logoff:
+                try:
+                    sock.sendall(b"Action: Logoff\r\n\r\n")
+                except OSError:
+                    pass
+                if self._thread is not None:
+                    self._thread.join(timeout)  # Asterisk closes after Goodbye
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        out, self._out = self._out, None
+        if out is not None:
+            with self._lock:
+                out.close()
+        return self.bytes_written
+
+
+def record_for(host: str, port: int, user: str, secret: str, path: Path, seconds: float) -> int:
+    """Record `seconds` of AMI into `path`; returns bytes written."""
+    rec = AmiRecorder(host, port, user, secret, path).start()
+    try:
+        time.sleep(seconds)
+    finally:
+        written = rec.stop()
+    return written

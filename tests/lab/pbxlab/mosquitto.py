@@ -1,0 +1,168 @@
+"""A lab mosquitto broker on 127.0.0.1: own config, persistence dir and pid.
+
+Never touches a system mosquitto service.  The state directory (default
+/run/pbxlab/mosquitto-<name>) holds mosquitto.conf, mosquitto.pid,
+mosquitto.log and data/ (persistence).  Stopping and starting again with the
+same name and port keeps the persisted sessions and messages (fault tests).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pbxlab.instance import STATE_ROOT, LabError
+
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    host: str
+    port: int
+    pid: int
+    name: str
+    state_dir: Path
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "mosquitto.log"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _mosquitto_exe() -> str:
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                        if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        raise LabError("mosquitto is not installed (tests/lab/asterisk-setup.sh installs it)")
+    return exe
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "mosquitto"
+    except OSError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_mosquitto(
+    port: int | None = None,
+    name: str = "default",
+    state_dir: Path | None = None,
+    *,
+    autosave_interval: int = 1,
+    timeout: float = 10.0,
+) -> Broker:
+    """Start a broker (or return the one already running under `name`)."""
+    state = state_dir or STATE_ROOT / f"mosquitto-{name}"
+    pid_file = state / "mosquitto.pid"
+    port_file = state / "port"
+    if pid_file.exists() and port_file.exists():
+        pid = int(pid_file.read_text())
+        old_port = int(port_file.read_text())
+        if _pid_alive(pid) and (port is None or port == old_port):
+            return Broker("127.0.0.1", old_port, pid, name, state)
+    port = port or free_port()
+    (state / "data").mkdir(parents=True, exist_ok=True)
+    user = "root"
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("mosquitto")
+            for p in (state, state / "data", *state.joinpath("data").iterdir()):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            user = "mosquitto"
+        except KeyError:
+            pass
+    else:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    conf = state / "mosquitto.conf"
+    conf.write_text(
+        "# pbxlab broker (generated)\n"
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence true\n"
+        f"persistence_location {state / 'data'}/\n"
+        f"autosave_interval {autosave_interval}\n"
+        f"log_dest file {state / 'mosquitto.log'}\n"
+        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        "connection_messages true\n"
+        f"user {user}\n"
+    )
+    log = state / "mosquitto.log"
+    log.touch()
+    if user == "mosquitto":
+        pw = pwd.getpwnam("mosquitto")
+        os.chown(log, pw.pw_uid, pw.pw_gid)
+    proc = subprocess.Popen(
+        [_mosquitto_exe(), "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=(state / "stderr.log").open("wb"),
+        start_new_session=True,
+    )
+    _children[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    while not _port_open(port):
+        if proc.poll() is not None:
+            tail = (state / "stderr.log").read_text(errors="replace")[-1500:]
+            tail += log.read_text(errors="replace")[-1500:]
+            raise LabError(f"mosquitto exited at start (code {proc.returncode}):\n{tail}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise LabError(f"mosquitto did not listen on 127.0.0.1:{port} within {timeout} s")
+        time.sleep(0.05)
+    pid_file.write_text(f"{proc.pid}\n")
+    port_file.write_text(f"{port}\n")
+    return Broker("127.0.0.1", port, proc.pid, name, state)
+
+
+def stop_mosquitto(
+    broker: Broker | None = None,
+    *,
+    name: str = "default",
+    state_dir: Path | None = None,
+    kill: bool = False,
+    timeout: float = 10.0,
+) -> None:
+    """Stop a lab broker by its pid (SIGTERM, or SIGKILL with kill=True)."""
+    state = broker.state_dir if broker else (state_dir or STATE_ROOT / f"mosquitto-{name}")
+    pid_file = state / "mosquitto.pid"
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            child = _children.get(pid)
+            if child is not None and child.poll() is not None:
+                break
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    child = _children.pop(pid, None)
+    if child is not None:
+        child.wait(timeout)
+    pid_file.unlink(missing_ok=True)

@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""Re-record every lab scenario into tests/data/ami (root; see docs/lab.md).
+
+    sudo .venv/bin/python tests/lab/record_all.py [--only NAME ...]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pbxlab.record_all import record_all  # noqa: E402
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--offset", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", nargs="*")
+    a = ap.parse_args()
+    sys.exit(record_all(a.offset, a.out, a.only))
