@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import structlog
 
 from pbxlink.daemon.ami.decode import AmiDecoder, FrameLike, MalformedEvent
+from pbxlink.daemon.ami.events import CoreShowChannel
 from pbxlink.daemon.calls.model import CallOutcome, TrackerOutput
 from pbxlink.daemon.calls.outcome import to_json
 from pbxlink.daemon.calls.tracker import CallTracker
@@ -144,6 +145,21 @@ class CallPipeline:
         if event is None:
             return
         self._emit(self.tracker.handle(event))
+
+    def resync(self, channels: Iterable[FrameLike], now: float) -> None:
+        """Reconcile the tracker with a ``CoreShowChannels`` snapshot taken after a (re)login:
+        calls that ended while AMI was away get their outcome now (``reconstructed``)."""
+        listed: list[CoreShowChannel] = []
+        for frame in channels:
+            try:
+                event = self._decoder.decode(frame)
+            except MalformedEvent as exc:
+                self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+                log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc))
+                continue
+            if isinstance(event, CoreShowChannel):
+                listed.append(event)
+        self._emit(self.tracker.resync(listed, now))
 
     def tick(self, now: float) -> None:
         """Finalize calls whose settle time passed while AMI was quiet."""
