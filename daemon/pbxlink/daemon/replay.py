@@ -117,9 +117,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"pbxlink replay: no such file: {path}", file=sys.stderr)
         return 2
     try:
-        parties = PartyRules(
-            agent_endpoints=args.agents, trunk_endpoints=frozenset(args.trunk or ("trunk",))
-        )
+        parties = PartyRules(agent_endpoints=args.agents, trunk_endpoints=frozenset(args.trunk or ("trunk",)))
     except re.error as exc:
         print(f"pbxlink replay: --agents is not a regular expression: {exc}", file=sys.stderr)
         return 2
@@ -134,9 +132,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"pbxlink replay: {line}", file=sys.stderr)
 
     out = sys.stdout
-    for item in replay_outcomes(
-        read_chunks(path), settings, events=args.events, diagnostic=to_stderr
-    ):
+    for item in replay_outcomes(read_chunks(path), settings, events=args.events, diagnostic=to_stderr):
         out.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n")
     out.flush()
     return 0

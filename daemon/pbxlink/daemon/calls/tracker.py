@@ -32,6 +32,7 @@ import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 from pbxlink.daemon.ami.events import (
     AgentCalled,
@@ -104,11 +105,14 @@ class _Chan:
         "caller_num",
         "created",
         "dialed_agents",
+        "dialer",
         "exten",
         "linkedid",
         "name",
         "party",
         "peer",
+        "ring_kind",
+        "rung",
         "uniqueid",
         "up",
     )
@@ -128,10 +132,18 @@ class _Chan:
         self.bridge: str | None = None
         self.peer: _Chan | None = None
         self.dialed_agents: list[str] = []
+        self.dialer: _Chan | None = None  # the channel whose Dial() created this one
+        self.ring_kind: _RingKind | None = None  # set when an agent's phone is dialed
+        self.rung = False
 
     @property
     def agent(self) -> str | None:
         return self.party.endpoint if self.party.kind is PartyKind.AGENT else None
+
+
+class _RingKind(Enum):
+    FOR_CALL = "for_call"  # dialed to reach the other party (Dial, Queue, Local member, transfer)
+    CONSULTATION = "consultation"  # dialed by a transfer feature to consult a colleague
 
 
 class _Segment:
@@ -157,6 +169,7 @@ class _Call:
     __slots__ = (
         "active",
         "channels",
+        "consulted",
         "deadline",
         "end_inferred",
         "ended_at",
@@ -197,6 +210,7 @@ class _Call:
         self.queue: str | None = None
         self.voicemail = False
         self.rang: list[str] = []
+        self.consulted: list[str] = []
         self.segments: list[_Segment] = []
         self.active: dict[str, _Segment] = {}
         self.transfers: list[_TransferRecord] = []
@@ -459,6 +473,9 @@ class CallTracker:
         for agent in gone.rang:
             if agent not in keep.rang:
                 keep.rang.append(agent)
+        for agent in gone.consulted:
+            if agent not in keep.consulted:
+                keep.consulted.append(agent)
         # The newer group's talk segments were relative to its own other party (e.g. an
         # agent-to-agent consultation); the merged call recomputes who talks with its party.
         keep.transfers.extend(gone.transfers)
@@ -518,9 +535,7 @@ class CallTracker:
 
     def _other_party(self, call: _Call) -> tuple[list[_Chan], str | None]:
         """The channels the agents talk *with*, and the agent to leave out (internal caller)."""
-        externals = [
-            c for c in call.channels.values() if c.alive and c.party.kind is PartyKind.EXTERNAL
-        ]
+        externals = [c for c in call.channels.values() if c.alive and c.party.kind is PartyKind.EXTERNAL]
         if externals:
             return externals, None
         origin = call.origin()
@@ -587,7 +602,24 @@ class CallTracker:
 
     def _on_channel(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, Newchannel | Newstate | NewCallerid | NewConnectedLine)
-        self._channel(event.channel, when, fresh=isinstance(event, Newchannel))
+        chan = self._channel(event.channel, when, fresh=isinstance(event, Newchannel))
+        if (
+            chan is not None
+            and chan.ring_kind is not None
+            and not chan.rung
+            and event.channel.state in (ChannelState.RINGING, ChannelState.UP)
+        ):
+            self._rung(chan, when, out)
+
+    def _rung(self, chan: _Chan, when: float, out: list[TrackerOutput]) -> None:
+        """A dialed agent's phone rings (or answers at once): it rang for this call."""
+        chan.rung = True
+        agent = chan.party.endpoint
+        call = chan.call
+        target = call.consulted if chan.ring_kind is _RingKind.CONSULTATION else call.rang
+        if agent not in target:
+            target.append(agent)
+        self._live(call, LiveEventType.RINGING, when, out, agent=agent)
 
     def _on_newexten(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, Newexten)
@@ -607,7 +639,7 @@ class CallTracker:
         if event.variable is TrackedVariable.MIXMONITOR_FILENAME:
             if event.value and event.value not in call.recordings:
                 call.recordings.append(event.value)
-        elif event.value or event.variable not in call.variables:
+        else:
             call.variables[event.variable] = event.value
 
     def _on_dial_begin(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
@@ -618,17 +650,17 @@ class CallTracker:
         if dest is None or call is None:
             return
         kind = dest.party.kind
+        dest.dialer = caller
         if caller is None and kind is PartyKind.AGENT and call.originated_agent is None:
             call.originated_agent = dest.party.endpoint  # Originate: the agent's leg rings first
         if caller is not None and kind is PartyKind.AGENT:
             caller.dialed_agents.append(dest.party.endpoint)
         if kind is PartyKind.AGENT:
-            agent = dest.party.endpoint
-            if agent not in call.rang:
-                call.rang.append(agent)
-            if not call.segments and not call.voicemail:
+            dest.ring_kind = _ring_kind(caller)
+            if dest.ring_kind is _RingKind.FOR_CALL and not call.segments and not call.voicemail:
                 call.stage = MissedAt.QUEUE if call.in_queue else MissedAt.AGENT
-            self._live(call, LiveEventType.RINGING, when, out, agent=agent)
+            if dest.up and not dest.rung:
+                self._rung(dest, when, out)
         elif kind is PartyKind.EXTERNAL:
             origin = call.origin()
             if origin is not None and origin.party.kind is PartyKind.AGENT:
@@ -681,7 +713,12 @@ class CallTracker:
         to = event.extension or None
         call.transfers.append(_TransferRecord(TransferKind.BLIND, from_agent, to, when))
         self._live(
-            call, LiveEventType.TRANSFERRED, when, out, agent=from_agent, from_agent=from_agent,
+            call,
+            LiveEventType.TRANSFERRED,
+            when,
+            out,
+            agent=from_agent,
+            from_agent=from_agent,
             to_agent=to,
         )
 
@@ -704,7 +741,12 @@ class CallTracker:
         to = None if target is None else self._resolve_agent(target, exclude=from_agent)
         call.transfers.append(_TransferRecord(TransferKind.ATTENDED, from_agent, to, when))
         self._live(
-            call, LiveEventType.TRANSFERRED, when, out, agent=from_agent, from_agent=from_agent,
+            call,
+            LiveEventType.TRANSFERRED,
+            when,
+            out,
+            agent=from_agent,
+            from_agent=from_agent,
             to_agent=to,
         )
         self._recompute(call, when, out)
@@ -758,12 +800,8 @@ class CallTracker:
 
     def _on_agent_called(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, AgentCalled)
-        caller = self._opt_channel(event.channel, when)
-        member = self._opt_channel(event.member, when)
-        call = self._join(caller, member)
-        agent = None if member is None else member.agent
-        if call is not None and agent is not None and agent not in call.rang:
-            call.rang.append(agent)
+        # who rang is decided by the member channel's own state (a busy member never rings)
+        self._join(self._opt_channel(event.channel, when), self._opt_channel(event.member, when))
 
     def _on_pickup(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, Pickup)
@@ -790,28 +828,20 @@ class CallTracker:
         if chan is None or chan.party.kind is PartyKind.PLUMBING:
             return
         call = chan.call
-        if chan.up or chan is call.origin():
-            call.hangup_by = (
-                HangupBy.AGENT if chan.party.kind is PartyKind.AGENT else HangupBy.EXTERNAL
-            )
+        if chan.up or chan.party.kind is PartyKind.EXTERNAL or chan is call.origin():
+            call.hangup_by = HangupBy.AGENT if chan.party.kind is PartyKind.AGENT else HangupBy.EXTERNAL
 
-    def _on_originate_response(
-        self, event: AmiEvent, when: float, out: list[TrackerOutput]
-    ) -> None:
+    def _on_originate_response(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, OriginateResponse)
         chan = None if event.uniqueid is None else self._chans.get(event.uniqueid)
         if chan is not None and event.exten:
             chan.call.originate_exten = event.exten
 
-    def _on_core_show_channel(
-        self, event: AmiEvent, when: float, out: list[TrackerOutput]
-    ) -> None:
+    def _on_core_show_channel(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, CoreShowChannel)
         self._snapshot.append(event)
 
-    def _on_core_show_complete(
-        self, event: AmiEvent, when: float, out: list[TrackerOutput]
-    ) -> None:
+    def _on_core_show_complete(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         snapshot, self._snapshot = self._snapshot, []
         out.extend(self.resync(snapshot, when))
 
@@ -925,10 +955,10 @@ class CallTracker:
         started = call.started()
         ended = call.ended_at if call.ended_at is not None else started
         segments = tuple(
-            HandlerSegment(s.agent, s.start, s.end if s.end is not None else ended)
-            for s in call.segments
+            HandlerSegment(s.agent, s.start, s.end if s.end is not None else ended) for s in call.segments
         )
         answered = bool(segments)
+        handler_agents = {s.agent for s in segments}
         initiator: str | None = None
         if direction is not Direction.INBOUND:
             initiator = call.originated_agent or origin.agent
@@ -939,7 +969,7 @@ class CallTracker:
             elif direction is Direction.OUTBOUND:
                 reached = any(c.party.kind is PartyKind.EXTERNAL for c in call.channels.values())
                 missed_at = MissedAt.EXTERNAL if reached else MissedAt.AGENT
-            elif any(agent != initiator for agent in call.rang):
+            elif any(agent != initiator for agent in call.rang) or call.stage is not None:
                 missed_at = MissedAt.AGENT
         answered_at = min((s.answered_at for s in segments), default=None)
         last = max(segments, key=lambda s: (s.ended_at, s.answered_at), default=None)
@@ -957,10 +987,15 @@ class CallTracker:
             first_answered_by=segments[0].agent if segments else None,
             last_handled_by=None if last is None else last.agent,
             handlers=segments,
-            rang=tuple(agent for agent in call.rang if agent != initiator),
-            transfers=tuple(
-                Transfer(t.kind, t.from_agent, t.to, t.at) for t in call.transfers
+            rang=tuple(
+                agent
+                for agent in [
+                    *call.rang,
+                    *(a for a in call.consulted if a not in call.rang and a in handler_agents),
+                ]
+                if agent != initiator
             ),
+            transfers=tuple(Transfer(t.kind, t.from_agent, t.to, t.at) for t in call.transfers),
             queue=call.queue,
             started_at=started,
             answered_at=answered_at,
@@ -977,8 +1012,22 @@ class CallTracker:
         self, call: _Call, external: ExternalParty | None, line: str | None
     ) -> RoutingDecision | None:
         variables = call.variables
-        if not any(v.name.startswith("PBXLINK_ROUTE") for v in variables):
+        agi_status = variables.get(TrackedVariable.AGISTATUS)
+        asked = any(v.name.startswith("PBXLINK_ROUTE") and value for v, value in variables.items())
+        if not asked and agi_status is None:
             return None
+        if not asked and agi_status != "SUCCESS":
+            # the dialplan asked pbxlink and got no answer (AGI connect refused, hung up …)
+            return RoutingDecision(
+                target=None,
+                agent=None,
+                reason=f"agi_{agi_status.lower()}" if agi_status else "agi_failure",
+                owner=None,
+                rule=None,
+                caller_e164=None if external is None else external.e164,
+                line=line,
+                decided_in_ms=None,
+            )
         target = variables.get(TrackedVariable.PBXLINK_ROUTE) or None
         agent = variables.get(TrackedVariable.PBXLINK_ROUTE_AGENT) or None
         if agent is None and target is not None:
@@ -1040,6 +1089,28 @@ class CallTracker:
                 to_agent=to_agent,
             )
         )
+
+
+def _ring_kind(caller: _Chan | None) -> _RingKind:
+    """Why an agent's phone is dialed: for the call, or for a transfer's consultation.
+
+    Follows the dial chain up from the dialing channel: a person's channel (the caller, an
+    agent placing a call) or an Originate means the ring is for the call; a Local half whose
+    pair nobody dialed was created by a transfer feature (``Atxfer``) to consult.
+    """
+    current = caller
+    seen: set[_Chan] = set()
+    while current is not None and current not in seen:
+        seen.add(current)
+        if current.party.kind is not PartyKind.PLUMBING:
+            return _RingKind.FOR_CALL
+        if current.dialer is not None:
+            current = current.dialer
+        elif current.peer is not None and current.peer not in seen:
+            current = current.peer
+        else:
+            return _RingKind.CONSULTATION
+    return _RingKind.FOR_CALL
 
 
 def dialed_number(dial_string: str) -> str | None:
