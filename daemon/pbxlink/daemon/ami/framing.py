@@ -332,21 +332,21 @@ class AmiFramer:
             start = pos
             end = match.start()
             pos = match.end()
+            if end > start and buf[end - 1] == _CR:
+                end -= 1
             if end - start > limit:
                 self._oversized(_head(buf, start, end), end - start)
                 self.counters.discarded_bytes += end - start
                 continue
-            if end > start and buf[end - 1] == _CR:
-                end -= 1
             while start < end and buf[start] in (_CR, _LF):
                 start += 1
             if start != end:
                 append(Frame(buf[start:end]))
         self.counters.frames += len(frames)
-        # The size limit counts the bytes before the separator. An unfinished frame may end
-        # with a partial separator (at most 2 bytes), so only more than limit + 2 proves it
-        # too large whatever comes next.
-        if len(buf) - pos > limit + _SEPARATOR_TAIL:
+        # The size limit counts the frame's bytes up to its last line end. An unfinished frame
+        # may end with "\r\n\r" still waiting for its final "\n", so only more than
+        # limit + 3 bytes proves it too large whatever comes next.
+        if len(buf) - pos > limit + _SEPARATOR_TAIL + 1:
             self._oversized(_head(buf, pos, len(buf)), len(buf) - pos)
             self.counters.discarded_bytes += len(buf) - pos - _SEPARATOR_TAIL
             self._discarding = True
