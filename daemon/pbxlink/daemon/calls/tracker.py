@@ -147,10 +147,11 @@ class _RingKind(Enum):
 
 
 class _Segment:
-    __slots__ = ("agent", "end", "start")
+    __slots__ = ("agent", "chan", "end", "start")
 
-    def __init__(self, agent: str, start: float) -> None:
+    def __init__(self, agent: str, chan: _Chan, start: float) -> None:
         self.agent = agent
+        self.chan = chan  # the agent's phone channel that talks
         self.start = start
         self.end: float | None = None
 
@@ -543,13 +544,13 @@ class CallTracker:
             return [origin], origin.party.endpoint
         return [], None
 
-    def _talking_agents(self, call: _Call) -> set[str]:
+    def _talking_agents(self, call: _Call) -> dict[str, _Chan]:
         party, exclude = self._other_party(call)
         if not party:
-            return set()
+            return {}
         seen: set[_Chan] = set(party)
         todo = list(party)
-        agents: set[str] = set()
+        agents: dict[str, _Chan] = {}
         while todo:
             chan = todo.pop()
             neighbours: list[_Chan] = []
@@ -564,14 +565,19 @@ class CallTracker:
                 todo.append(other)
                 agent = other.agent
                 if agent is not None and agent != exclude:
-                    agents.add(agent)
+                    agents.setdefault(agent, other)
         return agents
 
     def _recompute(self, call: _Call, when: float, out: list[TrackerOutput]) -> None:
         talking = self._talking_agents(call)
         for agent in [a for a in call.active if a not in talking]:
+            segment = call.active[agent]
+            if not talking and segment.chan.alive and self._other_party(call)[0]:
+                # The agent stepped out of the bridge but is still on the call and nobody else
+                # took over: a hold, a consultation. Still the same handling.
+                continue
             call.active.pop(agent).end = when
-        for agent in sorted(talking - call.active.keys()):
+        for agent in sorted(talking.keys() - call.active.keys()):
             rejoin = next(
                 (
                     s
@@ -584,7 +590,7 @@ class CallTracker:
                 rejoin.end = None
                 call.active[agent] = rejoin
                 continue
-            segment = _Segment(agent, when)
+            segment = _Segment(agent, talking[agent], when)
             call.segments.append(segment)
             call.active[agent] = segment
             for transfer in call.transfers:
@@ -738,7 +744,13 @@ class CallTracker:
         if one is not None and two is not None:
             one.peer, two.peer = two, one
         from_agent = next((c.agent for c in (orig, second) if c is not None and c.agent), None)
+        self._recompute(call, when, out)
         to = None if target is None else self._resolve_agent(target, exclude=from_agent)
+        if to is None:
+            # Asterisk leaves TransferTarget out when the consultation's Local half was already
+            # moved into the caller's bridge: the target is whoever now talks with the caller.
+            talking = [s for s in call.active.values() if s.agent != from_agent]
+            to = max(talking, key=lambda s: s.start).agent if talking else None
         call.transfers.append(_TransferRecord(TransferKind.ATTENDED, from_agent, to, when))
         self._live(
             call,
@@ -749,7 +761,6 @@ class CallTracker:
             from_agent=from_agent,
             to_agent=to,
         )
-        self._recompute(call, when, out)
 
     def _resolve_agent(self, chan: _Chan, exclude: str | None) -> str | None:
         """The agent behind a channel: itself, or through Local pairs and bridges."""
