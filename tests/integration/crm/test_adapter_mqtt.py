@@ -1,0 +1,220 @@
+"""The CRM adapter against a real mosquitto and a real SQLite file.
+
+Outcome envelopes are published the way the daemon publishes them (QoS 1, MQTT 5); the adapter
+consumes them through its shared subscription, stores, dedupes, applies the rules, and publishes
+screen pops, dead letters and the retained ownership directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from pbxlink.adapters.crm.consumer import CrmAdapter
+from pbxlink.adapters.crm.samples import EMPLOYEES, event, event_message, missed, outcome_message
+from pbxlink.adapters.crm.settings import Settings, settings_from_toml
+from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
+from pbxlink.adapters.crm.store import open_store
+
+RULES = """
+[crm.inquiries]
+number_template = "{C:3}"
+[crm.inquiries.on_missed]
+enabled = true
+manager = "anna"
+even_if_open_inquiry = true
+[crm.clients.answered]
+create = "client"
+[crm.clients.missed]
+create = "client"
+"""
+
+
+def config_text(port: int, database: Path) -> str:
+    return f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n' + RULES
+
+
+async def seed_employees(database: Path) -> None:
+    store = await open_store(database)
+    crm = SqliteCrm(store)
+    async with store.transaction():
+        for e in EMPLOYEES:
+            await crm.add_employee(e.id, e.name, extension=e.extension, deleted=e.deleted)
+    await store.close()
+
+
+def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(database, timeout=10) as db:
+        return [tuple(r) for r in db.execute(sql).fetchall()]
+
+
+async def wait_for(check: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+class Watcher:
+    """A subscriber that collects (topic, payload) from the adapter's output topics."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes, bool]] = []
+
+
+async def _collect(client: aiomqtt.Client, watcher: Watcher) -> None:
+    async for message in client.messages:
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        watcher.seen.append((message.topic.value, payload, message.retain))
+
+
+@pytest.fixture
+async def running(tmp_path: Path, broker: Any) -> AsyncIterator[tuple[CrmAdapter, Watcher, Path]]:
+    database = tmp_path / "crm.sqlite3"
+    await seed_employees(database)
+    settings: Settings = settings_from_toml(config_text(broker.port, database))
+    store = await open_store(database)
+    adapter = CrmAdapter(settings, store)
+    shutdown = asyncio.Event()
+    watcher = Watcher()
+    async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as sub:
+        for topic in ("pbxlink/v1/crm/#", "pbxlink/v1/directory/#"):
+            await sub.subscribe(topic, qos=1)
+        collector = asyncio.create_task(_collect(sub, watcher))
+        task = asyncio.create_task(adapter.run(shutdown))
+        await asyncio.wait_for(adapter.ready.wait(), 10)
+        yield adapter, watcher, database
+        shutdown.set()
+        await asyncio.wait_for(task, 10)
+        collector.cancel()
+    await store.close()
+
+
+async def test_outcomes_over_mqtt_are_applied_once_and_duplicates_dropped(
+    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+) -> None:
+    adapter, _, database = running
+    message = outcome_message(missed())
+    await publish(broker.port, [message, message, message])
+    await wait_for(lambda: query(database, "SELECT count(*) FROM inbox WHERE state='done'") == [(1,)])
+    await wait_for(lambda: sum(adapter.received.values()) == 3)
+    assert query(database, "SELECT number, client_name, description FROM inquiries") == [
+        ("001", "Новый (15:29 05.03.2018, входящий вызов)", "Пропущенный")
+    ]
+    assert query(database, "SELECT count(*) FROM clients") == [(1,)]
+
+
+async def test_screen_pop_and_retained_directory_entry_are_published(
+    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+) -> None:
+    _, watcher, _ = running
+    await publish(broker.port, [event_message(event(agent="101"))])
+    await wait_for(lambda: any(t.startswith("pbxlink/v1/directory/") for t, _, _ in watcher.seen))
+    await wait_for(lambda: any(t == "pbxlink/v1/crm/notify/anna" for t, _, _ in watcher.seen))
+    [(_, pop, _)] = [s for s in watcher.seen if s[0] == "pbxlink/v1/crm/notify/anna"]
+    assert json.loads(pop)["about"] == "client"
+    [(_, entry, _)] = [s for s in watcher.seen if s[0] == "pbxlink/v1/directory/380981234567"]
+    document = json.loads(entry)
+    assert document["number"] == "+380981234567"
+    assert document["clients"][0]["responsibles"][0] == {
+        "employee": "anna",
+        "extension": "101",
+        "is_employee": True,
+        "blocked": False,
+        "deleted": False,
+    }
+    # A later subscriber (the daemon after a restart) still gets it: it is retained.
+    async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as late:
+        await late.subscribe("pbxlink/v1/directory/380981234567", qos=1)
+        async with asyncio.timeout(5):
+            async for message in late.messages:
+                assert message.retain
+                break
+
+
+async def test_bad_payload_goes_to_the_dead_letter_topic_and_the_consumer_goes_on(
+    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+) -> None:
+    _, watcher, database = running
+    await publish(
+        broker.port,
+        [
+            ("pbxlink/v1/pbx1/call/outcome", b"\x00garbage"),
+            outcome_message(missed(id="pbx1:7", started_at="not a time")),
+            outcome_message(missed(id="pbx1:8")),
+        ],
+    )
+    await wait_for(lambda: len([s for s in watcher.seen if s[0] == "pbxlink/v1/crm/deadletter"]) == 2)
+    letters = [json.loads(p) for t, p, _ in watcher.seen if t == "pbxlink/v1/crm/deadletter"]
+    assert "not JSON" in letters[0]["reason"]
+    assert letters[0]["payload"] == "\x00garbage"
+    assert "data.started_at" in letters[1]["reason"]
+    await wait_for(lambda: query(database, "SELECT count(*) FROM inquiries") == [(1,)])
+
+
+def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pbxlink.daemon", "adapter", "--config", str(config)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, broker: Any
+) -> None:
+    database = tmp_path / "crm.sqlite3"
+    await seed_employees(database)
+    config = tmp_path / "adapter.toml"
+    config.write_text(config_text(broker.port, database))
+    log = tmp_path / "adapter.log"
+    total = 300
+    messages = [
+        outcome_message(missed(id=f"pbx1:{n}", external={"raw": f"0981{n:06d}", "e164": None}))
+        for n in range(total)
+    ]
+    # Every tenth message is published twice, as a publisher retrying after a lost PUBACK would.
+    stream = [m for i, m in enumerate(messages) for _ in range(2 if i % 10 == 0 else 1)]
+
+    adapter = _start_adapter(config, log)
+    try:
+        await wait_for(lambda: b"crm.adapter.connected" in log.read_bytes(), 15)
+        publisher = asyncio.create_task(publish(broker.port, stream))
+        await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 40, 20)
+        os.kill(adapter.pid, signal.SIGKILL)  # mid-stream, no goodbye
+        adapter.wait()
+        await publisher  # the rest is queued by the broker for the adapter's persistent session
+        stored_while_down = query(database, "SELECT count(*) FROM inbox")[0][0]
+        assert stored_while_down < total
+        adapter = _start_adapter(config, log)
+        await wait_for(
+            lambda: query(database, "SELECT count(*) FROM inbox WHERE state = 'done'") == [(total,)],
+            60,
+        )
+    finally:
+        adapter.send_signal(signal.SIGTERM)
+        adapter.wait(10)
+    assert query(database, "SELECT count(*), count(DISTINCT call_id) FROM inquiries") == [(total, total)]
+    numbers = sorted(int(r[0]) for r in query(database, "SELECT number FROM inquiries"))
+    assert numbers == list(range(1, total + 1))
+    assert query(database, "SELECT count(*) FROM clients") == [(total,)]
+    assert adapter.returncode == 0
