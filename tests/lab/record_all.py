@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-record every lab scenario into tests/data/ami (root; see docs/lab.md).
 
-    sudo .venv/bin/python tests/lab/record_all.py [--only NAME ...]
+sudo .venv/bin/python tests/lab/record_all.py [--only NAME ...]
 """
 
 import argparse
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pbxlab.record_all import record_all  # noqa: E402
+from pbxlab.record_all import record_all
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)

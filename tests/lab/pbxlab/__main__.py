@@ -16,6 +16,7 @@ from pbxlab.instance import (
     stop_asterisk,
 )
 from pbxlab.mosquitto import start_mosquitto, stop_mosquitto
+from pbxlab.record_all import record_all
 from pbxlab.scenarios import SCENARIOS
 
 
@@ -75,13 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name}: {res.duration_s:.1f} s, problems: {res.problems or 'none'}")
             return 1 if bad else 0
         elif a.cmd == "record-all":
-            from pbxlab.record_all import record_all
-
             return record_all(a.offset, a.out, a.only)
         elif a.cmd == "broker-start":
             b = start_mosquitto(port=a.port or None, name=a.name)
-            print(json.dumps({"host": b.host, "port": b.port, "pid": b.pid,
-                              "state_dir": str(b.state_dir)}))
+            print(json.dumps({"host": b.host, "port": b.port, "pid": b.pid, "state_dir": str(b.state_dir)}))
         elif a.cmd == "broker-stop":
             stop_mosquitto(name=a.name)
     except LabError as exc:

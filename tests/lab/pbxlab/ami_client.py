@@ -7,6 +7,7 @@ their responses by ActionID.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -93,14 +94,10 @@ class AmiClient:
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(b"Action: Logoff\r\n\r\n")
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         if self._reader is not None:
             self._reader.join(timeout=2)
@@ -289,7 +286,10 @@ class AmiClient:
             headers["CallerID"] = caller_id
         if variables:
             headers["Variable"] = ",".join(f"{k}={v}" for k, v in variables.items())
-        return self.checked("Originate", **headers)
+        response, _, _ = self._exchange("Originate", headers, None, 10.0)
+        if response.get("Response") != "Success":
+            raise AmiError(f"AMI Originate failed: {response.get('Message')}")
+        return response
 
     def blind_transfer(self, channel: str, exten: str, context: str = "from-agents") -> Frame:
         return self.checked("BlindTransfer", Channel=channel, Exten=exten, Context=context)

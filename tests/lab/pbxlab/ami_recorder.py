@@ -9,12 +9,13 @@ gzip-compressed.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 
 class AmiRecorder:
@@ -25,7 +26,7 @@ class AmiRecorder:
         self.path = path
         self.bytes_written = 0
         self._sock: socket.socket | None = None
-        self._out: BinaryIO | None = None
+        self._out: gzip.GzipFile | io.BufferedWriter | None = None
         self._thread: threading.Thread | None = None
         self._head = b""
         self._logged_in = threading.Event()
@@ -42,14 +43,9 @@ class AmiRecorder:
         )
         self._sock = socket.create_connection((self.host, self.port), timeout=timeout)
         self._sock.settimeout(None)
-        self._thread = threading.Thread(
-            target=self._read_loop, name="pbxlab-ami-recorder", daemon=True
-        )
+        self._thread = threading.Thread(target=self._read_loop, name="pbxlab-ami-recorder", daemon=True)
         self._thread.start()
-        login = (
-            f"Action: Login\r\nUsername: {self.user}\r\nSecret: {self.secret}\r\n"
-            "Events: on\r\n\r\n"
-        )
+        login = f"Action: Login\r\nUsername: {self.user}\r\nSecret: {self.secret}\r\nEvents: on\r\n\r\n"
         self._sock.sendall(login.encode())
         if not self._logged_in.wait(timeout) or self._login_failed:
             self.stop(logoff=False)
@@ -58,7 +54,8 @@ class AmiRecorder:
 
     def _read_loop(self) -> None:
         sock, out = self._sock, self._out
-        assert sock is not None and out is not None
+        if sock is None or out is None:
+            return
         while True:
             try:
                 chunk = sock.recv(65536)
@@ -82,16 +79,12 @@ class AmiRecorder:
         sock, self._sock = self._sock, None
         if sock is not None:
             if logoff:
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(b"Action: Logoff\r\n\r\n")
-                except OSError:
-                    pass
                 if self._thread is not None:
                     self._thread.join(timeout)  # Asterisk closes after Goodbye
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         if self._thread is not None:
             self._thread.join(timeout)

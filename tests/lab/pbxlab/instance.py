@@ -153,9 +153,7 @@ def _run_script(name: str, offset: int, extra_env: dict[str, str] | None, timeou
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{name} did not finish within {timeout:.0f} s") from exc
     if proc.returncode != 0:
-        raise LabError(
-            f"{name} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}"
-        )
+        raise LabError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-3000:]}")
     return proc.stdout
 
 
@@ -166,9 +164,7 @@ def setup_asterisk(timeout: float = 900.0) -> float:
     return time.monotonic() - t0
 
 
-def start_asterisk(
-    offset: int = 0, timings: LabTimings | None = None, timeout: float = 90.0
-) -> LabInstance:
+def start_asterisk(offset: int = 0, timings: LabTimings | None = None, timeout: float = 90.0) -> LabInstance:
     """Start instance `offset` (idempotent) and return where it listens."""
     env = (timings or LabTimings()).as_env()
     out = _run_script("asterisk-start.sh", offset, env, timeout)

@@ -44,8 +44,9 @@ def free_port() -> int:
 
 
 def _mosquitto_exe() -> str:
-    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                        if Path("/usr/sbin/mosquitto").exists() else None)
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if exe is None:
         raise LabError("mosquitto is not installed (tests/lab/asterisk-setup.sh installs it)")
     return exe
@@ -85,17 +86,9 @@ def start_mosquitto(
             return Broker("127.0.0.1", old_port, pid, name, state)
     port = port or free_port()
     (state / "data").mkdir(parents=True, exist_ok=True)
-    user = "root"
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("mosquitto")
-            for p in (state, state / "data", *state.joinpath("data").iterdir()):
-                os.chown(p, pw.pw_uid, pw.pw_gid)
-            user = "mosquitto"
-        except KeyError:
-            pass
-    else:
-        user = pwd.getpwuid(os.geteuid()).pw_name
+    # run as the current user: the state dir may be a private temp dir that
+    # mosquitto's own user could not enter
+    user = pwd.getpwuid(os.geteuid()).pw_name
     conf = state / "mosquitto.conf"
     conf.write_text(
         "# pbxlab broker (generated)\n"
@@ -110,10 +103,6 @@ def start_mosquitto(
         f"user {user}\n"
     )
     log = state / "mosquitto.log"
-    log.touch()
-    if user == "mosquitto":
-        pw = pwd.getpwnam("mosquitto")
-        os.chown(log, pw.pw_uid, pw.pw_gid)
     proc = subprocess.Popen(
         [_mosquitto_exe(), "-c", str(conf)],
         stdin=subprocess.DEVNULL,
@@ -166,3 +155,42 @@ def stop_mosquitto(
     if child is not None:
         child.wait(timeout)
     pid_file.unlink(missing_ok=True)
+
+
+class BrokerHandle:
+    """A lab broker that tests can stop, kill and start again (same port and data)."""
+
+    def __init__(self, name: str, state_dir: Path, port: int | None = None) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self._broker = start_mosquitto(port, name, state_dir)
+
+    @property
+    def host(self) -> str:
+        return self._broker.host
+
+    @property
+    def port(self) -> int:
+        return self._broker.port
+
+    @property
+    def pid(self) -> int:
+        return self._broker.pid
+
+    @property
+    def log_file(self) -> Path:
+        return self._broker.log_file
+
+    @property
+    def running(self) -> bool:
+        return _pid_alive(self._broker.pid)
+
+    def stop(self, *, kill: bool = False) -> None:
+        stop_mosquitto(self._broker, kill=kill)
+
+    def start(self) -> None:
+        self._broker = start_mosquitto(self._broker.port, self.name, self.state_dir)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

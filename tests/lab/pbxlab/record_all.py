@@ -23,8 +23,7 @@ DATA_DIR = LAB_DIR.parent / "data" / "ami"
 GZIP_OVER = 2 * 1024 * 1024
 
 
-def record_all(offset: int | None = None, out: Path | None = None,
-               only: list[str] | None = None) -> int:
+def record_all(offset: int | None = None, out: Path | None = None, only: list[str] | None = None) -> int:
     offset = int(os.environ.get("PBXLAB_RECORD_OFFSET", "9")) if offset in (None, 0) else offset
     out = out or DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -52,12 +51,10 @@ def record_all(offset: int | None = None, out: Path | None = None,
                     rec.unlink()
                     data = json.loads(truth.read_text(encoding="utf-8"))
                     data["recording"] = gz.name
-                    truth.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
+                    truth.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 bad += bool(res.problems)
                 summary[name] = round(time.monotonic() - t0, 1)
-                print(f"{name:38} {res.duration_s:5.1f} s  problems: {res.problems or 'none'}",
-                      flush=True)
+                print(f"{name:38} {res.duration_s:5.1f} s  problems: {res.problems or 'none'}", flush=True)
     finally:
         stop_asterisk(offset)
     print(json.dumps(summary))

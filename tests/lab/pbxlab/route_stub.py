@@ -52,8 +52,7 @@ class _Handler(socketserver.StreamRequestHandler):
         route = self.server.routes.get(caller, self.server.default)
         with self.server.lock:
             self.server.requests.append(
-                AgiRequest(caller, env.get("agi_request", ""), env.get("agi_uniqueid", ""),
-                           route, env)
+                AgiRequest(caller, env.get("agi_request", ""), env.get("agi_uniqueid", ""), route, env)
             )
         self._set("PBXLINK_ROUTE", route.target)
         self._set("PBXLINK_ROUTE_REASON", route.reason)
@@ -82,8 +81,10 @@ class RouteStub(socketserver.ThreadingTCPServer):
 
     def start(self) -> RouteStub:
         self._thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.1},
-            name="pbxlab-route-stub", daemon=True,
+            target=self.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="pbxlab-route-stub",
+            daemon=True,
         )
         self._thread.start()
         return self

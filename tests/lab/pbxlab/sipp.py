@@ -219,8 +219,9 @@ class SippProcess:
 class Sipp:
     """Builds SIPp processes for one lab instance."""
 
-    def __init__(self, sip_port: int, ports: PortBlock, workdir: Path,
-                 *, trace_messages: bool = True) -> None:
+    def __init__(
+        self, sip_port: int, ports: PortBlock, workdir: Path, *, trace_messages: bool = True
+    ) -> None:
         exe = shutil.which("sipp")
         if exe is None:
             raise SippError("sipp not found on PATH (apt-get install sip-tester)")
@@ -233,11 +234,17 @@ class Sipp:
 
     def _common(self, label: str, trace_messages: bool) -> list[str]:
         args = [
-            "-i", "127.0.0.1",
-            "-mi", "127.0.0.1", "-mp", str(self.ports.media_port()),
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(self.ports.media_port()),
             "-nostdin",
             "-aa",  # answer INFO/NOTIFY/OPTIONS/UPDATE 200 (REFER's NOTIFYs)
-            "-trace_err", "-error_file", str(self.workdir / f"{label}.errors.log"),
+            "-trace_err",
+            "-error_file",
+            str(self.workdir / f"{label}.errors.log"),
         ]
         if trace_messages:
             args += ["-trace_msg", "-message_file", str(self.workdir / f"{label}.messages.log")]
@@ -260,8 +267,7 @@ class Sipp:
             },
             self.workdir / f"{label}.xml",
         )
-        args = [self.exe, "-sf", str(xml), "-p", str(port),
-                *self._common(label, self.trace_messages)]
+        args = [self.exe, "-sf", str(xml), "-p", str(port), *self._common(label, self.trace_messages)]
         return SippProcess(label, args, self.workdir).start()
 
     def call(self, call: Call, *, trace_messages: bool | None = None) -> SippProcess:
@@ -285,12 +291,23 @@ class Sipp:
         )
         tm = self.trace_messages if trace_messages is None else trace_messages
         args = [
-            self.exe, f"127.0.0.1:{self.sip_port}",
-            "-sf", str(xml), "-s", call.dial,
-            "-p", str(self.ports.local_port()),
-            "-m", str(call.count),
-            "-r", f"{call.rate:g}", "-rp", str(call.rate_period_ms),
-            "-timeout", "180", "-timeout_error",
+            self.exe,
+            f"127.0.0.1:{self.sip_port}",
+            "-sf",
+            str(xml),
+            "-s",
+            call.dial,
+            "-p",
+            str(self.ports.local_port()),
+            "-m",
+            str(call.count),
+            "-r",
+            f"{call.rate:g}",
+            "-rp",
+            str(call.rate_period_ms),
+            "-timeout",
+            "180",
+            "-timeout_error",
             *self._common(label, tm),
         ]
         if call.count > 1:

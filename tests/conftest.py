@@ -1,0 +1,65 @@
+"""Session fixtures for the real lab (owned by the lab part; see docs/lab.md).
+
+* ``asterisk_lab`` (session): a real Asterisk 22 from the cached Debian sid
+  chroot on 127.0.0.1, on its own instance offset (``PBXLAB_OFFSET`` if set,
+  else the first free one of 10-39, claimed with a lock so concurrent test
+  sessions never share one).  Yields a :class:`pbxlab.session.LabSession`:
+  ``.host .ami_port .ami_user .ami_secret .sip_port .agi_port .offset``,
+  ``.ami()`` for a stdlib AMI session, ``.run(name)`` to place a named
+  scenario, ``.restart_asterisk()`` for fault tests.  Stopped by pid at the end.
+* ``mosquitto_broker`` (function): a fresh mosquitto on a free loopback port
+  with its own config and persistence; ``.host .port .pid .stop(kill=)
+  .start() .restart()``.  Stopped by pid at the end.
+
+If the lab cannot start, these fixtures FAIL with the reason (they never
+skip).  Tests that use them are marked ``lab`` automatically, so
+``-m "not lab"`` deselects them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pbxlab.instance import LabError
+from pbxlab.mosquitto import BrokerHandle
+from pbxlab.session import LabSession
+
+LAB_FIXTURES = {"asterisk_lab", "mosquitto_broker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def asterisk_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
+    env = os.environ.get("PBXLAB_OFFSET")
+    try:
+        offset = int(env) if env else None
+    except ValueError:
+        pytest.fail(f"PBXLAB_OFFSET must be an integer, got {env!r}")
+    try:
+        lab = LabSession.open(offset, workdir=tmp_path_factory.mktemp("pbxlab"))
+    except LabError as exc:
+        pytest.fail(f"the Asterisk lab could not start: {exc}", pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def mosquitto_broker(tmp_path: Path) -> Iterator[BrokerHandle]:
+    try:
+        broker = BrokerHandle(f"test-{os.getpid()}-{tmp_path.name}", tmp_path / "mosquitto")
+    except LabError as exc:
+        pytest.fail(f"mosquitto could not start: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()

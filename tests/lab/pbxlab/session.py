@@ -1,0 +1,147 @@
+"""A lab instance for one test session: pick a free offset, start, restart, stop.
+
+Concurrent pytest sessions (several engineers, CI) must not share an
+instance, so an offset is claimed with an exclusive flock on
+/run/pbxlab/offset-<N>.lock that lives as long as the session; the lock goes
+away with the process, whatever happens.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from pbxlab.ami_client import AmiClient
+from pbxlab.driver import LabDriver, ScenarioResult
+from pbxlab.instance import (
+    STATE_ROOT,
+    LabError,
+    LabInstance,
+    LabTimings,
+    running_instance,
+    setup_asterisk,
+    start_asterisk,
+    stop_asterisk,
+)
+
+AUTO_OFFSETS = range(10, 40)  # 0-9 are for developers (0) and recordings (9)
+
+
+def claim_offset(preferred: int | None) -> tuple[int, IO[bytes]]:
+    """Lock an instance offset for this process; returns (offset, lock file)."""
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    candidates = [preferred] if preferred is not None else list(AUTO_OFFSETS)
+    for offset in candidates:
+        lock = (STATE_ROOT / f"offset-{offset}.lock").open("wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        if preferred is None and running_instance(offset) is not None:
+            lock.close()  # someone runs it by hand; leave it alone
+            continue
+        return offset, lock
+    if preferred is not None:
+        raise LabError(
+            f"lab instance {preferred} is in use by another test session "
+            f"(lock {STATE_ROOT}/offset-{preferred}.lock)"
+        )
+    raise LabError(f"no free lab instance among offsets {AUTO_OFFSETS.start}-{AUTO_OFFSETS.stop - 1}")
+
+
+@dataclass
+class LabSession:
+    """A started instance plus its driver; what the `asterisk_lab` fixture yields."""
+
+    instance: LabInstance
+    driver: LabDriver
+    timings: LabTimings
+    setup_seconds: float = 0.0
+    _lock: IO[bytes] | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(
+        cls, offset: int | None = None, timings: LabTimings | None = None, workdir: Path | None = None
+    ) -> LabSession:
+        if os.geteuid() != 0:
+            raise LabError(
+                "the Asterisk lab needs root (chroot + bind mounts); run pytest as root or "
+                "deselect lab tests with -m 'not lab'"
+            )
+        setup_s = setup_asterisk()
+        offset, lock = claim_offset(offset)
+        timings = timings or LabTimings()
+        try:
+            stop_asterisk(offset)  # a leftover of a crashed session on our offset
+            instance = start_asterisk(offset, timings)
+            driver = LabDriver(instance, workdir)
+        except BaseException:
+            lock.close()
+            raise
+        return cls(instance, driver, timings, setup_s, lock)
+
+    # ---- what tests use -------------------------------------------------------------
+    @property
+    def offset(self) -> int:
+        return self.instance.offset
+
+    @property
+    def host(self) -> str:
+        return self.instance.host
+
+    @property
+    def ami_port(self) -> int:
+        return self.instance.ami_port
+
+    @property
+    def ami_user(self) -> str:
+        return self.instance.ami_user
+
+    @property
+    def ami_secret(self) -> str:
+        return self.instance.ami_secret
+
+    @property
+    def sip_port(self) -> int:
+        return self.instance.sip_port
+
+    @property
+    def agi_port(self) -> int:
+        return self.instance.agi_port
+
+    def ami(self, events: str = "on") -> AmiClient:
+        """A new stdlib AMI session (close it when done, or use `with`)."""
+        return self.driver.new_ami(events)
+
+    def run(self, scenario: str, **kwargs: object) -> ScenarioResult:
+        """Place a named scenario (see pbxlab.scenarios.SCENARIOS)."""
+        return self.driver.run(scenario, **kwargs)  # type: ignore[arg-type]
+
+    def stop_asterisk(self) -> None:
+        """Stop Asterisk (fault tests); start_asterisk() brings it back."""
+        self.driver.ami.close()
+        stop_asterisk(self.offset)
+
+    def start_asterisk(self) -> None:
+        self.instance = start_asterisk(self.offset, self.timings)
+        self.driver.instance = self.instance
+        self.driver.reconnect()
+
+    def restart_asterisk(self) -> None:
+        self.stop_asterisk()
+        self.start_asterisk()
+
+    def close(self) -> None:
+        try:
+            self.driver.close()
+        finally:
+            try:
+                stop_asterisk(self.offset)
+            finally:
+                if self._lock is not None:
+                    self._lock.close()
+                    self._lock = None
