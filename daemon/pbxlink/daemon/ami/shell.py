@@ -566,6 +566,14 @@ class AmiShell:
             check=check,
         )
 
+    @property
+    def pending_actions(self) -> int:
+        """Actions sent on the current connection that still wait for their reply."""
+        protocol = self._protocol
+        if protocol is None:
+            return 0
+        return len({id(action) for action in protocol.responses.values()})
+
     def abort_connection(self) -> None:
         """Drop the current TCP connection at once (the supervisor reconnects)."""
         protocol = self._protocol
