@@ -8,6 +8,7 @@ missing or mistyped field raises `CallInputError` naming its path.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,3 +292,30 @@ def parse_envelope(raw: object) -> Envelope:
         if envelope_id != expected:
             raise CallInputError(f"envelope.id: {envelope_id!r} should be {expected!r}")
     return Envelope(id=envelope_id, type=message_type, node=node, body=body)
+
+
+def envelope_for(
+    data: Mapping[str, Any], node: str = "pbx1", prefix: str = "pbxlink/v1"
+) -> tuple[str, bytes]:
+    """(topic, payload) of an outcome or live-event dict, enveloped as the daemon publishes it."""
+    if "type" in data:  # a live event
+        envelope = {
+            "schema": 1,
+            "id": f"{data['call_id']}:{data['seq']}",
+            "type": "call.event",
+            "node": node,
+            "time": data["time"],
+            "data": dict(data),
+        }
+        topic = f"{prefix}/{node}/call/event"
+    else:
+        envelope = {
+            "schema": 1,
+            "id": data["id"],
+            "type": "call.outcome",
+            "node": node,
+            "time": data["ended_at"],
+            "data": dict(data),
+        }
+        topic = f"{prefix}/{node}/call/outcome"
+    return topic, json.dumps(envelope, ensure_ascii=False).encode()

@@ -5,10 +5,10 @@ Used by the CRM tests, the benchmark and the docs; not used at run time.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+from pbxlink.adapters.crm.calls import envelope_for
 from pbxlink.adapters.crm.facts import EmployeeFact
 
 EMPLOYEES = (
@@ -96,25 +96,9 @@ def event(**fields: Any) -> dict[str, Any]:
 
 def outcome_message(data: dict[str, Any], node: str = "pbx1") -> tuple[str, bytes]:
     """(topic, payload) of an outcome as the daemon publishes it."""
-    envelope = {
-        "schema": 1,
-        "id": data["id"],
-        "type": "call.outcome",
-        "node": node,
-        "time": data["ended_at"],
-        "data": data,
-    }
-    return f"pbxlink/v1/{node}/call/outcome", json.dumps(envelope, ensure_ascii=False).encode()
+    return envelope_for(data, node)
 
 
 def event_message(data: dict[str, Any], node: str = "pbx1") -> tuple[str, bytes]:
     """(topic, payload) of a live event as the daemon publishes it."""
-    envelope = {
-        "schema": 1,
-        "id": f"{data['call_id']}:{data['seq']}",
-        "type": "call.event",
-        "node": node,
-        "time": data["time"],
-        "data": data,
-    }
-    return f"pbxlink/v1/{node}/call/event", json.dumps(envelope, ensure_ascii=False).encode()
+    return envelope_for(data, node)
