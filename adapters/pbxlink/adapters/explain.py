@@ -140,17 +140,25 @@ def _headline(item: Explained) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pbxlink.daemon.calls.parties import PartyRules  # noqa: PLC0415 - daemon part, lazily
-    from pbxlink.daemon.calls.tracker import CallTrackerSettings  # noqa: PLC0415
-    from pbxlink.daemon.replay import read_chunks, replay_outcomes  # noqa: PLC0415
-
     settings = load(args, "explain")
     if settings is None:
         return EX_CONFIG
+    previous = structlog.get_config()
     structlog.configure(  # the report goes to stdout; only problems are logged, to stderr
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+    try:
+        return _explain(args, settings)
+    finally:
+        structlog.configure(**previous)
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    from pbxlink.daemon.calls.parties import PartyRules  # noqa: PLC0415 - daemon part, lazily
+    from pbxlink.daemon.calls.tracker import CallTrackerSettings  # noqa: PLC0415
+    from pbxlink.daemon.replay import read_chunks, replay_outcomes  # noqa: PLC0415
+
     path: Path = args.transcript
     if not path.is_file():
         print(f"pbxlink explain: no such file: {path}", file=sys.stderr)
