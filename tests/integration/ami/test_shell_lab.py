@@ -1,0 +1,175 @@
+"""AmiShell and the recorder against the real lab Asterisk 22 (fixture ``asterisk_lab``).
+
+Calls are placed by SIPp through the lab driver (pbxlab); the driver's own blocking calls
+run in a worker thread so the shell's event loop keeps reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pbxlab import Call, Phone
+from pbxlab.context import ScenarioContext
+from pbxlab.session import LabSession
+from structlog.testing import capture_logs
+
+from pbxlink.daemon.ami.framing import AmiFramer, Frame
+from pbxlink.daemon.ami.record import iter_transcript, record
+from pbxlink.daemon.ami.shell import (
+    AmiItem,
+    AmiLoginError,
+    AmiSettings,
+    AmiShell,
+    ConnectionLost,
+    Resynced,
+)
+
+ROUTING_DID = "4930100200"
+CALLER = "0981234567"
+CALLER_NAME = "Іван Петренко"
+
+
+@pytest.fixture
+def settings(asterisk_lab: LabSession) -> AmiSettings:
+    return AmiSettings(
+        host=asterisk_lab.host,
+        port=asterisk_lab.ami_port,
+        username=asterisk_lab.ami_user,
+        secret=asterisk_lab.ami_secret,
+        ping_interval=1.0,
+        ping_timeout=2.0,
+        action_timeout=5.0,
+        backoff_initial=0.1,
+        backoff_max=1.0,
+    )
+
+
+@pytest.fixture
+def call_context(asterisk_lab: LabSession, tmp_path: Path) -> Iterator[ScenarioContext]:
+    assert asterisk_lab.driver.ami.wait_idle(timeout=15), "channels left from an earlier test"
+    ctx = ScenarioContext(asterisk_lab.driver, tmp_path)
+    try:
+        yield ctx
+    finally:
+        ctx.finish_calls(timeout=30)
+        asterisk_lab.driver.ami.wait_idle(timeout=15)
+        ctx.close()
+
+
+async def until(
+    items: AsyncIterator[AmiItem], match: type[Resynced] | type[ConnectionLost] | str,
+    within: float = 15.0,
+) -> AmiItem:
+    async with asyncio.timeout(within):
+        async for item in items:
+            if isinstance(match, str):
+                if isinstance(item, Frame) and item.event == match:
+                    return item
+            elif isinstance(item, match):
+                return item
+    raise AssertionError(f"stream ended before {match}")
+
+
+async def test_login_to_the_lab_reports_asterisk_22(settings: AmiSettings) -> None:
+    async with AmiShell(settings) as shell:
+        marker = await until(shell.frames(), Resynced)
+        assert isinstance(marker, Resynced)
+        assert marker.session == 1
+        assert marker.asterisk_version.startswith("22.")
+        assert marker.banner.startswith("Asterisk Call Manager/")
+        assert shell.asterisk_version == marker.asterisk_version
+        core = await shell.action("CoreSettings")
+        assert core.response.get("AsteriskVersion") == marker.asterisk_version
+        version = await shell.action("Command", {"Command": "core show version"})
+        assert any(v.startswith("Asterisk 22.") for v in version.response.get_all("Output"))
+
+
+async def test_wrong_secret_on_the_lab_is_a_clear_login_error(settings: AmiSettings) -> None:
+    bad = replace(settings, secret="not-the-secret")
+    started = time.monotonic()
+    with capture_logs() as logs, pytest.raises(AmiLoginError) as caught:
+        async with AmiShell(bad):
+            pass
+    assert str(caught.value) == (
+        f"AMI login failed for user {settings.username!r} at {settings.host}:{settings.port}: "
+        "Authentication failed"
+    )
+    assert time.monotonic() - started < 5  # refused once, not retried in a loop
+    assert "not-the-secret" not in repr(logs)
+
+
+async def test_reconnect_during_a_live_call_resyncs_the_channels_already_up(
+    settings: AmiSettings, call_context: ScenarioContext
+) -> None:
+    async with AmiShell(settings) as shell:
+        items = shell.frames()
+        first = await until(items, Resynced)
+        assert isinstance(first, Resynced)
+        assert first.channels == ()
+        await asyncio.to_thread(
+            call_context.phones, a101=Phone.answers(ring_ms=500, talk_ms=60000)
+        )
+        await asyncio.to_thread(
+            call_context.call, Call(ROUTING_DID, CALLER, CALLER_NAME, hold_ms=9000)
+        )
+        trunk = await until(items, "Newchannel")
+        assert isinstance(trunk, Frame)
+        assert trunk.get("CallerIDName") == CALLER_NAME
+        linkedid = trunk.get("Linkedid")
+        agent_in_bridge = None
+        while agent_in_bridge is None:
+            enter = await until(items, "BridgeEnter")
+            assert isinstance(enter, Frame)
+            if (enter.get("Channel") or "").startswith("PJSIP/101-"):
+                agent_in_bridge = enter
+
+        shell.abort_connection()  # cut the TCP connection mid-call
+
+        lost = await until(items, ConnectionLost)
+        assert isinstance(lost, ConnectionLost)
+        assert lost.reason == "aborted by pbxlink"
+        again = await until(items, Resynced)
+        assert isinstance(again, Resynced)
+        assert again.session == 2
+        by_channel = {f.get("Channel"): f for f in again.channels}
+        assert trunk.get("Channel") in by_channel
+        assert agent_in_bridge.get("Channel") in by_channel
+        caller_leg = by_channel[trunk.get("Channel")]
+        assert caller_leg.get("Linkedid") == linkedid
+        assert caller_leg.get("CallerIDName") == CALLER_NAME
+        assert caller_leg.get("BridgeId") == agent_in_bridge.get("BridgeUniqueid")
+        assert agent_in_bridge.get("BridgeUniqueid") in {b.get("BridgeUniqueid") for b in again.bridges}
+        # the stream goes on after the resync: the same call ends on the new session
+        while True:
+            hangup = await until(items, "Hangup", within=30)
+            assert isinstance(hangup, Frame)
+            if hangup.get("Channel") == trunk.get("Channel"):
+                break
+        assert shell.stats().sessions == 2
+
+
+async def test_record_writes_the_raw_session_that_the_framer_reads_back(
+    settings: AmiSettings, tmp_path: Path
+) -> None:
+    out = tmp_path / "session.ami.gz"
+    summary = await record(settings, out, 1.5, asyncio.Event())
+    assert summary.ended_by == "duration"
+    assert summary.bytes_written > 0
+    framer = AmiFramer()
+    frames = [f for chunk in iter_transcript(out) for f in framer.feed(chunk)]
+    assert framer.banner is not None
+    assert framer.banner.startswith("Asterisk Call Manager/")
+    assert framer.take_problems() == []
+    assert framer.pending_bytes == 0
+    assert frames[0].response == "Success"
+    assert frames[0].get("ActionID") == "pbxlink/login/1"
+    core = next(f for f in frames if f.get("ActionID") == "pbxlink/resync/1/CoreSettings")
+    assert (core.get("AsteriskVersion") or "").startswith("22.")
+    assert frames[-1].response == "Goodbye"
+    assert sum(len(c) for c in iter_transcript(out)) == summary.bytes_written
+    assert b"Secret" not in b"".join(iter_transcript(out))
