@@ -173,3 +173,23 @@ async def test_record_writes_the_raw_session_that_the_framer_reads_back(
     assert frames[-1].response == "Goodbye"
     assert sum(len(c) for c in iter_transcript(out)) == summary.bytes_written
     assert b"Secret" not in b"".join(iter_transcript(out))
+
+
+async def test_asterisk_restart_is_ridden_out_with_backoff_and_a_new_resync(
+    settings: AmiSettings, asterisk_lab: LabSession
+) -> None:
+    async with AmiShell(settings) as shell:
+        items = shell.frames()
+        await until(items, Resynced)
+        await asyncio.to_thread(asterisk_lab.stop_asterisk)
+        lost = await until(items, ConnectionLost)
+        assert isinstance(lost, ConnectionLost)
+        await asyncio.sleep(1.0)  # connection refused meanwhile: the shell backs off
+        assert not shell.connected
+        await asyncio.to_thread(asterisk_lab.start_asterisk)
+        again = await until(items, Resynced, within=30)
+        assert isinstance(again, Resynced)
+        assert again.session == 2
+        assert again.asterisk_version.startswith("22.")
+        assert shell.stats().connect_failures >= 1
+        assert (await shell.action("Ping")).ok

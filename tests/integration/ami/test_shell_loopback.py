@@ -305,3 +305,23 @@ async def test_stream_ends_after_the_shell_closes(peer: Peer) -> None:
     rest = [item async for item in shell.frames()]
     assert isinstance(rest[-1], Resynced | Frame)
 
+
+async def test_login_refused_on_reconnect_ends_the_shell_with_the_login_error(peer: Peer) -> None:
+    server, settings = peer
+    server.login_delay_on_failure = 0.05
+    consumed: list[AmiItem] = []
+
+    async def run_until_refused() -> None:
+        async with AmiShell(settings) as shell:
+            items = shell.frames()
+            await next_marker(items, Resynced)
+            server.secret = "rotated"  # the admin changed the secret in manager.conf
+            server.drop_clients()
+            async with asyncio.timeout(5):
+                async for item in items:  # cancelled when the supervisor fails
+                    consumed.append(item)
+
+    with pytest.raises(AmiLoginError, match="AMI login failed for user 'pbxlink'"):
+        await run_until_refused()
+    assert any(isinstance(item, ConnectionLost) for item in consumed)
+    assert server.accepted == 2  # one refused login, no retry loop
