@@ -59,6 +59,7 @@ def _truth_view(outcome: dict[str, Any]) -> dict[str, Any]:
         "transfers": [{"kind": t["kind"], "from": t["from"], "to": t["to"]} for t in outcome["transfers"]],
         "queue": outcome["queue"],
         "hangup_by": outcome["hangup_by"],
+        "reconstructed": outcome["reconstructed"],
         "routing": None
         if routing is None
         else {
@@ -86,6 +87,7 @@ def _truth_expectation(call: dict[str, Any]) -> dict[str, Any]:
         "transfers": [{"kind": t["kind"], "from": t["from"], "to": t["to"]} for t in call["transfers"]],
         "queue": call["queue"],
         "hangup_by": call["hangup_by"],
+        "reconstructed": call.get("reconstructed", False),
         "routing": None
         if routing is None
         else {

@@ -15,7 +15,7 @@ event name and the reason); the caller logs it and carries on with the next fram
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from pbxlink.daemon.ami.events import (
@@ -56,6 +56,7 @@ from pbxlink.daemon.ami.events import (
     QueueCallerAbandon,
     QueueCallerJoin,
     QueueCallerLeave,
+    SuccessfulAuth,
     TrackedVariable,
     TransferResult,
     VarSet,
@@ -495,6 +496,10 @@ def _fullybooted(f: _Fields) -> AmiEvent:
     return FullyBooted(f.time())
 
 
+def _successfulauth(f: _Fields) -> AmiEvent:
+    return SuccessfulAuth(f.time())
+
+
 def _duration(text: str) -> float:
     """``HH:MM:SS`` (CoreShowChannel ``Duration``) → seconds; garbage → 0."""
     total = 0.0
@@ -539,6 +544,7 @@ _BUILDERS: dict[str, _Builder] = {
     "CoreShowChannel": _coreshowchannel,
     "CoreShowChannelsComplete": _coreshowchannelscomplete,
     "FullyBooted": _fullybooted,
+    "SuccessfulAuth": _successfulauth,
 }
 
 # Event names are matched case-insensitively (AMI keys and names are).
@@ -583,3 +589,17 @@ class AmiDecoder:
         event = found(_Fields(name, frame))
         self.decoded += 1
         return event
+
+    def decode_snapshot(self, frames: Iterable[FrameLike]) -> list[CoreShowChannel]:
+        """The ``CoreShowChannel`` items of a resync listing (``shell.Resynced.channels``),
+        for :meth:`CallTracker.resync`. Malformed items are skipped and counted."""
+        channels: list[CoreShowChannel] = []
+        for frame in frames:
+            try:
+                event = self.decode(frame)
+            except MalformedEvent:
+                self.ignored["<malformed CoreShowChannel>"] += 1
+                continue
+            if isinstance(event, CoreShowChannel):
+                channels.append(event)
+        return channels

@@ -383,6 +383,14 @@ class FullyBooted:
     time: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class SuccessfulAuth:
+    """An AMI login succeeded (security class). After a (re)login the ``FullyBooted`` and the
+    ``CoreShowChannels`` listing carry no ``Timestamp``; this event's time dates them."""
+
+    time: float | None
+
+
 AmiEvent = (
     Newchannel
     | Newstate
@@ -416,4 +424,5 @@ AmiEvent = (
     | CoreShowChannel
     | CoreShowChannelsComplete
     | FullyBooted
+    | SuccessfulAuth
 )

@@ -60,6 +60,7 @@ from pbxlink.daemon.ami.events import (
     Pickup,
     QueueCallerJoin,
     QueueCallerLeave,
+    SuccessfulAuth,
     TrackedVariable,
     TransferResult,
     VarSet,
@@ -297,6 +298,7 @@ class CallTracker:
             CoreShowChannel: self._on_core_show_channel,
             CoreShowChannelsComplete: self._on_core_show_complete,
             FullyBooted: self._on_fully_booted,
+            SuccessfulAuth: self._on_clock_only,
         }
 
     # -----------------------------------------------------------------------------------------
@@ -858,6 +860,9 @@ class CallTracker:
 
     def _on_fully_booted(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         self._snapshot = []  # a new session: a listing in progress belongs to the old one
+
+    def _on_clock_only(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
+        """Only its Timestamp matters (handle() has already advanced the clock)."""
 
     def _opt_channel(self, snap: Channel | None, when: float) -> _Chan | None:
         return None if snap is None else self._channel(snap, when, fresh=False)
