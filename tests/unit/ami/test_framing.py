@@ -112,6 +112,22 @@ def test_repeated_headers_are_kept_in_order_and_get_is_case_insensitive() -> Non
     assert frame.get("Missing", "-") == "-"
 
 
+def test_value_by_byte_search_agrees_with_parsed_headers_on_the_real_session() -> None:
+    frames = AmiFramer().feed(REAL)
+    keys = {key for frame in frames for key, _ in frame.headers}
+    for frame in frames:
+        for key in keys:
+            assert frame.value(key) == frame.header_map.get(key), (key, frame.raw[:60])
+
+
+def test_value_finds_first_line_and_misses_partial_key_names() -> None:
+    frame = Frame(b"Event: Dial\r\nDestChannel: PJSIP/102-2\r\nChannel: PJSIP/101-1\nX: 1")
+    assert frame.value("Event") == "Dial"
+    assert frame.value("Channel") == "PJSIP/101-1"
+    assert frame.value("X") == "1"
+    assert frame.value("Chan") is None
+
+
 def test_values_keep_colons_spaces_and_empty_values() -> None:
     frame = Frame(b"Event: X\r\nURI: sip:101@127.0.0.1:5060\r\nAccountCode: \r\nName:  two\r\nK:v")
     assert frame.get("URI") == "sip:101@127.0.0.1:5060"

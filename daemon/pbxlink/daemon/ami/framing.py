@@ -199,6 +199,34 @@ class Frame:
             exact = self._exact = dict(reversed(self.headers))
         return exact
 
+    def value(self, key: str) -> str | None:
+        """The first value of header ``key`` spelled exactly as Asterisk does, else ``None``.
+
+        Found by a byte search of the raw frame, without parsing the other headers: the
+        cheapest way to read a few fields of a large event. Same result as :meth:`get` when
+        the key's spelling matches and its line is ``Key: Value``.
+        """
+        raw = self.raw
+        marks = _value_marks.get(key)
+        if marks is None:
+            marks = _value_marks[key] = _marks_for(key)
+        line_mark, first_mark = marks
+        found = raw.find(line_mark)
+        if found >= 0:
+            start = found + len(line_mark)
+        elif raw.startswith(first_mark):
+            start = len(first_mark)
+        else:
+            return None
+        if found >= 0 and raw.startswith(first_mark):
+            start = len(first_mark)  # the first line comes first
+        end = raw.find(b"\n", start)
+        if end < 0:
+            end = len(raw)
+        elif raw[end - 1] == _CR:
+            end -= 1
+        return raw[start:end].decode("utf-8", "replace")
+
     def get(self, key: str, default: str | None = None) -> str | None:
         """The value of the first header named ``key`` (case-insensitive), else ``default``."""
         index = self._index
@@ -238,6 +266,14 @@ class Frame:
     def __repr__(self) -> str:
         kind = f"event={self.event!r}" if self.event is not None else f"response={self.response!r}"
         return f"Frame({kind}, {len(self.raw)} bytes)"
+
+
+_value_marks: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _marks_for(key: str) -> tuple[bytes, bytes]:
+    first = key.encode() + b": "
+    return b"\n" + first, first
 
 
 def _odd_line(line: str) -> tuple[str, str]:
