@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pbxlink.routing.model import Availability
@@ -194,3 +196,54 @@ def test_reconnect_snapshot_replaces_stale_device_states() -> None:
     assert tracker.availability("101") is Availability.AVAILABLE
     assert tracker.availability("102") is Availability.AVAILABLE  # DND gone with the snapshot
     assert tracker.availability("103") is Availability.PAUSED  # queues were not in the snapshot
+
+
+# --- replays of real AMI sessions recorded on the lab's Asterisk 22 (tests/data/ami) ---------
+
+AMI_DATA = Path(__file__).resolve().parents[2] / "data" / "ami"
+
+
+def recorded_frames(name: str) -> list[dict[str, str]]:
+    """The frames of a raw recorded AMI session (CRLF lines, blank line between frames)."""
+    raw = (AMI_DATA / f"{name}.ami").read_bytes().decode("utf-8", errors="replace")
+    frames: list[dict[str, str]] = []
+    for block in raw.split("\r\n\r\n"):
+        headers: dict[str, str] = {}
+        for line in block.split("\r\n"):
+            key, sep, value = line.partition(": ")
+            if sep:
+                headers.setdefault(key, value)
+        if headers:
+            frames.append(headers)
+    return frames
+
+
+def replay(name: str) -> list[tuple[dict[str, str], dict[str, Availability]]]:
+    """Feed a recording to a tracker; after each presence frame, say what it knows of 101..103."""
+    tracker = PresenceTracker()
+    seen: list[tuple[dict[str, str], dict[str, Availability]]] = []
+    for headers in recorded_frames(name):
+        update = presence_update_from_frame(headers)
+        assert not isinstance(update, PresenceFrameProblem), (headers, update)
+        if update is not None:
+            tracker.apply(update)
+            seen.append((headers, {a: tracker.availability(a) for a in ("101", "102", "103")}))
+    return seen
+
+
+def test_recorded_answered_call_makes_the_agent_busy_then_available_again() -> None:
+    states = [s["101"] for _, s in replay("inbound_answered")]
+    assert Availability.BUSY in states
+    assert states[-1] is Availability.AVAILABLE
+    busy_at = states.index(Availability.BUSY)
+    assert Availability.AVAILABLE in states[busy_at:]
+
+
+def test_recorded_busy_agent_and_group_call_never_read_as_offline_or_paused() -> None:
+    seen = replay("agent_busy_group_answers")
+    assert seen, "the recording has presence frames"
+    for _, states in seen:
+        assert set(states.values()) <= {
+            Availability.UNKNOWN, Availability.AVAILABLE, Availability.BUSY}
+    final = seen[-1][1]
+    assert final["102"] is Availability.AVAILABLE
