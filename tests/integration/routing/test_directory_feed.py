@@ -69,13 +69,13 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 
 async def test_retained_directory_arrives_at_subscribe_and_survives_a_restart(
-    routing_broker: BrokerLike, store: DirectoryStore, tmp_path: Path,
+    mosquitto_broker: BrokerLike, store: DirectoryStore, tmp_path: Path,
 ) -> None:
     # 2,000 > mosquitto's default max_queued_messages: at a QoS 1 subscription ~1,000 are lost
     numbers = [f"+38098{n:07d}" for n in range(2000)]
-    await publish(routing_broker, [(directory_topic(n), owned_by(n, "101")) for n in numbers])
+    await publish(mosquitto_broker, [(directory_topic(n), owned_by(n, "101")) for n in numbers])
     feed = DirectoryFeed(store)
-    task = await run_feed(feed, routing_broker)
+    task = await run_feed(feed, mosquitto_broker)
     try:
         await until(lambda: feed.counters.applied == len(numbers))
     finally:
@@ -87,24 +87,24 @@ async def test_retained_directory_arrives_at_subscribe_and_survives_a_restart(
 
 
 async def test_live_update_delete_and_bad_payload(
-    routing_broker: BrokerLike, store: DirectoryStore,
+    mosquitto_broker: BrokerLike, store: DirectoryStore,
 ) -> None:
     feed = DirectoryFeed(store)
-    task = await run_feed(feed, routing_broker)
+    task = await run_feed(feed, mosquitto_broker)
     try:
-        await publish(routing_broker, [(directory_topic("+380981234567"),
+        await publish(mosquitto_broker, [(directory_topic("+380981234567"),
                                         owned_by("+380981234567", "101"))])
         await until(lambda: store.lookup("+380981234567") is not None)
-        await publish(routing_broker, [(directory_topic("+380981234567"), b"{broken")])
+        await publish(mosquitto_broker, [(directory_topic("+380981234567"), b"{broken")])
         await until(lambda: feed.counters.rejected == 1)
         kept = store.lookup("+380981234567")
         assert kept is not None  # a bad message loses nothing
         assert kept.first[0].extension == "101"
-        await publish(routing_broker, [(directory_topic("+380981234567"),
+        await publish(mosquitto_broker, [(directory_topic("+380981234567"),
                                         owned_by("+380981234567", "102"))])
         await until(lambda: (e := store.lookup("+380981234567")) is not None
                     and e.first[0].extension == "102")
-        await publish(routing_broker, [(directory_topic("+380981234567"), b"")])
+        await publish(mosquitto_broker, [(directory_topic("+380981234567"), b"")])
         await until(lambda: store.lookup("+380981234567") is None)
     finally:
         await stop(task)
@@ -112,16 +112,16 @@ async def test_live_update_delete_and_bad_payload(
 
 
 async def test_feed_reconnects_after_the_broker_restarts(
-    routing_broker: BrokerLike, store: DirectoryStore,
+    mosquitto_broker: BrokerLike, store: DirectoryStore,
 ) -> None:
     feed = DirectoryFeed(store)
-    task = await run_feed(feed, routing_broker)
+    task = await run_feed(feed, mosquitto_broker)
     try:
-        routing_broker.stop()
+        mosquitto_broker.stop()
         await until(lambda: not feed.subscribed.is_set())
-        routing_broker.start()
+        mosquitto_broker.start()
         await until(feed.subscribed.is_set)
-        await publish(routing_broker, [(directory_topic("+380671112233"),
+        await publish(mosquitto_broker, [(directory_topic("+380671112233"),
                                         owned_by("+380671112233", "103"))])
         await until(lambda: store.lookup("+380671112233") is not None)
     finally:
