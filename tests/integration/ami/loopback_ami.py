@@ -37,6 +37,8 @@ class LoopbackAmi:
     actions: list[dict[str, str]] = field(default_factory=list)
     accepted: int = 0
     logins: int = 0
+    # set each time a client has had its BridgeList answered (the shell's last snapshot step)
+    snapshot_served: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -132,6 +134,7 @@ class LoopbackAmi:
             writer.write(
                 frame("Event: BridgeListComplete", aid, "EventList: Complete", "ListItems: 0")
             )
+            self.snapshot_served.set()
         elif action == "logoff":
             writer.write(frame("Response: Goodbye", aid, "Message: Thanks for all the fish."))
             await writer.drain()
