@@ -60,9 +60,10 @@ async def directory_payload(store: Store, e164: str, now: datetime) -> bytes:
     return b"" if entry is None else encode_directory_entry(entry)
 
 
-async def clear_dirty(store: Store, e164: str, gen: int) -> None:
+async def clear_dirty(store: Store, published: list[tuple[str, int]]) -> None:
+    """Forget the marks of published numbers, unless they changed again meanwhile."""
     async with store.transaction() as db:
-        await db.execute("DELETE FROM directory_dirty WHERE e164 = ? AND gen = ?", (e164, gen))
+        await db.executemany("DELETE FROM directory_dirty WHERE e164 = ? AND gen = ?", published)
 
 
 async def mark_all_dirty(store: Store) -> None:

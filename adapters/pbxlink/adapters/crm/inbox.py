@@ -80,35 +80,41 @@ class Inbox:
 
     async def receive(self, topic: str, payload: bytes, now: datetime) -> Receipt:
         """Store one message durably (its own committed transaction). Never raises on content."""
-        try:
-            envelope = validate(topic, payload)
-        except CallInputError as exc:
-            digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
-            async with (
-                self.store.transaction() as db,
-                db.execute(
-                    "INSERT OR IGNORE INTO inbox (id, topic, payload, received_at, state, error, "
-                    "finished_at) VALUES (?, ?, ?, ?, 'dead', ?, ?)",
-                    (f"invalid:{digest}", topic, payload, iso(now), exc.reason, iso(now)),
-                ) as cursor,
-            ):
-                return Receipt.DEAD if cursor.rowcount else Receipt.DUPLICATE
-        async with (
-            self.store.transaction() as db,
-            db.execute(
-                "INSERT OR IGNORE INTO inbox (id, topic, payload, received_at) VALUES (?, ?, ?, ?)",
-                (envelope.id, topic, payload, iso(now)),
-            ) as cursor,
-        ):
-            return Receipt.NEW if cursor.rowcount else Receipt.DUPLICATE
+        [receipt] = await self.receive_many([(topic, payload)], now)
+        return receipt
 
-    async def pending(self, limit: int = 100) -> list[InboxMessage]:
+    async def receive_many(self, messages: list[tuple[str, bytes]], now: datetime) -> list[Receipt]:
+        """Store a burst of messages in one committed transaction (one fsync for all)."""
+        receipts: list[Receipt] = []
+        async with self.store.transaction() as db:
+            for topic, payload in messages:
+                try:
+                    envelope = validate(topic, payload)
+                except CallInputError as exc:
+                    digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()[:32]
+                    cursor = await db.execute(
+                        "INSERT OR IGNORE INTO inbox (id, topic, payload, received_at, state, "
+                        "error, finished_at) VALUES (?, ?, ?, ?, 'dead', ?, ?)",
+                        (f"invalid:{digest}", topic, payload, iso(now), exc.reason, iso(now)),
+                    )
+                    receipts.append(Receipt.DEAD if cursor.rowcount else Receipt.DUPLICATE)
+                    continue
+                cursor = await db.execute(
+                    "INSERT OR IGNORE INTO inbox (id, topic, payload, received_at) VALUES (?, ?, ?, ?)",
+                    (envelope.id, topic, payload, iso(now)),
+                )
+                receipts.append(Receipt.NEW if cursor.rowcount else Receipt.DUPLICATE)
+        return receipts
+
+    async def pending(self, limit: int = 100, skip: frozenset[str] = frozenset()) -> list[InboxMessage]:
+        """The oldest pending messages, leaving out `skip` (those that failed in this run)."""
         async with self.store.db.execute(
             "SELECT id, topic, payload, attempts FROM inbox WHERE state = 'pending' ORDER BY rowid LIMIT ?",
-            (limit,),
+            (limit + len(skip),),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [InboxMessage(r[0], r[1], bytes(r[2]), int(r[3])) for r in rows]
+        found = [InboxMessage(r[0], r[1], bytes(r[2]), int(r[3])) for r in rows if r[0] not in skip]
+        return found[:limit]
 
     async def mark_done(self, message_id: str, now: datetime) -> None:
         """Call inside the transaction that wrote the message's CRM effect."""
@@ -118,18 +124,18 @@ class Inbox:
         )
 
     async def mark_failed(self, message_id: str, reason: str, now: datetime, max_attempts: int) -> bool:
-        """Count a failed attempt; after `max_attempts` the message is dead. True if dead."""
-        async with self.store.transaction() as db:
-            await db.execute(
-                "UPDATE inbox SET attempts = attempts + 1, error = ?, "
-                "state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE state END, "
-                "finished_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE finished_at END "
-                "WHERE id = ?",
-                (reason, max_attempts, max_attempts, iso(now), message_id),
-            )
-            async with db.execute("SELECT state FROM inbox WHERE id = ?", (message_id,)) as cur:
-                row = await cur.fetchone()
-        return row is not None and row[0] == "dead"
+        """Count a failed attempt inside the caller's transaction; after `max_attempts` the
+        message is dead. True if it is dead now."""
+        db = self.store.db
+        await db.execute(
+            "UPDATE inbox SET attempts = attempts + 1, error = ?, "
+            "state = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE state END, "
+            "finished_at = CASE WHEN attempts + 1 >= ? THEN ? ELSE finished_at END "
+            "WHERE id = ?",
+            (reason, max_attempts, max_attempts, iso(now), message_id),
+        )
+        rows = await db.execute_fetchall("SELECT state FROM inbox WHERE id = ?", (message_id,))
+        return bool(rows) and next(iter(rows))[0] == "dead"
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         async with self.store.db.execute(

@@ -7,6 +7,7 @@ clients and deals (Megaplan), orders into statuses (Ringostat + RetailCRM), inqu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,11 +60,16 @@ def caller_identity(external: ExternalParty | None, line: str | None, settings: 
     else the daemon's E.164, else the raw value as a non-number."""
     if external is None:
         return PhoneIdentity(raw="", e164=None, kind=PhoneKind.INTERNAL)
-    region = settings.phone.region_for(line)
-    ours = identify(external.raw, region)
-    if ours.kind is PhoneKind.E164 or external.e164 is None:
+    return _identity(external.raw, external.e164, settings.phone.region_for(line))
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity(raw: str, e164: str | None, region: str) -> PhoneIdentity:
+    """Cached: the adapter asks twice per message (facts look-up, then the plan)."""
+    ours = identify(raw, region)
+    if ours.kind is PhoneKind.E164 or e164 is None:
         return ours
-    theirs = identify(external.e164, region)
+    theirs = identify(e164, region)
     return theirs if theirs.kind is PhoneKind.E164 else ours
 
 

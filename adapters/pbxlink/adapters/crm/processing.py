@@ -73,46 +73,65 @@ class Processor:
         self.max_attempts = max_attempts
         self.clock = clock
 
-    async def apply(self, message: InboxMessage) -> Processed:
-        """Apply one message in one transaction (raises on a CRM failure; nothing is kept)."""
+    async def _apply_in_transaction(self, message: InboxMessage) -> Processed:
         envelope = validate(message.topic, message.payload)
         body = envelope.body
         call_id = _call_id(envelope)
         identity = caller_identity(body.external, body.line, self.settings)
-        async with self.crm.store.transaction():
-            facts = await gather_facts(self.crm, identity.e164, call_id)
-            if isinstance(body, LiveEvent):
-                actions = plan_event(body, facts, self.settings)
-            else:
-                actions = plan_call(body, facts, self.settings)
-            applied: AppliedPlan = await apply_plan(self.crm, call_id, actions)
-            stage = _stage(envelope)
-            if stage is not None:
-                await self.crm.mark_stage(call_id, stage)
-            await self.inbox.mark_done(message.id, self.clock())
+        facts = await gather_facts(self.crm, identity.e164, call_id)
+        if isinstance(body, LiveEvent):
+            actions = plan_event(body, facts, self.settings)
+        else:
+            actions = plan_call(body, facts, self.settings)
+        applied: AppliedPlan = await apply_plan(self.crm, call_id, actions)
+        stage = _stage(envelope)
+        if stage is not None:
+            await self.crm.mark_stage(call_id, stage)
+        await self.inbox.mark_done(message.id, self.clock())
         return Processed(message.id, call_id, actions, applied.created)
 
-    async def run_pending(self) -> list[Processed]:
-        """Process every pending message once, oldest first."""
+    async def apply(self, message: InboxMessage) -> Processed:
+        """Apply one message in its own transaction (raises on a CRM failure; nothing is kept)."""
+        async with self.crm.store.transaction():
+            self.crm.forget_cached()
+            return await self._apply_in_transaction(message)
+
+    async def run_pending(self, batch_size: int = 100) -> list[Processed]:
+        """Process every pending message once, oldest first.
+
+        Messages are applied in batches, one transaction per batch and a savepoint per message:
+        a failing message is rolled back alone and counted; after `max_attempts` it is dead.
+        """
         done: list[Processed] = []
-        while True:
-            batch = await self.inbox.pending()
-            progressed = False
-            for message in batch:
-                try:
-                    processed = await self.apply(message)
-                except CallInputError as exc:  # stored before a schema change; dead at once
-                    await self.inbox.mark_failed(message.id, exc.reason, self.clock(), 1)
-                    log.warning("crm.message.invalid", id=message.id, reason=exc.reason)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - any CRM failure: retry, then dead letter
-                    dead = await self.inbox.mark_failed(
-                        message.id, f"{type(exc).__name__}: {exc}", self.clock(), self.max_attempts
-                    )
-                    log.error("crm.message.failed", id=message.id, error=str(exc), dead=dead)
-                    continue
-                progressed = True
-                done.append(processed)
+        failed: set[str] = set()
+        while batch := await self.inbox.pending(batch_size, frozenset(failed)):
+            applied: list[Processed] = []
+            problems: list[tuple[str, str, bool]] = []
+            async with self.crm.store.transaction() as db:
+                self.crm.forget_cached()
+                for message in batch:
+                    await db.execute("SAVEPOINT message")
+                    try:
+                        applied.append(await self._apply_in_transaction(message))
+                    except Exception as exc:  # noqa: BLE001 - bad input or CRM failure: count it
+                        await db.execute("ROLLBACK TO message")
+                        await db.execute("RELEASE message")
+                        invalid = isinstance(exc, CallInputError)
+                        reason = (
+                            exc.reason
+                            if isinstance(exc, CallInputError)
+                            else (f"{type(exc).__name__}: {exc}")
+                        )
+                        dead = await self.inbox.mark_failed(
+                            message.id, reason, self.clock(), 1 if invalid else self.max_attempts
+                        )
+                        failed.add(message.id)
+                        problems.append((message.id, reason, dead))
+                        continue
+                    await db.execute("RELEASE message")
+            for message_id, reason, dead in problems:
+                log.error("crm.message.failed", id=message_id, error=reason, dead=dead)
+            for processed in applied:
                 log.info(
                     "crm.message.applied",
                     id=processed.message_id,
@@ -120,5 +139,5 @@ class Processor:
                     actions=[type(a).__name__ for a in processed.actions],
                     created=processed.created,
                 )
-            if not batch or not progressed:
-                return done
+            done.extend(applied)
+        return done

@@ -7,6 +7,7 @@ the CRM effect commit together.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +23,26 @@ from pbxlink.adapters.crm.actions import (
 from pbxlink.adapters.crm.facts import ClientFact, EmployeeFact, OpenItem, Stage
 from pbxlink.adapters.crm.identity import PhoneKind, identify
 from pbxlink.adapters.crm.store import Store
+
+_CLIENTS_BY_PHONE = """
+SELECT c.id, c.name, c.created_at, c.origin_call,
+    (SELECT json_group_array(employee) FROM
+        (SELECT employee FROM client_responsibles WHERE client_id = c.id ORDER BY position)),
+    (SELECT json_group_array(json_array(id, created_at, status)) FROM orders
+        WHERE client_id = c.id AND closed = 0),
+    (SELECT json_group_array(json_array(id, created_at, number)) FROM inquiries
+        WHERE client_id = c.id AND closed = 0),
+    (SELECT json_group_array(json_array(id, created_at, stage)) FROM deals
+        WHERE client_id = c.id AND closed = 0)
+FROM client_phones p JOIN clients c ON c.id = p.client_id
+WHERE p.e164 = ?
+ORDER BY c.created_at, c.id
+"""
+
+
+def _open_items(text: str) -> tuple[OpenItem, ...]:
+    items = [OpenItem(str(i), from_iso(created), str(label or "")) for i, created, label in json.loads(text)]
+    return tuple(sorted(items, key=lambda item: (item.created_at, int(item.id))))
 
 
 def iso(moment: datetime) -> str:
@@ -57,64 +78,52 @@ class SqliteCrm:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.db = store.db
+        self._employees: tuple[EmployeeFact, ...] | None = None
+
+    def forget_cached(self) -> None:
+        """Drop the employee cache; the processor calls it at the start of each transaction."""
+        self._employees = None
 
     # ---------------------------------------------------------------- look-ups
 
     async def employees(self) -> tuple[EmployeeFact, ...]:
-        async with self.db.execute(
-            "SELECT id, name, extension, blocked, deleted FROM employees ORDER BY id"
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return tuple(EmployeeFact(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows)
-
-    async def _open(self, table: str, client_id: int, label: str) -> tuple[OpenItem, ...]:
-        sql = (
-            f"SELECT id, created_at, {label} FROM {table} "  # noqa: S608 - fixed table names
-            "WHERE client_id = ? AND closed = 0 ORDER BY created_at, id"
-        )
-        async with self.db.execute(sql, (client_id,)) as cursor:
-            rows = await cursor.fetchall()
-        return tuple(OpenItem(str(r[0]), from_iso(r[1]), str(r[2] or "")) for r in rows)
+        if self._employees is None:
+            rows = await self.db.execute_fetchall(
+                "SELECT id, name, extension, blocked, deleted FROM employees ORDER BY id"
+            )
+            self._employees = tuple(EmployeeFact(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows)
+        return self._employees
 
     async def clients_by_phone(self, e164: str) -> tuple[ClientFact, ...]:
-        async with self.db.execute(
-            "SELECT c.id, c.name, c.created_at, c.origin_call FROM client_phones p "
-            "JOIN clients c ON c.id = p.client_id WHERE p.e164 = ? ORDER BY c.created_at, c.id",
-            (e164,),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        clients = []
-        for client_id, name, created_at, origin_call in rows:
-            clients.append(
-                ClientFact(
-                    id=str(client_id),
-                    name=name,
-                    created_at=from_iso(created_at),
-                    responsibles=await self.responsibles(client_id),
-                    origin_call=origin_call,
-                    open_orders=await self._open("orders", client_id, "status"),
-                    open_inquiries=await self._open("inquiries", client_id, "number"),
-                    open_deals=await self._open("deals", client_id, "stage"),
-                )
+        rows = await self.db.execute_fetchall(_CLIENTS_BY_PHONE, (e164,))
+        return tuple(
+            ClientFact(
+                id=str(client_id),
+                name=name,
+                created_at=from_iso(created_at),
+                responsibles=tuple(json.loads(responsibles)),
+                origin_call=origin_call,
+                open_orders=_open_items(orders),
+                open_inquiries=_open_items(inquiries),
+                open_deals=_open_items(deals),
             )
-        return tuple(clients)
+            for client_id, name, created_at, origin_call, responsibles, orders, inquiries, deals in rows
+        )
 
     async def responsibles(self, client_id: int | str) -> tuple[str, ...]:
-        async with self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT employee FROM client_responsibles WHERE client_id = ? ORDER BY position",
             (int(client_id),),
-        ) as cursor:
-            return tuple(r[0] for r in await cursor.fetchall())
+        )
+        return tuple(r[0] for r in rows)
 
     async def inquiry_numbering(self) -> tuple[int, str | None]:
-        async with self.db.execute("SELECT next_counter, last_type FROM numbering") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
+        [row] = await self.db.execute_fetchall("SELECT next_counter, last_type FROM numbering")
         return int(row[0]), row[1]
 
     async def stages_applied(self, call_id: str) -> frozenset[Stage]:
-        async with self.db.execute("SELECT stage FROM call_stages WHERE call_id = ?", (call_id,)) as cursor:
-            return frozenset(Stage(r[0]) for r in await cursor.fetchall())
+        rows = await self.db.execute_fetchall("SELECT stage FROM call_stages WHERE call_id = ?", (call_id,))
+        return frozenset(Stage(r[0]) for r in rows)
 
     # ---------------------------------------------------------------- writes of actions
 
@@ -125,9 +134,9 @@ class SqliteCrm:
         )
 
     async def _insert(self, sql: str, values: tuple[object, ...]) -> str:
-        async with self.db.execute(sql, values) as cursor:
-            assert cursor.lastrowid is not None
-            return str(cursor.lastrowid)
+        row = await self.db.execute_insert(sql, values)
+        assert row is not None
+        return str(row[0])
 
     async def create_client(self, action: CreateClient) -> str:
         client_id = await self._insert(
@@ -139,8 +148,11 @@ class SqliteCrm:
             "INSERT INTO client_phones (client_id, e164, raw) VALUES (?, ?, ?)",
             (int(client_id), action.phone_e164, action.phone_raw),
         )
-        if action.responsible is not None:
-            await self.set_responsible(client_id, action.responsible)
+        if action.responsible is not None:  # a new client has no responsibles to replace yet
+            await self.db.execute(
+                "INSERT INTO client_responsibles (client_id, position, employee) VALUES (?, 0, ?)",
+                (int(client_id), action.responsible),
+            )
         return client_id
 
     async def create_deal(self, action: CreateDeal, client_id: str) -> str:
@@ -256,6 +268,7 @@ class SqliteCrm:
         deleted: bool = False,
     ) -> None:
         """Insert or update an employee (changes re-publish the directory entries they touch)."""
+        self._employees = None
         await self.db.execute(
             "INSERT INTO employees (id, name, extension, roles, phone_e164, blocked, deleted) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
@@ -312,12 +325,10 @@ class SqliteCrm:
 
     async def complete_task(self, task_id: str, employee: str, at: datetime) -> None:
         """Done by one: a shared task disappears for the others and stays with whoever did it."""
-        async with self.db.execute(
-            "SELECT 1 FROM task_assignees WHERE task_id = ? AND employee = ?",
-            (int(task_id), employee),
-        ) as cursor:
-            if await cursor.fetchone() is None:
-                raise CrmDataError(f"task {task_id} is not assigned to {employee}")
+        if not await self.db.execute_fetchall(
+            "SELECT 1 FROM task_assignees WHERE task_id = ? AND employee = ?", (int(task_id), employee)
+        ):
+            raise CrmDataError(f"task {task_id} is not assigned to {employee}")
         await self.db.execute(
             "UPDATE tasks SET done_by = ?, done_at = ? WHERE id = ? AND done_by IS NULL",
             (employee, iso(at), int(task_id)),

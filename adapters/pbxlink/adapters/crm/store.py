@@ -260,7 +260,8 @@ class Store:
             try:
                 yield self.db
             except BaseException:
-                await self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite may already have rolled back (I/O error)
+                    await self.db.execute("ROLLBACK")
                 raise
             await self.db.execute("COMMIT")
 
