@@ -19,7 +19,7 @@ from pbxlab.session import LabSession
 from structlog.testing import capture_logs
 
 from pbxlink.daemon.ami.framing import AmiFramer, Frame
-from pbxlink.daemon.ami.record import iter_transcript, record
+from pbxlink.daemon.ami.record import TranscriptItems, iter_transcript, record
 from pbxlink.daemon.ami.shell import (
     AmiItem,
     AmiLoginError,
@@ -193,3 +193,39 @@ async def test_asterisk_restart_is_ridden_out_with_backoff_and_a_new_resync(
         assert again.asterisk_version.startswith("22.")
         assert shell.stats().connect_failures >= 1
         assert (await shell.action("Ping")).ok
+
+
+async def test_replaying_a_recording_yields_what_the_live_shell_queued(
+    settings: AmiSettings, call_context: ScenarioContext, tmp_path: Path
+) -> None:
+    """Recorded while a call is already up: the marker carries it, live and in replay."""
+    await asyncio.to_thread(call_context.phones, a101=Phone.answers(ring_ms=300, talk_ms=60000))
+    await asyncio.to_thread(call_context.call, Call(ROUTING_DID, CALLER, CALLER_NAME, hold_ms=6000))
+    await asyncio.to_thread(call_context.wait_bridged, "101")
+    out = tmp_path / "mid-call.ami"
+    live: list[AmiItem] = []
+    with out.open("wb") as file:
+        async with AmiShell(settings, tee=file.write) as shell:
+            items = shell.frames()
+            async with asyncio.timeout(30):
+                async for item in items:
+                    live.append(item)
+                    if isinstance(item, Frame) and item.event == "Hangup" and (
+                        item.get("CallerIDName") == CALLER_NAME
+                    ):
+                        break
+    replay = TranscriptItems()
+    replayed = [item for chunk in iter_transcript(out) for item in replay.feed(chunk)]
+    (marker,) = [item for item in live if isinstance(item, Resynced)]
+    assert any(f.get("CallerIDName") == CALLER_NAME for f in marker.channels)
+    assert any((f.get("Channel") or "").startswith("PJSIP/101-") for f in marker.channels)
+    assert len(marker.bridges) >= 1
+    (rebuilt,) = [item for item in replayed if isinstance(item, Resynced)]
+    assert replace(rebuilt, taken_at=0.0) == replace(marker, taken_at=0.0)
+    assert abs(rebuilt.taken_at - marker.taken_at) < 5
+    # every live item is in the replay, in the same order (the replay may run on past the
+    # point where the test stopped reading: the Logoff reply is dropped, late events kept)
+    assert [i for i in replayed if not isinstance(i, Resynced)][: len(live) - 1] == [
+        i for i in live if not isinstance(i, Resynced)
+    ]
+    assert replayed.index(rebuilt) == live.index(marker)

@@ -6,7 +6,9 @@ response, the snapshot replies (``CoreSettings``, ``CoreShowChannels``, ``Bridge
 ActionIDs ``pbxlink/resync/<session>/<action>``), the events, Ping responses — each ended by a
 blank line. Nothing pbxlink *sent* is in it, so the secret never is. A file whose name ends in
 ``.gz`` is written gzip-compressed; :func:`iter_transcript` reads both (by magic bytes).
-Feed the chunks to :class:`~pbxlink.daemon.ami.framing.AmiFramer` to get the frames back.
+Feed the chunks to :class:`~pbxlink.daemon.ami.framing.AmiFramer` to get the frames back, or
+to :class:`TranscriptItems` to get what the live shell queued: the event frames and the
+:class:`~pbxlink.daemon.ami.shell.Resynced` markers rebuilt from the snapshot replies.
 """
 
 from __future__ import annotations
@@ -24,9 +26,24 @@ from typing import BinaryIO
 
 import structlog
 
-from pbxlink.daemon.ami.shell import AmiError, AmiSettings, AmiShell, ConnectionLost
+from pbxlink.daemon.ami.framing import DEFAULT_MAX_FRAME_BYTES, AmiFramer, Frame
+from pbxlink.daemon.ami.shell import (
+    AmiError,
+    AmiItem,
+    AmiSettings,
+    AmiShell,
+    ConnectionLost,
+    Resynced,
+)
 
-__all__ = ["RecordSummary", "configure_parser", "iter_transcript", "main", "record"]
+__all__ = [
+    "RecordSummary",
+    "TranscriptItems",
+    "configure_parser",
+    "iter_transcript",
+    "main",
+    "record",
+]
 
 log = structlog.get_logger("pbxlink.ami.record")
 
@@ -148,6 +165,75 @@ def iter_transcript(path: Path | str, chunk_size: int = 1 << 16) -> Iterator[byt
     with opener(path, "rb") as file:
         while chunk := file.read(chunk_size):
             yield chunk
+
+
+class TranscriptItems:
+    """Rebuild, from a recorded session, the items the live :class:`AmiShell` queued.
+
+    Replies to pbxlink's own actions (ActionID ``pbxlink/...``) are not events: the Login and
+    Ping replies are dropped, and the snapshot replies become a :class:`Resynced` marker at the
+    point the live shell queued it (after the ``BridgeList`` reply completed). Every other frame
+    is passed on in order. The marker's ``taken_at`` is the ``Timestamp`` of the last event
+    before it (the wall clock of the live shell is not in the recording), or 0.0.
+    """
+
+    __slots__ = ("_bridges", "_channels", "_last_event", "_session", "_version", "framer")
+
+    def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.framer = AmiFramer(max_frame_bytes=max_frame_bytes)
+        self._session = 0
+        self._version = ""
+        self._channels: list[Frame] = []
+        self._bridges: list[Frame] = []
+        self._last_event: Frame | None = None
+
+    def feed(self, data: bytes) -> list[AmiItem]:
+        items: list[AmiItem] = []
+        for frame in self.framer.feed(data):
+            action_id = frame.action_id
+            if action_id is None or not action_id.startswith("pbxlink/"):
+                items.append(frame)
+                if frame.event is not None:
+                    self._last_event = frame
+                continue
+            marker = self._own_reply(action_id, frame)
+            if marker is not None:
+                items.append(marker)
+        return items
+
+    def _own_reply(self, action_id: str, frame: Frame) -> Resynced | None:
+        parts = action_id.split("/")
+        if len(parts) == 3 and parts[1] == "login" and frame.response == "Success":
+            self._session = int(parts[2]) if parts[2].isdigit() else self._session + 1
+            self._channels, self._bridges = [], []
+            return None
+        if len(parts) != 4 or parts[1] != "resync":
+            return None
+        action, event = parts[3], frame.event
+        if action == "CoreSettings" and frame.response is not None:
+            self._version = frame.get("AsteriskVersion") or ""
+        elif action == "CoreShowChannels" and event == "CoreShowChannel":
+            self._channels.append(frame)
+        elif action == "BridgeList" and event == "BridgeListItem":
+            self._bridges.append(frame)
+        elif action == "BridgeList" and event == "BridgeListComplete":
+            return Resynced(
+                session=self._session,
+                banner=self.framer.banner or "",
+                asterisk_version=self._version,
+                channels=tuple(self._channels),
+                bridges=tuple(self._bridges),
+                taken_at=self._last_timestamp(),
+            )
+        return None
+
+    def _last_timestamp(self) -> float:
+        last = self._last_event
+        stamp = last.value("Timestamp") if last is not None else None
+        try:
+            return float(stamp) if stamp else 0.0
+        except ValueError:
+            return 0.0
 
 
 # -- the command ---------------------------------------------------------------------------
