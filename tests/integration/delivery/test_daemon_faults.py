@@ -6,7 +6,7 @@ arrive exactly once after dedupe, whatever breaks in between.
     (a) mosquitto stopped for 20+ s while calls finish, then restarted
     (b) the daemon SIGKILLed while calls are up and outcomes are pending, then restarted
     (c) the AMI TCP connection cut mid-call (a loopback proxy the test severs)
-    (d) Asterisk restarted while calls are up
+    (d) Asterisk crashed (SIGKILL) and restarted while calls are up
     (e) the state directory unwritable → a clear error, exit 73, nothing claimed delivered
     (f) a malformed and an oversized AMI frame → logged, counted, the stream goes on
 """
@@ -14,6 +14,8 @@ arrive exactly once after dedupe, whatever breaks in between.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 from lab_support import LAB_OFFSET, AmiProxy, CallLoad, DaemonProcess, new_daemon
 from mqtt_support import Mosquitto, RecordingConsumer, recording_consumer, until
-from pbxlab import AmiClient, LabInstance, start_asterisk, stop_asterisk
+from pbxlab import AmiClient, LabInstance, running_instance, start_asterisk, stop_asterisk
 
 pytestmark = pytest.mark.lab
 
@@ -170,13 +172,22 @@ async def test_an_ami_connection_cut_mid_call_resyncs_and_each_call_gets_one_out
     assert metrics["pbxlink_ami_connected"] == 1
 
 
-async def test_an_asterisk_restart_ends_the_calls_it_dropped_with_one_outcome_each(
+async def test_an_asterisk_crash_and_restart_ends_its_calls_with_one_outcome_each(
     rig: Rig, consumer: RecordingConsumer,
 ) -> None:
+    """Asterisk is SIGKILLed (no Hangup events at all), then started again.
+
+    (A graceful ``core stop`` hangs the calls up with events first; the tracker then sees
+    ordinary ends. The crash is the hard case: only the resync can end those calls.)
+    """
     await start_daemon(rig)
     caller = rig.load.place(4, rate=4, hold_ms=20000)
     await wait_calls_up(rig.lab, 4)
-    await asyncio.to_thread(stop_asterisk, LAB_OFFSET)
+    instance = running_instance(LAB_OFFSET)
+    assert instance is not None
+    os.kill(instance.pid, signal.SIGKILL)
+    await until(lambda: not instance.alive, within=10)
+    await asyncio.to_thread(stop_asterisk, LAB_OFFSET)  # clean up what the crash left
     await asyncio.to_thread(start_asterisk, LAB_OFFSET)
     caller.stop()  # its calls died with Asterisk
 
@@ -184,6 +195,7 @@ async def test_an_asterisk_restart_ends_the_calls_it_dropped_with_one_outcome_ea
     received = outcomes(consumer)
     assert len(received) == 4
     assert all(o["reconstructed"] for o in received.values())
+    assert all(o["ended_at"] for o in received.values())
     await until(lambda: rig.daemon.readyz()[0] == 200, within=30)
     # And new calls after the restart are tracked as usual.
     after = rig.load.place(2, rate=2, hold_ms=1000)
