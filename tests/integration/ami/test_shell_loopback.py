@@ -8,7 +8,6 @@ at all, one that is not AMI. These faults cannot be provoked on demand from a re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import sys
 import time
@@ -287,15 +286,22 @@ async def test_slow_consumer_pauses_reading_and_loses_nothing(peer: Peer) -> Non
         assert not shell.stats().reading_paused
 
 
-async def test_frames_has_exactly_one_consumer(peer: Peer) -> None:
-    _, settings = peer
+async def test_frames_has_exactly_one_consumer_at_a_time(peer: Peer) -> None:
+    server, settings = peer
     async with AmiShell(settings) as shell:
         first = shell.frames()
-        await next_item(first)
+        await next_marker(first, Resynced)  # the queue is empty now
+        waiting = asyncio.create_task(next_item(first))
+        await asyncio.sleep(0.05)  # let it wait on the queue
         with pytest.raises(RuntimeError, match="one consumer"):
             await anext(shell.frames())
-        with contextlib.suppress(StopAsyncIteration):
-            await first.aclose()  # type: ignore[attr-defined]
+        await server.push(frame("Event: ForTheFirst"))
+        item = await asyncio.wait_for(waiting, 5)
+        assert isinstance(item, Frame)
+        assert item.event == "ForTheFirst"
+        # taken one after the other, iterators share the one queue
+        await server.push(frame("Event: ForTheSecond"))
+        assert (await next_frame(shell.frames(), "ForTheSecond")).event == "ForTheSecond"
 
 
 async def test_stream_ends_after_the_shell_closes(peer: Peer) -> None:

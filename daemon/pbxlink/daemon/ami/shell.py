@@ -413,6 +413,21 @@ def _to_message(frame: Frame) -> Message:
     return Message(headers)
 
 
+class _ItemStream:
+    """The async iterator :meth:`AmiShell.frames` returns."""
+
+    __slots__ = ("_shell",)
+
+    def __init__(self, shell: AmiShell) -> None:
+        self._shell = shell
+
+    def __aiter__(self) -> _ItemStream:
+        return self
+
+    async def __anext__(self) -> AmiItem:
+        return await self._shell._next_item()
+
+
 # -- the shell -----------------------------------------------------------------------------
 
 
@@ -501,26 +516,33 @@ class AmiShell:
 
     # -- consuming
 
-    async def frames(self) -> AsyncIterator[AmiItem]:
-        """Every event frame and marker, in arrival order; one consumer only."""
+    def frames(self) -> AsyncIterator[AmiItem]:
+        """Every event frame and marker, in arrival order, until the shell closes.
+
+        One consumer at a time: a second ``__anext__`` while one is waiting raises
+        ``RuntimeError`` (two readers would split the stream). Iterators may be taken again
+        one after the other; they all read the same queue.
+        """
+        return _ItemStream(self)
+
+    async def _next_item(self) -> AmiItem:
         if self._consuming:
-            raise RuntimeError("AmiShell.frames() has exactly one consumer")
+            raise RuntimeError("AmiShell.frames() has exactly one consumer at a time")
         self._consuming = True
         queue = self._queue
-        low_water = self.settings.queue_high_water // 2
         try:
-            while True:
-                item = await queue.get()
-                if item is _End.END:
-                    queue.put_nowait(item)  # later calls end at once, too
-                    return
-                if self._paused is not None and queue.qsize() <= low_water:
-                    self._paused.start_reading()
-                    self._paused = None
-                    log.info("ami.reading_resumed", queued=queue.qsize())
-                yield item
+            item = await queue.get()
         finally:
             self._consuming = False
+        if item is _End.END:
+            queue.put_nowait(item)  # later calls end at once, too
+            raise StopAsyncIteration
+        paused = self._paused
+        if paused is not None and queue.qsize() <= self.settings.queue_high_water // 2:
+            self._paused = None
+            paused.start_reading()
+            log.info("ami.reading_resumed", queued=queue.qsize())
+        return item
 
     def enqueue(self, item: AmiItem, protocol: _FramingProtocol | None = None) -> None:
         """Queue a frame or a marker (called by the protocol; markers by the supervisor)."""
