@@ -17,5 +17,11 @@ if __name__ == "__main__":
     ap.add_argument("--offset", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument(
+        "--recorder",
+        choices=["pbxlab", "pbxlink"],
+        default="pbxlab",
+        help="the lab's raw recorder, or `pbxlink record` (same format)",
+    )
     a = ap.parse_args()
-    sys.exit(record_all(a.offset, a.out, a.only))
+    sys.exit(record_all(a.offset, a.out, a.only, a.recorder))

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = sub.add_parser("record-all", help="re-record every scenario (see record_all.py)")
     rec.add_argument("--out", type=Path, default=None)
     rec.add_argument("--only", nargs="*")
+    rec.add_argument("--recorder", choices=["pbxlab", "pbxlink"], default="pbxlab")
     bs = sub.add_parser("broker-start", help="start a lab mosquitto")
     bs.add_argument("--name", default="default")
     bs.add_argument("--port", type=int, default=0)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name}: {res.duration_s:.1f} s, problems: {res.problems or 'none'}")
             return 1 if bad else 0
         elif a.cmd == "record-all":
-            return record_all(a.offset, a.out, a.only)
+            return record_all(a.offset, a.out, a.only, a.recorder)
         elif a.cmd == "broker-start":
             b = start_mosquitto(port=a.port or None, name=a.name)
             print(json.dumps({"host": b.host, "port": b.port, "pid": b.pid, "state_dir": str(b.state_dir)}))

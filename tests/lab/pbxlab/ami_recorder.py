@@ -12,7 +12,12 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -103,3 +108,100 @@ def record_for(host: str, port: int, user: str, secret: str, path: Path, seconds
     finally:
         written = rec.stop()
     return written
+
+
+class PbxlinkRecorder:
+    """The same recording made by pbxlink's own `pbxlink record --out FILE`.
+
+    Runs `python -m pbxlink.daemon record` (the pbxlink package must be
+    importable by `python`) and stops it with SIGTERM.  Its file also holds
+    the replies to pbxlink's resync actions (CoreSettings, CoreShowChannels,
+    ...), which the lab's own recorder does not send.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        secret: str,
+        path: Path,
+        python: str | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.host, self.port, self.user, self.secret = host, port, user, secret
+        self.path = path
+        self.python = python or sys.executable
+        self.log_path = log_path or Path(tempfile.gettempdir()) / f"pbxlab-{path.name}.record.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._secret_file: Path | None = None
+        self._log: io.BufferedWriter | None = None
+
+    def start(self, timeout: float = 10.0) -> PbxlinkRecorder:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="pbxlab-secret-")
+        os.write(fd, self.secret.encode() + b"\n")
+        os.close(fd)
+        self._secret_file = Path(name)
+        self.path.unlink(missing_ok=True)
+        self._log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [
+                self.python,
+                "-m",
+                "pbxlink.daemon",
+                "record",
+                "--out",
+                str(self.path),
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--username",
+                self.user,
+                "--secret-file",
+                name,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        # it flushes once a second: wait until the login response is on disk
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise ConnectionError(f"pbxlink record exited with {self._proc.returncode}")
+            if self.path.exists() and b"Response: Success" in _head_bytes(self.path):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ConnectionError("pbxlink record did not log in in time")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._secret_file is not None:
+            self._secret_file.unlink(missing_ok=True)
+            self._secret_file = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.path.stat().st_size if self.path.exists() else 0
+
+
+def _head_bytes(path: Path, size: int = 4096) -> bytes:
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as gz:
+                return gz.read(size)
+        except (EOFError, OSError):
+            return b""  # not flushed far enough yet
+    with path.open("rb") as f:
+        return f.read(size)

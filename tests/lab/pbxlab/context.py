@@ -25,8 +25,9 @@ Truth = dict[str, Any]
 class ScenarioContext:
     """What a scenario function gets: phones, callers, the route stub, AMI."""
 
-    def __init__(self, driver: LabDriver, workdir: Path) -> None:
+    def __init__(self, driver: LabDriver, workdir: Path, *, use_route_stub: bool = True) -> None:
         self.driver = driver
+        self.use_route_stub = use_route_stub
         self.instance = driver.instance
         self.ami = driver.ami
         self.workdir = workdir
@@ -61,8 +62,15 @@ class ScenarioContext:
 
     def route_stub(
         self, default: StubRoute | None = None, routes: dict[str, StubRoute] | None = None
-    ) -> RouteStub:
-        """Serve FastAGI /route on the instance's AGI port for this scenario."""
+    ) -> RouteStub | None:
+        """Serve FastAGI /route on the instance's AGI port for this scenario.
+
+        With use_route_stub=False (a real pbxlink AGI server owns the port) the
+        stub is not started and the calls are routed by whoever listens there.
+        """
+        if not self.use_route_stub:
+            self.notes["agi"] = "external: the scenario's route stub was not started"
+            return None
         self.stub = RouteStub(self.instance.agi_port, default, routes).start()
         return self.stub
 

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from pbxlab.ami_client import AmiClient, Frame
-from pbxlab.ami_recorder import AmiRecorder
+from pbxlab.ami_recorder import AmiRecorder, PbxlinkRecorder
 from pbxlab.context import ScenarioContext, Truth
 from pbxlab.instance import LabInstance
 from pbxlab.recording_reader import read_frames
@@ -42,8 +42,16 @@ class LabDriver:
     """Drive one running lab instance: AMI control session + scenarios."""
 
     def __init__(
-        self, instance: LabInstance, workdir: Path | None = None, *, trace_messages: bool = True
+        self,
+        instance: LabInstance,
+        workdir: Path | None = None,
+        *,
+        trace_messages: bool = True,
+        recorder: str = "pbxlab",
     ) -> None:
+        if recorder not in ("pbxlab", "pbxlink"):
+            raise ValueError(f"recorder must be 'pbxlab' or 'pbxlink', not {recorder!r}")
+        self.recorder_kind = recorder
         self.instance = instance
         self.trace_messages = trace_messages
         self._own_workdir = workdir is None
@@ -55,8 +63,12 @@ class LabDriver:
         i = self.instance
         return AmiClient(i.host, i.ami_port, i.ami_user, i.ami_secret, events=events).connect()
 
-    def recorder(self, path: Path) -> AmiRecorder:
+    def recorder(self, path: Path) -> AmiRecorder | PbxlinkRecorder:
+        """The raw AMI recorder: the lab's own, or `pbxlink record` (same format)."""
         i = self.instance
+        if self.recorder_kind == "pbxlink":
+            log = self.workdir / f"{path.name}.record.log"
+            return PbxlinkRecorder(i.host, i.ami_port, i.ami_user, i.ami_secret, path, log_path=log)
         return AmiRecorder(i.host, i.ami_port, i.ami_user, i.ami_secret, path)
 
     def close(self) -> None:
@@ -90,8 +102,14 @@ class LabDriver:
         record_to: Path | None = None,
         truth_to: Path | None = None,
         idle_timeout: float = 60.0,
+        route_stub: bool = True,
     ) -> ScenarioResult:
-        """Run scenario `name`; optionally record its raw AMI session and truth."""
+        """Run scenario `name`; optionally record its raw AMI session and truth.
+
+        route_stub=False leaves the instance's FastAGI port to a real pbxlink
+        AGI server: the truth's `routing` then states what the stub would have
+        answered, and truth["driver"]["agi"] says the stub was not used.
+        """
         scenario = SCENARIOS[name]
         if not self.ami.wait_idle(timeout=15):
             raise RuntimeError("Asterisk still has channels from an earlier call")
@@ -99,7 +117,7 @@ class LabDriver:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         rec = self.recorder(record_to).start() if record_to is not None else None
-        ctx = ScenarioContext(self, workdir)
+        ctx = ScenarioContext(self, workdir, use_route_stub=route_stub)
         t0 = time.monotonic()
         started_at = time.time()
         problems: list[str] = []
@@ -139,6 +157,9 @@ class LabDriver:
         }
         if record_to is not None:
             truth["recording"] = record_to.name
+            truth["recorded_by"] = (
+                "pbxlink record" if self.recorder_kind == "pbxlink" else "pbxlab AmiRecorder"
+            )
             problems += check_recording(record_to, calls)
         truth["check_problems"] = problems
         if truth_to is not None:

@@ -23,7 +23,12 @@ DATA_DIR = LAB_DIR.parent / "data" / "ami"
 GZIP_OVER = 2 * 1024 * 1024
 
 
-def record_all(offset: int | None = None, out: Path | None = None, only: list[str] | None = None) -> int:
+def record_all(
+    offset: int | None = None,
+    out: Path | None = None,
+    only: list[str] | None = None,
+    recorder: str = "pbxlab",
+) -> int:
     offset = int(os.environ.get("PBXLAB_RECORD_OFFSET", "9")) if offset in (None, 0) else offset
     out = out or DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -37,7 +42,7 @@ def record_all(offset: int | None = None, out: Path | None = None, only: list[st
     bad = 0
     summary = {}
     try:
-        with LabDriver(inst) as drv:
+        with LabDriver(inst, recorder=recorder) as drv:
             for name in names:
                 rec = out / f"{name}.ami"
                 truth = out / f"{name}.truth.json"

@@ -117,9 +117,16 @@ class LabSession:
         """A new stdlib AMI session (close it when done, or use `with`)."""
         return self.driver.new_ami(events)
 
-    def run(self, scenario: str, **kwargs: object) -> ScenarioResult:
+    def run(
+        self,
+        scenario: str,
+        *,
+        record_to: Path | None = None,
+        truth_to: Path | None = None,
+        route_stub: bool = True,
+    ) -> ScenarioResult:
         """Place a named scenario (see pbxlab.scenarios.SCENARIOS)."""
-        return self.driver.run(scenario, **kwargs)  # type: ignore[arg-type]
+        return self.driver.run(scenario, record_to=record_to, truth_to=truth_to, route_stub=route_stub)
 
     def stop_asterisk(self) -> None:
         """Stop Asterisk (fault tests); start_asterisk() brings it back."""
