@@ -3,6 +3,7 @@
 #
 #   sudo tests/lab/asterisk-setup.sh          # idempotent; a second run returns at once
 #   PBXLAB_SETUP_FORCE=1 tests/lab/asterisk-setup.sh   # rebuild from scratch
+#   tests/lab/asterisk-setup.sh --host-tools            # only the host packages
 #
 # Bookworm has no Asterisk, and installing sid packages on the host would
 # upgrade libc and hundreds of packages, so Asterisk lives in a sid root built
@@ -32,6 +33,9 @@ if [ -n "$host_pkgs" ]; then
 fi
 # The Debian mosquitto package enables a system broker on 1883; the lab never
 # uses or touches it (it runs its own brokers on other ports).
+if [ "${1:-}" = "--host-tools" ]; then
+    exit 0
+fi
 
 stamp_ok() {
     [ -x "$SID_ROOT/usr/sbin/asterisk" ] && [ -r "$SID_STAMP" ] \

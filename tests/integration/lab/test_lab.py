@@ -116,6 +116,49 @@ def test_mosquitto_round_trips_a_published_message(mosquitto_broker: BrokerHandl
     sub.close()
 
 
+def _retained(port: int, topic: str) -> bytes | None:
+    sub = _connect(port, "pbxlab-retained-reader")
+    try:
+        sub.sendall(_packet(0x82, struct.pack("!H", 1) + _string(topic) + b"\x00"))
+        deadline = time.monotonic() + 3
+        sub.settimeout(3)
+        while time.monotonic() < deadline:
+            kind, body = _read_packet(sub)
+            if kind >> 4 == 3:
+                tlen = struct.unpack("!H", body[:2])[0]
+                return body[2 + tlen :]
+    except TimeoutError:
+        return None
+    finally:
+        sub.close()
+    return None
+
+
+def test_mosquitto_keeps_retained_messages_across_a_kill(mosquitto_broker: BrokerHandle) -> None:
+    topic = "pbxlink/v1/directory/380501110001"
+    pub = _connect(mosquitto_broker.port, "pbxlab-retainer")
+    pub.sendall(_packet(0x31, _string(topic) + b'{"schema":1}'))  # QoS 0, retain
+    pub.close()
+    time.sleep(2.5)  # autosave_interval is 1 s
+    mosquitto_broker.stop(kill=True)
+    assert not mosquitto_broker.running
+    mosquitto_broker.start()
+    assert _retained(mosquitto_broker.port, topic) == b'{"schema":1}'
+
+
+def test_asterisk_restart_keeps_the_instance_ports(asterisk_lab: LabSession) -> None:
+    before = asterisk_lab.instance
+    asterisk_lab.restart_asterisk()
+    after = asterisk_lab.instance
+    assert after.pid != before.pid
+    assert (after.ami_port, after.sip_port, after.agi_port) == (
+        before.ami_port,
+        before.sip_port,
+        before.agi_port,
+    )
+    assert asterisk_lab.driver.ami.core_settings()["AsteriskVersion"].startswith("22.")
+
+
 def test_mosquitto_restart_keeps_its_port(mosquitto_broker: BrokerHandle) -> None:
     port, pid = mosquitto_broker.port, mosquitto_broker.pid
     mosquitto_broker.restart()

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbxlab.instance import STATE_ROOT, LabError
+from pbxlab.instance import LAB_DIR, STATE_ROOT, LabError
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -43,12 +43,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _find_mosquitto() -> str | None:
+    exe = shutil.which("mosquitto")
+    if exe is None and Path("/usr/sbin/mosquitto").exists():
+        exe = "/usr/sbin/mosquitto"
+    return exe
+
+
 def _mosquitto_exe() -> str:
-    exe = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    """mosquitto's path; as root, install it (bookworm's package) when missing."""
+    exe = _find_mosquitto()
+    if exe is None and os.geteuid() == 0:
+        subprocess.run(
+            ["bash", str(LAB_DIR / "asterisk-setup.sh"), "--host-tools"],
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+        exe = _find_mosquitto()
     if exe is None:
-        raise LabError("mosquitto is not installed (tests/lab/asterisk-setup.sh installs it)")
+        raise LabError("mosquitto is not installed (tests/lab/asterisk-setup.sh installs it, as root)")
     return exe
 
 
