@@ -77,6 +77,7 @@ class FastAgiServer:
         deadline_ms: float = 300.0,
         io_timeout_ms: float = 2000.0,
         max_sessions: int = 256,
+        backlog: int = 1024,
         on_decision: DecisionSink | None = None,
     ) -> None:
         self._resolver = resolver
@@ -86,6 +87,7 @@ class FastAgiServer:
         self.deadline = deadline_ms / 1000.0
         self.io_timeout = io_timeout_ms / 1000.0
         self.max_sessions = max_sessions
+        self.backlog = backlog
         self._on_decision = on_decision
         self.counters = AgiCounters()
         self._server: asyncio.Server | None = None
@@ -101,7 +103,8 @@ class FastAgiServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, limit=ENV_LIMIT, reuse_address=True)
+            self._accept, self.host, self.port, limit=ENV_LIMIT, reuse_address=True,
+            backlog=self.backlog)  # a dropped SYN costs a caller 1 s (asyncio's default is 100)
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]

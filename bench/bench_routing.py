@@ -1,0 +1,334 @@
+"""Routing benchmark: FastAGI request → answer latency with a 1,000,000-number directory.
+
+    .venv/bin/python bench/bench_routing.py [--numbers 1000000] [--requests 20000]
+                                            [--concurrency 1 50 500] [--rebuild]
+
+What it does:
+1. builds a directory SQLite file of N numbers through the real path (contract payloads →
+   parse_directory_message → DirectoryStore.apply, batches of 1,000) and caches it under
+   /tmp/pbxlink-bench (rebuilt with --rebuild);
+2. starts, each in its own process: the pbxlink FastAGI server (DirectoryStore.load() of the
+   file, PresenceTracker, decide()) and two baselines answering a constant: our server with a
+   constant resolver, and a bare asyncio server that writes the three SET VARIABLEs (the
+   transport floor);
+3. for each concurrency level, runs that many client sessions behaving like res_agi (env block,
+   200 replies); latency = connect → server close. Two load models: open loop (Poisson
+   arrivals at --rate/s spread over the sessions: how calls reach a PBX) and closed loop
+   (each session asks again at once: saturation throughput; latency there is queueing,
+   sessions / throughput by Little's law, whatever the server).
+
+Prints: build and load times, RSS of the loaded directory, p50/p90/p99/max per server and level.
+Latency here includes the client's own work on a shared 2-core machine; compare columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing as mp
+import random
+import resource
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pbxlink.daemon.agi.probe import agi_environment
+from pbxlink.daemon.agi.server import FastAgiServer
+from pbxlink.daemon.agi.service import RoutingService
+from pbxlink.routing.directory import (
+    directory_topic,
+    encode_directory_entry,
+    parse_directory_message,
+)
+from pbxlink.routing.directory_store import DirectoryStore
+from pbxlink.routing.model import (
+    ClientOwners,
+    DirectoryEntry,
+    Responsible,
+    RouteDecision,
+    RouteRequest,
+    RoutingPolicy,
+)
+from pbxlink.routing.presence import DeviceState, PresenceTracker
+
+CACHE = Path("/tmp/pbxlink-bench")
+MANAGERS = [Responsible(f"manager{i}", str(100 + i)) for i in range(50)]
+
+
+def number_of(i: int) -> str:
+    return f"+38067{i:07d}"  # +380670000000 … (a valid UA mobile range)
+
+
+def entry_for(i: int, rng: random.Random) -> DirectoryEntry:
+    first = ClientOwners(f"c{i}", f"Client {i}", datetime(2020, 1, 1, tzinfo=UTC), (rng.choice(MANAGERS),))
+    clients = (first,)
+    if i % 10 == 0:  # one number in ten is shared by two clients
+        clients = (
+            first,
+            ClientOwners(
+                f"d{i}",
+                "Other",
+                datetime(2024, 1, 1, tzinfo=UTC),
+                (Responsible("gone", "199", deleted=True), rng.choice(MANAGERS)),
+            ),
+        )
+    return DirectoryEntry(number_of(i), datetime(2026, 11, 22, tzinfo=UTC), clients)
+
+
+async def build(path: Path, numbers: int) -> float:
+    rng = random.Random(7)
+    started = time.perf_counter()
+    async with DirectoryStore(path) as store:
+        for base in range(0, numbers, 1000):
+            batch = []
+            for i in range(base, min(base + 1000, numbers)):
+                entry = entry_for(i, rng)
+                batch.append(
+                    parse_directory_message(directory_topic(entry.number), encode_directory_entry(entry))
+                )
+            await store.apply(batch)
+    return time.perf_counter() - started
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- servers (each in its own process) ------------------------------------------------
+
+
+async def _serve(kind: str, db: Path, report: Any) -> None:
+    if kind == "raw":
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await reader.readuntil(b"\n\n")
+                for command in (
+                    b'SET VARIABLE PBXLINK_ROUTE "PJSIP/101"\n',
+                    b'SET VARIABLE PBXLINK_ROUTE_REASON "owner"\n',
+                    b'SET VARIABLE PBXLINK_ROUTE_OWNER "101"\n',
+                ):
+                    writer.write(command)
+                    await writer.drain()
+                    await reader.readline()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        report.put({"port": server.sockets[0].getsockname()[1]})
+        await asyncio.Event().wait()
+        return
+    if kind == "constant":
+        constant = RouteDecision(
+            target="PJSIP/101",
+            agent="101",
+            reason="owner",
+            owner="101",
+            rule=None,
+            caller_e164="+380670000001",
+            line="4930100200",
+        )
+
+        async def resolve(request: RouteRequest) -> RouteDecision:
+            return constant
+
+        agi = FastAgiServer(resolve, port=0, max_sessions=2000)
+        await agi.start()
+        report.put({"port": agi.port})
+        await asyncio.Event().wait()
+        return
+    gc.collect()
+    before = rss_mb()
+    store = DirectoryStore(db)
+    await store.open()
+    started = time.perf_counter()
+    count = await store.load()
+    load_s = time.perf_counter() - started
+    gc.collect()
+    after = rss_mb()
+    presence = PresenceTracker()
+    for manager in MANAGERS:  # everyone idle, except a few busy ones
+        state = DeviceState.INUSE if manager.extension in {"101", "102"} else DeviceState.NOT_INUSE
+        presence.device_state(f"PJSIP/{manager.extension}", state)
+    service = RoutingService(store, presence, RoutingPolicy(default_region="UA"))
+    agi = FastAgiServer(service.resolve, port=0, max_sessions=2000)
+    await agi.start()
+    report.put(
+        {
+            "port": agi.port,
+            "entries": count,
+            "load_s": load_s,
+            "rss_before_mb": before,
+            "rss_after_mb": after,
+            "distinct": store.index.distinct_entries(),
+        }
+    )
+    await asyncio.Event().wait()
+
+
+def serve(kind: str, db: Path, report: Any) -> None:
+    import logging  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    asyncio.run(_serve(kind, db, report))
+
+
+# --- clients -------------------------------------------------------------------------
+
+
+async def one_request(port: int, env: bytes) -> float:
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(env)
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        writer.write(b"200 result=1\n")
+    writer.close()
+    return time.perf_counter() - started
+
+
+async def run_level(
+    port: int, concurrency: int, requests: int, envs: list[bytes], rate: float | None
+) -> tuple[list[float], float]:
+    """`concurrency` client sessions share `requests` requests.
+
+    rate None: closed loop, each session sends its next request as soon as the last one is
+    answered (saturation: throughput, and latency = queueing by Little's law).
+    rate R: open loop, requests arrive as a Poisson process of R/s in total, spread over the
+    sessions (what a PBX does: calls arrive on their own, however busy the server is).
+    """
+    latencies: list[float] = []
+    counter = iter(range(requests))
+    rng = random.Random(concurrency)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def session() -> None:
+        for i in counter:
+            if rate is not None:
+                await asyncio.sleep(rng.expovariate(rate / concurrency))
+            latencies.append(await one_request(port, envs[i % len(envs)]))
+
+    await asyncio.gather(*(session() for _ in range(concurrency)))
+    return latencies, loop.time() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--numbers", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=10_000, help="per closed-loop cell")
+    parser.add_argument("--open-requests", type=int, default=2_000, help="per open-loop cell")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 50, 500])
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=200.0,
+        help="open-loop arrival rate, requests/s (the lab's Asterisk tops out near 100 calls/s)",
+    )
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+
+    import logging  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    db = CACHE / f"directory-{args.numbers}.sqlite3"
+    if args.rebuild or not db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        print(f"building a directory of {args.numbers:,} numbers in {db} …", flush=True)
+        seconds = asyncio.run(build(db, args.numbers))
+        print(
+            f"  built in {seconds:.1f} s ({args.numbers / seconds:,.0f} numbers/s through "
+            f"parse + SQLite), file {db.stat().st_size / 2**20:.0f} MiB",
+            flush=True,
+        )
+
+    rng = random.Random(11)
+    forms = [lambda n: "0" + n[4:], lambda n: n[1:], lambda n: n]  # 067…, 38067…, +38067…
+    envs = []
+    for i in range(5000):
+        number = number_of(rng.randrange(args.numbers)) if i % 10 else f"+38099{i:07d}"
+        caller = forms[i % 3](number)
+        envs.append(
+            agi_environment(
+                4573, caller=caller, line="4930100200", uniqueid=f"1700000000.{i}", linkedid=f"1700000000.{i}"
+            )
+        )
+
+    ctx = mp.get_context("spawn")
+    results: dict[tuple[str, str, int], tuple[list[float], float]] = {}
+    modes = {"open": args.rate, "closed": None}
+    info: dict[str, Any] = {}
+    for kind in ("raw", "constant", "pbxlink"):
+        report = ctx.Queue()
+        process = ctx.Process(target=serve, args=(kind, db, report), daemon=True)
+        process.start()
+        try:
+            info[kind] = report.get(timeout=600)
+            port = info[kind]["port"]
+            asyncio.run(run_level(port, 10, 500, envs, None))  # warm up
+            for mode, rate in modes.items():
+                count = args.open_requests if rate is not None else args.requests
+                for level in args.concurrency:
+                    results[(mode, kind, level)] = asyncio.run(run_level(port, level, count, envs, rate))
+        finally:
+            process.terminate()
+            process.join(10)
+
+    loaded = info["pbxlink"]
+    print(
+        f"\ndirectory: {loaded['entries']:,} numbers loaded from SQLite in "
+        f"{loaded['load_s']:.2f} s; RSS {loaded['rss_before_mb']:.0f} → "
+        f"{loaded['rss_after_mb']:.0f} MiB (+{loaded['rss_after_mb'] - loaded['rss_before_mb']:.0f}"
+        f" MiB for the directory); {loaded['distinct']:,} distinct routing entries shared"
+    )
+    names = {
+        "raw": "bare asyncio, constant (floor)",
+        "constant": "pbxlink server, constant",
+        "pbxlink": "pbxlink server + decide, dir",
+    }
+    titles = {
+        "open": f"open loop: Poisson arrivals at {args.rate:.0f} requests/s in total",
+        "closed": "closed loop (saturation): each session asks again at once",
+    }
+    for mode in modes:
+        print(
+            f"\n{titles[mode]}; latency = AGI connect -> answer -> close, ms; "
+            f"90% known callers in 3 written forms, 10% unknown"
+        )
+        header = f"{'server':<34}{'sessions':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'req/s':>8}"
+        print(header)
+        print("-" * len(header))
+        for level in args.concurrency:
+            for kind in ("raw", "constant", "pbxlink"):
+                seconds, elapsed = results[(mode, kind, level)]
+                values = [v * 1000 for v in seconds]
+                print(
+                    f"{names[kind]:<34}{level:>9}{statistics.median(values):>8.2f}"
+                    f"{percentile(values, 0.90):>8.2f}{percentile(values, 0.99):>8.2f}"
+                    f"{max(values):>8.2f}{len(values) / elapsed:>8.0f}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
