@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
     "adapter": Command("pbxlink.adapters.service", "run a CRM adapter: MQTT outcomes -> rules -> CRM"),
     "crm": Command("pbxlink.adapters.crm_cli", "show the embedded CRM's records"),
     "explain": Command("pbxlink.adapters.explain", "explain the CRM actions for a recorded AMI session"),
+    "route-probe": Command("pbxlink.daemon.agi.probe",
+                           "ask the running FastAGI router what it would route for a caller"),
     "version": Command("pbxlink.daemon.cli", "print the version"),
 }
 

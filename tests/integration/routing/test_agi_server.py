@@ -5,6 +5,7 @@ A ticker task runs during each test; a blocked event loop would show as a large 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pbxlink.daemon.agi.probe import agi_environment, ask
+from pbxlink.daemon.agi.probe import main as probe_main
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
@@ -282,3 +284,20 @@ async def test_five_hundred_concurrent_sessions_all_answer(
     assert reasons <= {"owner", "deadline"}
     assert server.counters.answered == 500
     assert ticker.worst() < NO_BLOCK
+
+
+async def test_route_probe_command_prints_what_the_server_routes(
+    server: FastAgiServer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = argparse.Namespace(caller=KNOWN, line="4930100200", host="127.0.0.1",
+                              port=server.port, path="route")
+    assert await asyncio.to_thread(probe_main, args) == 0
+    out = capsys.readouterr().out
+    assert "PBXLINK_ROUTE=PJSIP/101\n" in out
+    assert "PBXLINK_ROUTE_REASON=owner\n" in out
+
+
+def test_route_probe_command_fails_when_nothing_listens() -> None:
+    args = argparse.Namespace(caller=KNOWN, line="4930100200", host="127.0.0.1", port=1,
+                              path="route")
+    assert probe_main(args) == 1

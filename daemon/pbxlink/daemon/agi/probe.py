@@ -83,7 +83,8 @@ async def ask(port: int, *, caller: str, line: str = "4930100200",
     return session
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """`pbxlink route-probe CALLER LINE [--host --port --path]`."""
     parser.add_argument("caller", help="caller number as the trunk sends it")
     parser.add_argument("line", help="the DID called")
     parser.add_argument("--host", default="127.0.0.1")
