@@ -331,3 +331,27 @@ async def test_login_refused_on_reconnect_ends_the_shell_with_the_login_error(pe
         await run_until_refused()
     assert any(isinstance(item, ConnectionLost) for item in consumed)
     assert server.accepted == 2  # one refused login, no retry loop
+
+
+async def test_snapshot_that_times_out_is_retried_and_its_partial_session_is_closed(
+    peer: Peer,
+) -> None:
+    server, settings = peer
+    server.ignore_actions = frozenset({"coreshowchannels"})
+
+    async def answer_again_later() -> None:
+        await asyncio.sleep(settings.action_timeout / 2)
+        server.ignore_actions = frozenset()
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(answer_again_later())
+        async with AmiShell(settings) as shell:
+            items = shell.frames()
+            lost = await next_marker(items, ConnectionLost)
+            assert isinstance(lost, ConnectionLost)
+            assert lost.session == 1
+            assert "AmiActionTimeout" in lost.reason
+            marker = await next_marker(items, Resynced)
+            assert isinstance(marker, Resynced)
+            assert marker.session == 2
+            assert shell.stats().connect_failures == 1

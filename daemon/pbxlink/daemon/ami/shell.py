@@ -290,6 +290,9 @@ class _FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unty
     def __init__(self, shell: AmiShell) -> None:
         super().__init__()
         self._shell = shell
+        self.transport: Any = None
+        self.closed = True  # until connection_made
+        self.responses: dict[str, Any] = {}
         self.framer = AmiFramer(max_frame_bytes=shell.settings.max_frame_bytes)
         self.lost = asyncio.Event()
         self.lost_reason = ""
@@ -325,7 +328,7 @@ class _FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unty
                 self._route(frame)
             except Exception:
                 shell.counters.handler_errors += 1
-                log.exception("ami.frame_handling_failed", frame=frame.raw[:200])
+                log.exception("ami.frame_handling_failed", frame=_printable(frame.raw[:200]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -340,7 +343,7 @@ class _FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unty
 
     def abort(self, reason: str) -> None:
         """Drop the connection now (no FIN handshake); ``reason`` goes to ConnectionLost."""
-        if not self.closed:
+        if not self.closed and self.transport is not None:
             self.lost_reason = reason
             self.transport.abort()
 
@@ -390,14 +393,19 @@ class _FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unty
                     reason="oversized",
                     size=problem.size,
                     limit=shell.settings.max_frame_bytes,
-                    head=problem.head,
+                    head=_printable(problem.head),
                 )
             else:
                 shell.counters.missing_banner += 1
-                log.error("ami.not_ami", head=problem.head)
+                log.error("ami.not_ami", head=_printable(problem.head))
                 if not self.logged_in:
                     self.not_ami = problem.head
                     self.abort("peer is not AMI")
+
+
+def _printable(data: bytes) -> str:
+    """Peer bytes for a log line: text where it is UTF-8, escapes where it is not."""
+    return data.decode("utf-8", "backslashreplace")
 
 
 def _to_message(frame: Frame) -> Message:
@@ -726,8 +734,10 @@ class AmiShell:
             await loop.create_connection(lambda: protocol, settings.host, settings.port)
         try:
             return await self._login_and_resync(protocol)
-        except BaseException:
-            protocol.abort("login or resync failed")
+        except BaseException as exc:
+            protocol.abort(f"login or resync failed: {exc!r}")
+            if protocol.logged_in:  # events of this session may be queued: close it for them
+                self.enqueue(ConnectionLost(self.counters.sessions, protocol.lost_reason, time.time()))
             raise
 
     async def _login_and_resync(self, protocol: _FramingProtocol) -> _FramingProtocol:
