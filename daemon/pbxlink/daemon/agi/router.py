@@ -1,0 +1,131 @@
+"""Routing at run time, in one `async with`: directory, presence, decisions and the AGI server.
+
+    async with Router(settings) as router:     # AGI listening at once, directory loading
+        ami frames   → router.on_ami_frame(headers)
+        AMI (re)connect: frames answering DeviceStateList → router.on_ami_snapshot(frames)
+        MQTT client  → await router.consume_directory(client)   (or router.feed.run(...))
+        outcome      → router.routing_for([linkedid, *uniqueids])  → `routing` JSON or None
+
+The directory loads in the background: AGI requests that arrive before it is loaded wait for
+it up to the deadline, then fall through (reason ``deadline``) instead of answering a wrong
+"unknown caller".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+import aiomqtt
+import structlog
+
+from pbxlink.daemon.agi.policy import routing_policy
+from pbxlink.daemon.agi.server import FastAgiServer
+from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
+from pbxlink.routing.directory_feed import DirectoryFeed
+from pbxlink.routing.directory_store import DirectoryStore
+from pbxlink.routing.presence import (
+    PresenceFrameProblem,
+    PresenceTracker,
+    presence_snapshot_from_frames,
+    presence_update_from_frame,
+)
+
+if TYPE_CHECKING:
+    from pbxlink.daemon.config import Settings
+
+__all__ = ["DIRECTORY_FILE", "Router"]
+
+log = structlog.get_logger()
+DIRECTORY_FILE = "directory.sqlite3"
+
+
+class Router:
+    """Owns the directory store, the presence tracker, the decisions and the AGI server."""
+
+    def __init__(self, settings: Settings, *, directory_path: Path | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.settings = settings
+        self.presence = PresenceTracker()
+        self.decisions = RoutingDecisions()
+        self.store = DirectoryStore(directory_path or settings.state.directory / DIRECTORY_FILE)
+        self.feed = DirectoryFeed(
+            self.store, topic_prefix=f"{settings.mqtt.topic_prefix.rstrip('/')}/directory/",
+            batch_size=settings.routing.directory_batch)
+        service_kwargs = {"clock": clock} if clock is not None else {}
+        self.service = RoutingService(self.store, self.presence, routing_policy(settings),
+                                      **service_kwargs)
+        agi = settings.agi
+        self.server = FastAgiServer(
+            self.service.resolve, host=agi.host, port=agi.port, path=agi.path,
+            deadline_ms=agi.deadline_ms, io_timeout_ms=agi.io_timeout_ms,
+            max_sessions=agi.max_sessions, on_decision=self.decisions.record)
+        self.presence_problems = 0
+        self._load: asyncio.Task[int] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.store.open()
+        try:
+            self._load = asyncio.create_task(self._load_directory(), name="directory-load")
+            if self.settings.agi.enabled:
+                await self.server.start()
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        await self.server.close()
+        if self._load is not None and not self._load.done():
+            self._load.cancel()
+            await asyncio.gather(self._load, return_exceptions=True)
+        await self.store.close()
+
+    async def _load_directory(self) -> int:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        count = await self.store.load()
+        log.info("directory_loaded", numbers=count,
+                 seconds=round(loop.time() - started, 3),
+                 distinct_entries=self.store.index.distinct_entries())
+        return count
+
+    async def wait_ready(self) -> None:
+        """The directory is in memory (the AGI server listens from the start)."""
+        await self.store.wait_loaded()
+
+    # --- AMI → presence ----------------------------------------------------------------
+    def on_ami_frame(self, headers: Mapping[str, str]) -> None:
+        update = presence_update_from_frame(headers)
+        if isinstance(update, PresenceFrameProblem):
+            self.presence_problems += 1
+            log.warning("presence_frame_unreadable", ami_event=update.event, reason=update.reason)
+        elif update is not None:
+            self.presence.apply(update)
+
+    def on_ami_snapshot(self, frames: Iterable[Mapping[str, str]]) -> None:
+        updates, problems = presence_snapshot_from_frames(frames)
+        for problem in problems:
+            self.presence_problems += 1
+            log.warning("presence_frame_unreadable", ami_event=problem.event,
+                        reason=problem.reason)
+        self.presence.replace(updates)
+        log.info("presence_seeded", updates=len(updates))
+
+    # --- MQTT → directory --------------------------------------------------------------
+    async def consume_directory(self, client: aiomqtt.Client) -> None:
+        await self.feed.consume(client)
+
+    # --- decisions → outcome -----------------------------------------------------------
+    def routing_for(self, keys: Iterable[str]) -> dict[str, str | float | None] | None:
+        """The `routing` object of a call's outcome, by its linkedids and channel uniqueids."""
+        decision = self.decisions.for_call(keys)
+        return decision.to_json() if decision is not None else None
