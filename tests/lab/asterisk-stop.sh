@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the lab Asterisk of instance PBXLAB_OFFSET (default 0) by its pid:
 # "core stop now" over the control socket, then SIGTERM, then SIGKILL.
+# PBXLAB_STOP_KILL=1 sends SIGKILL at once instead (a crash, for fault tests).
 # The chroot's bind mounts are released once no instance runs any more
 # (PBXLAB_KEEP_MOUNTS=1 keeps them).
 set -euo pipefail
@@ -13,7 +14,12 @@ wait_gone() {  # pid, tenths of a second
     ! pid_alive "$1"
 }
 
-if pid="$(asterisk_pid)"; then
+if [ "${PBXLAB_STOP_KILL:-0}" = 1 ] && pid="$(asterisk_pid)"; then
+    log "killing asterisk pid $pid (SIGKILL)"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 50 || die "pid $pid survived SIGKILL"
+    log "killed"
+elif pid="$(asterisk_pid)"; then
     log "stopping asterisk pid $pid"
     timeout 5 chroot "$SID_ROOT" /usr/sbin/asterisk -C "$CONF_DST/asterisk.conf" \
         -rx "core stop now" >/dev/null 2>&1 || true

@@ -146,9 +146,9 @@ def test_mosquitto_keeps_retained_messages_across_a_kill(mosquitto_broker: Broke
     assert _retained(mosquitto_broker.port, topic) == b'{"schema":1}'
 
 
-def test_asterisk_restart_keeps_the_instance_ports(asterisk_lab: LabSession) -> None:
+def test_asterisk_comes_back_on_the_same_ports_after_a_crash(asterisk_lab: LabSession) -> None:
     before = asterisk_lab.instance
-    asterisk_lab.restart_asterisk()
+    asterisk_lab.restart_asterisk(kill=True)
     after = asterisk_lab.instance
     assert after.pid != before.pid
     assert (after.ami_port, after.sip_port, after.agi_port) == (

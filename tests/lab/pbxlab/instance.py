@@ -174,9 +174,11 @@ def start_asterisk(offset: int = 0, timings: LabTimings | None = None, timeout: 
         raise LabError(f"asterisk-start.sh printed no instance description: {out!r}") from exc
 
 
-def stop_asterisk(offset: int = 0, timeout: float = 60.0) -> None:
-    """Stop instance `offset` by its pid (no-op when it is not running)."""
-    _run_script("asterisk-stop.sh", offset, None, timeout)
+def stop_asterisk(offset: int = 0, timeout: float = 60.0, *, kill: bool = False) -> None:
+    """Stop instance `offset` by its pid (no-op when it is not running).
+
+    kill=True sends SIGKILL at once: Asterisk crashes (fault tests)."""
+    _run_script("asterisk-stop.sh", offset, {"PBXLAB_STOP_KILL": "1"} if kill else None, timeout)
 
 
 def running_instance(offset: int = 0) -> LabInstance | None:

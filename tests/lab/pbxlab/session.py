@@ -128,18 +128,19 @@ class LabSession:
         """Place a named scenario (see pbxlab.scenarios.SCENARIOS)."""
         return self.driver.run(scenario, record_to=record_to, truth_to=truth_to, route_stub=route_stub)
 
-    def stop_asterisk(self) -> None:
-        """Stop Asterisk (fault tests); start_asterisk() brings it back."""
+    def stop_asterisk(self, *, kill: bool = False) -> None:
+        """Stop Asterisk (fault tests; kill=True: SIGKILL, a crash);
+        start_asterisk() brings it back on the same ports."""
         self.driver.ami.close()
-        stop_asterisk(self.offset)
+        stop_asterisk(self.offset, kill=kill)
 
     def start_asterisk(self) -> None:
         self.instance = start_asterisk(self.offset, self.timings)
         self.driver.instance = self.instance
         self.driver.reconnect()
 
-    def restart_asterisk(self) -> None:
-        self.stop_asterisk()
+    def restart_asterisk(self, *, kill: bool = False) -> None:
+        self.stop_asterisk(kill=kill)
         self.start_asterisk()
 
     def close(self) -> None:
