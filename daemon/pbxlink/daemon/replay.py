@@ -27,7 +27,7 @@ from pbxlink.daemon.ami.framing import AmiFramer
 from pbxlink.daemon.calls.model import CallOutcome
 from pbxlink.daemon.calls.outcome import to_json
 from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import CallTracker, CallTrackerSettings
+from pbxlink.daemon.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 
 _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -58,7 +58,7 @@ def replay_outcomes(
     ``diagnostic`` receives one line per problem (malformed frame, call left open at the end).
     """
     framer = AmiFramer()
-    decoder = AmiDecoder()
+    decoder = AmiDecoder(TRACKED_EVENTS)
     tracker = CallTracker(settings)
     report = diagnostic or (lambda _line: None)
     for chunk in chunks:

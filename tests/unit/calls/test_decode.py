@@ -50,7 +50,6 @@ def test_newchannel_of_the_trunk_decodes_to_a_typed_snapshot(answered_frames: li
     assert chan.uniqueid == chan.linkedid == frame.get("Uniqueid")
     assert chan.caller_num == "+380501110001"
     assert chan.caller_name == "Alice Caller"
-    assert chan.connected_num is None  # "<unknown>" on the wire
     assert chan.exten == "4930100200"
     assert chan.state is ChannelState.RING
 

@@ -70,9 +70,6 @@ class TrackedVariable(Enum):
     """Channel variables whose ``VarSet`` the tracker reads; every other ``VarSet`` is dropped."""
 
     INBOUND_DID = "INBOUND_DID"
-    DIALSTATUS = "DIALSTATUS"
-    QUEUESTATUS = "QUEUESTATUS"
-    VMSTATUS = "VMSTATUS"
     MIXMONITOR_FILENAME = "MIXMONITOR_FILENAME"
     AGISTATUS = "AGISTATUS"
     PBXLINK_ROUTE = "PBXLINK_ROUTE"
@@ -85,7 +82,10 @@ class TrackedVariable(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """The channel snapshot every channel event carries (possibly under a prefix)."""
+    """The channel snapshot every channel event carries (possibly under a prefix).
+
+    Only the fields pbxlink uses are decoded; the connected line is on
+    :class:`NewConnectedLine` only."""
 
     name: str
     uniqueid: str
@@ -93,8 +93,6 @@ class Channel:
     state: ChannelState
     caller_num: str | None
     caller_name: str | None
-    connected_num: str | None
-    connected_name: str | None
     context: str
     exten: str
 
@@ -133,6 +131,8 @@ class NewCallerid:
 class NewConnectedLine:
     time: float | None
     channel: Channel
+    connected_num: str | None
+    connected_name: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,8 +85,40 @@ from pbxlink.routing.phone import normalize
 # A segment that ends and restarts for the same agent within this many seconds is one segment
 # (Local channel optimization moves the agent's phone between bridges).
 _REJOIN_SECONDS = 1.0
-# How many finished channels/linkedids are remembered to ignore late stragglers.
-_FINISHED_MEMORY = 20_000
+# Finished channels are remembered this long (AMI seconds), and at most this many, so that a
+# straggling event cannot start a ghost call.
+_FINISHED_SECONDS = 60.0
+_FINISHED_MEMORY = 50_000
+
+
+# The AMI events the tracker uses (decode only these: AmiDecoder(TRACKED_EVENTS)).
+TRACKED_EVENTS = frozenset(
+    {
+        "Newchannel",
+        "Newstate",
+        "NewCallerid",
+        "Newexten",
+        "VarSet",
+        "DialBegin",
+        "BridgeEnter",
+        "BridgeLeave",
+        "BridgeDestroy",
+        "BlindTransfer",
+        "AttendedTransfer",
+        "LocalBridge",
+        "QueueCallerJoin",
+        "QueueCallerLeave",
+        "AgentCalled",
+        "Pickup",
+        "Hangup",
+        "HangupRequest",
+        "OriginateResponse",
+        "CoreShowChannel",
+        "CoreShowChannelsComplete",
+        "FullyBooted",
+        "SuccessfulAuth",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +142,7 @@ class _Chan:
         "exten",
         "linkedid",
         "name",
+        "order",
         "party",
         "peer",
         "ring_kind",
@@ -120,6 +153,7 @@ class _Chan:
 
     def __init__(self, snap: Channel, party: Party, call: _Call, created: float) -> None:
         self.uniqueid = snap.uniqueid
+        self.order = (created, uniqueid_order(snap.uniqueid))
         self.name = snap.name
         self.linkedid = snap.linkedid
         self.party = party
@@ -238,7 +272,7 @@ class _Call:
 
 
 def _earlier(a: _Chan, b: _Chan) -> bool:
-    return (a.created, uniqueid_order(a.uniqueid)) < (b.created, uniqueid_order(b.uniqueid))
+    return a.order < b.order
 
 
 def uniqueid_order(uniqueid: str) -> tuple[int, int, str]:
@@ -263,6 +297,7 @@ class CallTracker:
         self.settings = settings or CallTrackerSettings()
         self._classifier = PartyClassifier(self.settings.parties)
         self._party_cache: dict[str, Party] = {}
+        self._numbers: dict[str, ExternalParty] = {}
         self._chans: dict[str, _Chan] = {}
         self._calls: dict[str, _Call] = {}  # linkedid → call (every linkedid of every call)
         self._bridges: dict[str, set[_Chan]] = {}
@@ -270,7 +305,7 @@ class CallTracker:
         self._local_halves: dict[str, _Chan] = {}  # Local pair base name → the half seen first
         self._deadlines: list[tuple[float, int, _Call]] = []
         self._tiebreak = itertools.count()
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._finished: OrderedDict[str, float] = OrderedDict()  # uniqueid → finalized at
         self._snapshot: list[CoreShowChannel] = []
         self._clock = 0.0
         self.stats: Counter[str] = Counter()
@@ -395,12 +430,18 @@ class CallTracker:
     # channels and calls
 
     def _party(self, name: str) -> Party:
-        party = self._party_cache.get(name)
+        # Channel names differ per channel only by their sequence suffix (and ;1/;2 for Local
+        # halves): cache by the rest, so the cache holds one entry per endpoint.
+        base, _, _ = name.rpartition("-")
+        key = (base or name) + name[-2:] if name[-2:-1] == ";" else base or name
+        party = self._party_cache.get(key)
         if party is None:
             party = self._classifier.classify(name)
-            if len(self._party_cache) > 50_000:
+            if party.local_base is not None:
+                return party  # the pair's base name is per pair: not cacheable
+            if len(self._party_cache) > 10_000:
                 self._party_cache.clear()
-            self._party_cache[name] = party
+            self._party_cache[key] = party
         return party
 
     def _channel(self, snap: Channel, when: float, *, fresh: bool) -> _Chan | None:
@@ -884,7 +925,7 @@ class CallTracker:
                 del self._calls[linkedid]
         for uniqueid in call.channels:
             self._chans.pop(uniqueid, None)
-            self._remember_finished(uniqueid)
+            self._remember_finished(uniqueid, self._clock)
         call.channels = {}
         call.deadline = None
         if outcome is None:
@@ -903,10 +944,15 @@ class CallTracker:
         )
         out.append(outcome)
 
-    def _remember_finished(self, uniqueid: str) -> None:
-        self._finished[uniqueid] = None
-        if len(self._finished) > _FINISHED_MEMORY:
-            self._finished.popitem(last=False)
+    def _remember_finished(self, uniqueid: str, when: float) -> None:
+        finished = self._finished
+        finished[uniqueid] = when
+        horizon = when - _FINISHED_SECONDS
+        while finished:
+            oldest, at = next(iter(finished.items()))
+            if at >= horizon and len(finished) <= _FINISHED_MEMORY:
+                break
+            del finished[oldest]
 
     def _call_id(self, call: _Call) -> str:
         return f"{self.settings.node}:{call.key}"
@@ -949,7 +995,13 @@ class CallTracker:
     def _external_party(self, raw: str) -> ExternalParty:
         if not raw:
             return ExternalParty(raw="", e164=None)
-        return ExternalParty(raw=raw, e164=normalize(raw, self.settings.default_region).e164)
+        party = self._numbers.get(raw)
+        if party is None:
+            party = ExternalParty(raw=raw, e164=normalize(raw, self.settings.default_region).e164)
+            if len(self._numbers) > 10_000:
+                self._numbers.clear()
+            self._numbers[raw] = party
+        return party
 
     def _line(self, call: _Call, direction: Direction) -> str | None:
         if direction is not Direction.INBOUND:
