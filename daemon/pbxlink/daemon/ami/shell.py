@@ -7,19 +7,13 @@ frames then come out of one queue, in the order Asterisk sent them::
         async for item in shell.frames():
             ...  # a Frame, or a Resynced / ConnectionLost marker
 
-What is used from panoramisk and what is not (docs/ami.md has the details):
-
-* used: :class:`panoramisk.ami_protocol.AMIProtocol` as the base of our protocol (its
-  ``responses`` table of pending actions), :class:`panoramisk.actions.Action` (serialisation,
-  the future, the rules that decide when a multi-event reply is complete) and
-  :class:`panoramisk.message.Message` (what ``Action`` reads the replies from);
-* bypassed: ``AMIProtocol.data_received`` (decodes each TCP read on its own and drops split
-  UTF-8; one failing handler kills the connection) is replaced by :class:`AmiFramer` plus a
-  guarded router; ``Manager.connect``/its fixed 2 s reconnect loop/fire-and-forget pinger/
-  silent login failure are replaced by the supervisor task below (connect timeout, login
-  errors raised, capped jittered backoff, a Ping watchdog); ``Manager.dispatch`` (unordered,
-  unreferenced tasks) is replaced by one queue; ``AMIProtocol.send`` is replaced because it
-  logs the whole action (the Login secret) when a write fails.
+The pieces: :mod:`~pbxlink.daemon.ami.protocol` (panoramisk's ``AMIProtocol`` fed by the byte
+framer; replies to actions), :mod:`~pbxlink.daemon.ami.errors`, and this module: settings,
+the markers, and the shell — one supervisor task that connects (with a timeout), logs in
+(a refusal is raised, not retried), snapshots, pings (a silent peer is aborted) and reconnects
+with capped, jittered backoff. panoramisk's ``Manager`` (fixed 2 s reconnect loop,
+fire-and-forget pinger, silent login failure, unordered handler tasks) is not used; its
+``Action`` is. docs/ami.md lists each panoramisk defect and how it is handled.
 """
 
 from __future__ import annotations
@@ -27,27 +21,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Self
 
 import structlog
 from panoramisk.actions import Action
-from panoramisk.ami_protocol import AMIProtocol
-from panoramisk.message import Message
 
-from pbxlink.daemon.ami.framing import (
-    DEFAULT_MAX_FRAME_BYTES,
-    AmiFramer,
-    Frame,
-    FramingProblem,
-    ProblemKind,
+from pbxlink.daemon.ami.errors import (
+    AmiActionError,
+    AmiActionTimeout,
+    AmiConnectError,
+    AmiConnectionLost,
+    AmiError,
+    AmiLoginError,
+    AmiNotConnected,
+    AmiProtocolError,
 )
-from pbxlink.daemon.errors import PbxlinkError
+from pbxlink.daemon.ami.framing import DEFAULT_MAX_FRAME_BYTES, Frame
+from pbxlink.daemon.ami.protocol import ActionReply, FramingProtocol, LinkCounters
 
 __all__ = [
     "ActionReply",
@@ -69,7 +64,6 @@ __all__ = [
 
 log = structlog.get_logger("pbxlink.ami")
 
-_OK_RESPONSES: Final = frozenset({"Success", "Follows", "Goodbye"})
 _LOGOFF_TIMEOUT: Final = 1.0
 
 
@@ -120,100 +114,7 @@ class AmiSettings:
                 raise ValueError(f"{name} must not contain line breaks")
 
 
-# -- errors --------------------------------------------------------------------------------
-
-
-class AmiError(PbxlinkError):
-    """Base of the AMI shell's errors."""
-
-
-class AmiLoginError(AmiError):
-    """Asterisk refused the login: wrong user/secret or an ACL. Not retried."""
-
-    def __init__(self, username: str, host: str, port: int, reason: str) -> None:
-        super().__init__(f"AMI login failed for user {username!r} at {host}:{port}: {reason}")
-        self.username = username
-        self.host = host
-        self.port = port
-        self.reason = reason
-
-
-class AmiProtocolError(AmiError):
-    """The peer does not speak AMI (no ``Asterisk Call Manager/`` banner). Not retried."""
-
-    def __init__(self, host: str, port: int, head: bytes) -> None:
-        super().__init__(f"{host}:{port} is not an Asterisk manager interface (it sent {head!r})")
-        self.host = host
-        self.port = port
-        self.head = head
-
-
-class AmiConnectError(AmiError):
-    """The first connection could not be made and retrying was not asked for."""
-
-    def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(f"cannot reach AMI at {host}:{port}: {reason}")
-        self.host = host
-        self.port = port
-        self.reason = reason
-
-
-class AmiConnectionLost(AmiError):
-    """The connection ended while an action waited for its reply."""
-
-
-class AmiNotConnected(AmiError):
-    """An action was sent while no session was logged in."""
-
-
-class AmiActionTimeout(AmiError):
-    """No complete reply to an action in time."""
-
-    def __init__(self, action: str, timeout: float) -> None:
-        super().__init__(f"AMI action {action} got no complete reply within {timeout:g} s")
-        self.action = action
-        self.timeout = timeout
-
-
-class AmiActionError(AmiError):
-    """Asterisk answered an action with an error response."""
-
-    def __init__(self, action: str, reply: ActionReply) -> None:
-        message = reply.message or reply.response.response or "?"
-        super().__init__(f"AMI action {action} failed: {message}")
-        self.action = action
-        self.reply = reply
-
-
 # -- what the shell hands out --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ActionReply:
-    """All the frames Asterisk sent for one action: the response, then any list events."""
-
-    action: str
-    frames: tuple[Frame, ...]
-
-    @property
-    def response(self) -> Frame:
-        return self.frames[0]
-
-    @property
-    def ok(self) -> bool:
-        return self.frames[0].response in _OK_RESPONSES
-
-    @property
-    def message(self) -> str | None:
-        return self.frames[0].get("Message")
-
-    @property
-    def items(self) -> tuple[Frame, ...]:
-        """The list events, without the response and the closing ``...Complete`` event."""
-        items = self.frames[1:]
-        if items and (items[-1].event or "").endswith("Complete"):
-            items = items[:-1]
-        return items
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,159 +169,6 @@ class ShellStats:
     reading_paused: bool
 
 
-@dataclass(slots=True)
-class _Counters:
-    sessions: int = 0
-    frames: int = 0
-    events_queued: int = 0
-    oversized_frames: int = 0
-    missing_banner: int = 0
-    handler_errors: int = 0
-    tee_errors: int = 0
-    ping_timeouts: int = 0
-    connect_failures: int = 0
-
-
-# -- the protocol: panoramisk's, fed by our framer -------------------------------------------
-
-
-class _FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's AMIProtocol with byte framing and a router that cannot kill the link."""
-
-    def __init__(self, shell: AmiShell) -> None:
-        super().__init__()
-        self._shell = shell
-        self.transport: Any = None
-        self.closed = True  # until connection_made
-        self.responses: dict[str, Any] = {}
-        self.framer = AmiFramer(max_frame_bytes=shell.settings.max_frame_bytes)
-        self.lost = asyncio.Event()
-        self.lost_reason = ""
-        self.not_ami: bytes | None = None
-        self.logged_in = False
-
-    # asyncio callbacks
-
-    def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
-        self.encoding = "utf-8"
-        self.log = log
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-
-    def data_received(self, data: bytes) -> None:
-        shell = self._shell
-        if shell.tee is not None:
-            try:
-                shell.tee(data)
-            except Exception:
-                shell.counters.tee_errors += 1
-                log.exception("ami.tee_failed")
-        frames = self.framer.feed(data)
-        problems = self.framer.take_problems()
-        if problems:
-            self._framing_problems(problems)
-        shell.counters.frames += len(frames)
-        for frame in frames:
-            try:
-                self._route(frame)
-            except Exception:
-                shell.counters.handler_errors += 1
-                log.exception("ami.frame_handling_failed", frame=_printable(frame.raw[:200]))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.lost_reason:
-            self.lost_reason = str(exc) if exc else "closed by peer"
-        pending = {id(a): a for a in self.responses.values()}.values()
-        self.responses.clear()
-        for action in pending:
-            if not action.future.done():
-                action.future.set_exception(AmiConnectionLost(self.lost_reason))
-        self.lost.set()
-
-    def abort(self, reason: str) -> None:
-        """Drop the connection now (no FIN handshake); ``reason`` goes to ConnectionLost."""
-        if not self.closed and self.transport is not None:
-            self.lost_reason = reason
-            self.transport.abort()
-
-    def stop_reading(self) -> None:
-        self.transport.pause_reading()
-
-    def start_reading(self) -> None:
-        if not self.closed:
-            self.transport.resume_reading()
-
-    # sending (replaces AMIProtocol.send, which logs the action - a Login secret - on errors)
-
-    def send_action(self, action: Any) -> asyncio.Future[Any]:
-        action.as_list = None  # let Action detect multi-event replies itself
-        self.responses[action.id] = action
-        self.transport.write(str(action).encode("utf-8"))
-        future: asyncio.Future[Any] = action.future
-        return future
-
-    def forget(self, action: Any) -> None:
-        self.responses.pop(action.id, None)
-        if action.action_id:
-            self.responses.pop(action.action_id, None)
-
-    # routing frames
-
-    def _route(self, frame: Frame) -> None:
-        responses = self.responses
-        if responses:
-            action_id = frame.action_id
-            if action_id is not None:
-                action = responses.get(action_id)
-                if action is not None:
-                    action.pbx_frames.append(frame)
-                    if action.add_message(_to_message(frame)):
-                        self.forget(action)
-                    return
-        self._shell.enqueue(frame, self)
-
-    def _framing_problems(self, problems: list[FramingProblem]) -> None:
-        shell = self._shell
-        for problem in problems:
-            if problem.kind is ProblemKind.OVERSIZED_FRAME:
-                shell.counters.oversized_frames += 1
-                log.warning(
-                    "ami.frame_dropped",
-                    reason="oversized",
-                    size=problem.size,
-                    limit=shell.settings.max_frame_bytes,
-                    head=_printable(problem.head),
-                )
-            else:
-                shell.counters.missing_banner += 1
-                log.error("ami.not_ami", head=_printable(problem.head))
-                if not self.logged_in:
-                    self.not_ami = problem.head
-                    self.abort("peer is not AMI")
-
-
-def _printable(data: bytes) -> str:
-    """Peer bytes for a log line: text where it is UTF-8, escapes where it is not."""
-    return data.decode("utf-8", "backslashreplace")
-
-
-def _to_message(frame: Frame) -> Message:
-    headers: dict[str, Any] = {}
-    for key, value in frame.headers:
-        seen = headers.get(key)
-        if seen is None:
-            headers[key] = value
-        elif isinstance(seen, list):
-            seen.append(value)
-        else:
-            headers[key] = [seen, value]
-    return Message(headers)
-
-
 class _ItemStream:
     """The async iterator :meth:`AmiShell.frames` returns."""
 
@@ -458,14 +206,14 @@ class AmiShell:
     ) -> None:
         self.settings = settings
         self.tee = tee
-        self.counters = _Counters()
+        self.counters = LinkCounters()
         self._reconnect = reconnect
         self._retry_first = retry_first_connect
         self._queue: asyncio.Queue[AmiItem | _End] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._protocol: _FramingProtocol | None = None
-        self._paused: _FramingProtocol | None = None
+        self._protocol: FramingProtocol | None = None
+        self._paused: FramingProtocol | None = None
         self._closing = False
         self._consuming = False
         self._action_seq = 0
@@ -552,7 +300,7 @@ class AmiShell:
             log.info("ami.reading_resumed", queued=queue.qsize())
         return item
 
-    def enqueue(self, item: AmiItem, protocol: _FramingProtocol | None = None) -> None:
+    def enqueue(self, item: AmiItem, protocol: FramingProtocol | None = None) -> None:
         """Queue a frame or a marker (called by the protocol; markers by the supervisor)."""
         queue = self._queue
         queue.put_nowait(item)
@@ -628,7 +376,7 @@ class AmiShell:
 
     async def _call(
         self,
-        protocol: _FramingProtocol,
+        protocol: FramingProtocol,
         name: str,
         headers: Mapping[str, str],
         *,
@@ -667,7 +415,7 @@ class AmiShell:
 
     # -- connecting, watching, reconnecting
 
-    async def _supervise(self, protocol: _FramingProtocol) -> None:
+    async def _supervise(self, protocol: FramingProtocol) -> None:
         while True:
             await self._watch(protocol)
             self._protocol = None
@@ -683,7 +431,7 @@ class AmiShell:
                 return
             protocol = await self._establish(retry=True)
 
-    async def _watch(self, protocol: _FramingProtocol) -> None:
+    async def _watch(self, protocol: FramingProtocol) -> None:
         """Ping every ping_interval; a Ping without reply in ping_timeout aborts the link."""
         settings = self.settings
         while not protocol.lost.is_set():
@@ -702,7 +450,7 @@ class AmiShell:
             except (AmiConnectionLost, AmiNotConnected):
                 await protocol.lost.wait()
 
-    async def _establish(self, *, retry: bool) -> _FramingProtocol:
+    async def _establish(self, *, retry: bool) -> FramingProtocol:
         settings = self.settings
         attempt = 0
         while True:
@@ -726,10 +474,15 @@ class AmiShell:
                 )
                 await asyncio.sleep(delay)
 
-    async def _open_session(self) -> _FramingProtocol:
+    async def _open_session(self) -> FramingProtocol:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        protocol = _FramingProtocol(self)
+        protocol = FramingProtocol(
+            max_frame_bytes=settings.max_frame_bytes,
+            deliver=self.enqueue,
+            counters=self.counters,
+            tee=self.tee,
+        )
         async with asyncio.timeout(settings.connect_timeout):
             await loop.create_connection(lambda: protocol, settings.host, settings.port)
         try:
@@ -740,7 +493,7 @@ class AmiShell:
                 self.enqueue(ConnectionLost(self.counters.sessions, protocol.lost_reason, time.time()))
             raise
 
-    async def _login_and_resync(self, protocol: _FramingProtocol) -> _FramingProtocol:
+    async def _login_and_resync(self, protocol: FramingProtocol) -> FramingProtocol:
         settings = self.settings
         session = self.counters.sessions + 1
         try:
