@@ -23,7 +23,7 @@ from pbxlab.ami_recorder import AmiRecorder, PbxlinkRecorder
 from pbxlab.context import ScenarioContext, Truth
 from pbxlab.instance import LabInstance
 from pbxlab.recording_reader import read_frames
-from pbxlab.scenarios import SCENARIOS
+from pbxlab.scenarios import SCENARIOS, Scenario
 from pbxlab.sipp import PortBlock
 
 SETTLE_S = 1.0  # after the last channel is gone: trailing Cdr/CEL events
@@ -110,7 +110,25 @@ class LabDriver:
         AGI server: the truth's `routing` then states what the stub would have
         answered, and truth["driver"]["agi"] says the stub was not used.
         """
-        scenario = SCENARIOS[name]
+        return self.run_scenario(
+            SCENARIOS[name],
+            record_to=record_to,
+            truth_to=truth_to,
+            idle_timeout=idle_timeout,
+            route_stub=route_stub,
+        )
+
+    def run_scenario(
+        self,
+        scenario: Scenario,
+        *,
+        record_to: Path | None = None,
+        truth_to: Path | None = None,
+        idle_timeout: float = 60.0,
+        route_stub: bool = True,
+    ) -> ScenarioResult:
+        """Run a Scenario that need not be registered (benchmarks, ad-hoc tests)."""
+        name = scenario.name
         if not self.ami.wait_idle(timeout=15):
             raise RuntimeError("Asterisk still has channels from an earlier call")
         workdir = self.workdir / name
