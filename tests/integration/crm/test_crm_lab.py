@@ -1,0 +1,198 @@
+"""End to end through the real lab: SIPp → Asterisk 22 → `pbxlink run` → mosquitto →
+`pbxlink adapter` → SQLite CRM. Every part is the real thing, each in its own process.
+
+The rules are the seeds': Megaplan clients on answered calls (created at answer time, the
+called line kept as source), RO App inquiries and tasks on missed calls, nothing for internal
+calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pbxlab.mosquitto import BrokerHandle
+from pbxlab.session import LabSession
+
+pytestmark = pytest.mark.lab
+
+PBXLINK = Path(sys.executable).with_name("pbxlink")
+RULES = """
+[crm.inquiries.on_missed]
+enabled = true
+type = "Перезвонить"
+manager = "anna"
+[crm.tasks]
+enabled = true
+assignees = ["anna", "boris"]
+deadline_hours = 2
+[crm.clients.answered]
+create = "client"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(database, timeout=10) as db:
+        return [tuple(r) for r in db.execute(sql).fetchall()]
+
+
+def wait_until(check: Any, seconds: float, what: str, logs: list[Path]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
+    pytest.fail(f"{what}: not reached within {seconds} s\n{tails}")
+
+
+@dataclass
+class Rig:
+    lab: LabSession
+    database: Path
+    daemon_log: Path
+    adapter_log: Path
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(PBXLINK), *args],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path) -> Iterator[Rig]:
+    (tmp_path / "state").mkdir()
+    secret = tmp_path / "ami.secret"
+    secret.write_text(asterisk_lab.ami_secret)
+    http_port = free_port()
+    daemon_config = tmp_path / "pbxlink.toml"
+    daemon_config.write_text(
+        '[node]\nname = "pbx1"\n'
+        f'[ami]\nhost = "{asterisk_lab.host}"\nport = {asterisk_lab.ami_port}\n'
+        f'username = "{asterisk_lab.ami_user}"\nsecret_file = "{secret}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto_broker.port}\n'
+        f'[state]\ndirectory = "{tmp_path / "state"}"\n'
+        f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
+        '[agi]\nenabled = false\n[log]\nformat = "json"\n[tracker]\nsettle_seconds = 1.0\n'
+    )
+    database = tmp_path / "crm.sqlite3"
+    adapter_config = tmp_path / "adapter.toml"
+    adapter_config.write_text(
+        f'[adapter]\nbroker_port = {mosquitto_broker.port}\ndatabase = "{database}"\n' + RULES
+    )
+    crm = ["crm", "--config", str(adapter_config)]
+    for employee, name, extension in (
+        ("anna", "Анна", "101"),
+        ("boris", "Борис", "102"),
+        ("vera", "Вероника Лис", "103"),
+    ):
+        subprocess.run(
+            [str(PBXLINK), *crm, "add-employee", employee, name, "--extension", extension],
+            check=True,
+            capture_output=True,
+        )
+    daemon_log, adapter_log = tmp_path / "daemon.log", tmp_path / "adapter.log"
+    adapter = _spawn(["adapter", "--config", str(adapter_config)], adapter_log)
+    daemon = _spawn(["run", "-c", str(daemon_config)], daemon_log)
+    logs = [daemon_log, adapter_log]
+
+    def daemon_ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2) as r:
+                status: int = r.status
+                return status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(daemon_ready, 30, "daemon ready", logs)
+        wait_until(
+            lambda: b"crm.adapter.connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
+        )
+        yield Rig(asterisk_lab, database, daemon_log, adapter_log)
+    finally:
+        _stop(daemon)
+        _stop(adapter)
+
+
+def _done(rig: Rig, call_ids: int) -> bool:
+    rows = query(rig.database, "SELECT count(*) FROM inbox WHERE id NOT LIKE '%:%:%' AND state = 'done'")
+    return bool(rows[0][0] >= call_ids)
+
+
+def test_real_calls_become_crm_work_through_daemon_broker_and_adapter(rig: Rig) -> None:
+    logs = [rig.daemon_log, rig.adapter_log]
+    rig.lab.run("inbound_answered")  # +380501110001 → 101 answers
+    rig.lab.run("inbound_agent_rings_caller_hangs_up")  # 0501110002 rings 101, missed
+    rig.lab.run("internal_answered")  # 101 calls 102
+    wait_until(lambda: _done(rig, 3), 60, "three outcomes applied", logs)
+
+    [client] = query(
+        rig.database,
+        "SELECT id, name, source_line, origin_call FROM clients "
+        "WHERE id IN (SELECT client_id FROM client_phones "
+        "WHERE e164 = '+380501110001')",
+    )
+    assert client[1].startswith("Новый (")
+    assert client[1].endswith(", входящий вызов)")
+    assert client[2] == "4930100200"
+    assert query(rig.database, f"SELECT employee FROM client_responsibles WHERE client_id = {client[0]}") == [
+        ("anna",)
+    ]
+    # Created at answer time, from the live event, not again at the end.
+    assert query(rig.database, f"SELECT count(*) FROM call_records WHERE client_id = {client[0]}") == [(1,)]
+    assert query(
+        rig.database, f"SELECT stage FROM call_stages WHERE call_id = '{client[3]}' ORDER BY stage"
+    ) == [("answer",), ("outcome",)]
+
+    [inquiry] = query(rig.database, "SELECT client_name, phone, type, manager, description FROM inquiries")
+    assert inquiry == ("Неизвестный клиент", "+380501110002", "Перезвонить", "anna", "Пропущенный")
+    [task] = query(
+        rig.database,
+        "SELECT t.title, t.author, t.inquiry_id IS NOT NULL, "
+        "group_concat(a.employee) FROM tasks t JOIN task_assignees a "
+        "ON a.task_id = t.id GROUP BY t.id",
+    )
+    assert task == ("Пропущенный звонок", "anna", 1, "anna,boris")  # linked to this call's inquiry
+
+    # The internal call reached the adapter and created nothing.
+    outcomes = [
+        json.loads(p)["data"]
+        for (p,) in query(rig.database, "SELECT payload FROM inbox WHERE id NOT LIKE '%:%:%'")
+    ]
+    assert sorted(o["direction"] for o in outcomes) == ["inbound", "inbound", "internal"]
+    assert query(rig.database, "SELECT count(*) FROM clients") == [(1,)]
+    assert query(rig.database, "SELECT count(*) FROM inbox WHERE state = 'dead'") == [(0,)]
