@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import structlog
@@ -56,9 +57,9 @@ class Router:
         self.feed = DirectoryFeed(
             self.store, topic_prefix=f"{settings.mqtt.topic_prefix.rstrip('/')}/directory/",
             batch_size=settings.routing.directory_batch)
-        service_kwargs = {"clock": clock} if clock is not None else {}
+        zone = ZoneInfo(settings.node.timezone)  # rule `hours` are the PBX's local time
         self.service = RoutingService(self.store, self.presence, routing_policy(settings),
-                                      **service_kwargs)
+                                      clock=clock or (lambda: datetime.now(zone)))
         agi = settings.agi
         self.server = FastAgiServer(
             self.service.resolve, host=agi.host, port=agi.port, path=agi.path,
