@@ -201,6 +201,30 @@ def agent_busy_group_answers(ctx: ScenarioContext) -> list[Truth]:
     ]
 
 
+def agent_no_answer_group_answers(ctx: ScenarioContext) -> list[Truth]:
+    ctx.route_stub(TO_101)
+    # 101 rings AGENT_RING_TIMEOUT without answering; then queue support rings
+    # 101, 102 and 103 and 102 answers after 1 s
+    ctx.phones(a101=Phone.never_answers(), a102=Phone.answers(ring_ms=1000), a103=Phone.never_answers())
+    caller = "+380501110017"
+    hold = 500 + ctx.instance.timings.agent_ring_timeout * 1000 + 3500
+    ctx.call(Call(ROUTING_DID, caller, "Paul Caller", hold_ms=hold))
+    return [
+        call_truth(
+            direction="inbound",
+            answered=True,
+            external=caller,
+            line=ROUTING_DID,
+            handlers=["102"],
+            rang=["101", "102", "103"],
+            queue="support",
+            hangup_by="external",
+            routing=TO_101,
+            caller_name="Paul Caller",
+        )
+    ]
+
+
 def ringall_one_answers(ctx: ScenarioContext) -> list[Truth]:
     ctx.route_stub(NO_ROUTE)
     ctx.phones(a101=Phone.never_answers(), a102=Phone.never_answers(), a103=Phone.answers(ring_ms=1500))
@@ -678,6 +702,12 @@ SCENARIOS: dict[str, Scenario] = {
             "agent_busy_group_answers",
             "Routing DID; stub names 101, which is busy (486); queue support: 102 answers, 103 rings.",
             agent_busy_group_answers,
+        ),
+        Scenario(
+            "agent_no_answer_group_answers",
+            "Routing DID; stub names 101, which rings AGENT_RING_TIMEOUT without answering; "
+            "queue support: 102 answers.",
+            agent_no_answer_group_answers,
         ),
         Scenario(
             "ringall_one_answers",
