@@ -172,6 +172,7 @@ class Settings:
     # Sections owned by other parts (the CRM adapter) stay raw here and are parsed by their owner
     # with parse_section(); they are still checked for TOML syntax and shape.
     adapter: Mapping[str, Any] = field(default_factory=dict)
+    crm: Mapping[str, Any] = field(default_factory=dict)  # the CRM rules (pbxlink.adapters.crm.settings)
 
 
 # Fields that hold secrets, filled by _resolve_secrets: (section, field, file key, credential key).
