@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbxlink.daemon.ami.decode import AmiDecoder, MalformedEvent, unescape_c
+from pbxlink.daemon.ami.decode import (
+    DECODABLE_EVENTS,
+    AmiDecoder,
+    MalformedEvent,
+    unescape_c,
+)
 from pbxlink.daemon.ami.events import (
     BridgeEnter,
     ChannelState,
@@ -94,25 +99,7 @@ def test_unknown_events_and_responses_are_dropped_and_counted(
     for frame in answered_frames:
         decoder.decode(frame)
     assert decoder.ignored["<response>"] >= 1  # the login response
-    unknown = {f.event for f in answered_frames} - {
-        "Newchannel",
-        "Newstate",
-        "NewCallerid",
-        "NewConnectedLine",
-        "Newexten",
-        "VarSet",
-        "DialBegin",
-        "DialEnd",
-        "BridgeCreate",
-        "BridgeEnter",
-        "BridgeLeave",
-        "BridgeDestroy",
-        "Hangup",
-        "HangupRequest",
-        "SoftHangupRequest",
-        "FullyBooted",
-        None,
-    }
+    unknown = {f.event for f in answered_frames} - DECODABLE_EVENTS - {None}
     assert unknown, "the transcript has events the tracker does not use (TestEvent, CEL …)"
     for name in unknown:
         assert decoder.ignored[str(name)] > 0

@@ -599,6 +599,9 @@ _BUILDERS: dict[str, _Builder] = {
     "SuccessfulAuth": _successfulauth,
 }
 
+# Every AMI event name this module can decode.
+DECODABLE_EVENTS = frozenset(_BUILDERS)
+
 # Event names are matched case-insensitively (AMI keys and names are).
 _BUILDERS_BY_LOWER = {name.lower(): (name, builder) for name, builder in _BUILDERS.items()}
 

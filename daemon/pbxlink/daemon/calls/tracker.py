@@ -146,6 +146,7 @@ class _Chan:
         "party",
         "peer",
         "ring_kind",
+        "ringing",
         "rung",
         "uniqueid",
         "up",
@@ -163,6 +164,7 @@ class _Chan:
         self.caller_name = snap.caller_name
         self.exten = snap.exten
         self.up = snap.state is ChannelState.UP
+        self.ringing = snap.state is ChannelState.RINGING  # ever seen ringing
         self.alive = True
         self.bridge: str | None = None
         self.peer: _Chan | None = None
@@ -479,6 +481,8 @@ class CallTracker:
             chan.caller_name = snap.caller_name
         if snap.state is ChannelState.UP:
             chan.up = True
+        elif snap.state is ChannelState.RINGING:
+            chan.ringing = True
         if snap.linkedid != chan.linkedid:
             chan.linkedid = snap.linkedid
             other = self._calls.get(snap.linkedid)
@@ -708,7 +712,8 @@ class CallTracker:
             dest.ring_kind = _ring_kind(caller)
             if dest.ring_kind is _RingKind.FOR_CALL and not call.segments and not call.voicemail:
                 call.stage = MissedAt.QUEUE if call.in_queue else MissedAt.AGENT
-            if dest.up and not dest.rung:
+            if (dest.up or dest.ringing) and not dest.rung:
+                # the phone's 180 can be reported before the DialBegin that caused it
                 self._rung(dest, when, out)
         elif kind is PartyKind.EXTERNAL:
             origin = call.origin()
