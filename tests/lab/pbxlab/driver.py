@@ -9,6 +9,7 @@ and returns the ground truth of what it did.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pbxlab.ami_client import AmiClient, Frame
+from pbxlab.ami_client import AmiClient, AmiError, Frame
 from pbxlab.ami_recorder import AmiRecorder, PbxlinkRecorder
 from pbxlab.context import ScenarioContext, Truth
 from pbxlab.instance import LabInstance
@@ -90,6 +91,10 @@ class LabDriver:
     def asterisk_version(self) -> str:
         return self.ami.asterisk_version()
 
+    def hang_up_all(self) -> None:
+        """Hang up every channel (cleanup after a failed scenario)."""
+        self.ami.command("channel request hangup all")
+
     def reconnect(self) -> None:
         """New control session (after an Asterisk restart)."""
         self.ami.close()
@@ -129,8 +134,11 @@ class LabDriver:
     ) -> ScenarioResult:
         """Run a Scenario that need not be registered (benchmarks, ad-hoc tests)."""
         name = scenario.name
-        if not self.ami.wait_idle(timeout=15):
-            raise RuntimeError("Asterisk still has channels from an earlier call")
+        if not self.ami.wait_idle(timeout=10):
+            # a scenario that failed half-way may leave channels behind
+            self.hang_up_all()
+            if not self.ami.wait_idle(timeout=5):
+                raise RuntimeError("Asterisk still has channels from an earlier call")
         workdir = self.workdir / name
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
@@ -148,10 +156,16 @@ class LabDriver:
             if not self.ami.wait_idle(timeout=idle_timeout):
                 problems.append("Asterisk still had channels after the scenario")
             time.sleep(SETTLE_S)
-        finally:
-            report = ctx.close()
+        except BaseException:
+            ctx.close()
+            with contextlib.suppress(AmiError, OSError):
+                self.hang_up_all()  # leave the instance idle for the next scenario
             if rec is not None:
                 rec.stop()
+            raise
+        report = ctx.close()
+        if rec is not None:
+            rec.stop()
         duration = time.monotonic() - t0
         truth: Truth = {
             "schema": 1,
