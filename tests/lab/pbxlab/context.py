@@ -71,7 +71,13 @@ class ScenarioContext:
         if not self.use_route_stub:
             self.notes["agi"] = "external: the scenario's route stub was not started"
             return None
-        self.stub = RouteStub(self.instance.agi_port, default, routes).start()
+        try:
+            self.stub = RouteStub(self.instance.agi_port, default, routes).start()
+        except OSError as exc:
+            raise RuntimeError(
+                f"FastAGI port {self.instance.agi_port} is busy ({exc}); if a pbxlink AGI "
+                "server listens there, run the scenario with route_stub=False"
+            ) from exc
         return self.stub
 
     def call(self, call: Call, *, trace_messages: bool | None = None) -> SippProcess:
