@@ -346,6 +346,11 @@ class CallTracker:
         return len({id(call) for call in self._calls.values()})
 
     @property
+    def tracked_channels(self) -> int:
+        """Channels held in memory (live ones, and those of calls not yet finalized)."""
+        return len(self._chans)
+
+    @property
     def clock(self) -> float:
         """The latest AMI time seen (or given to tick/resync)."""
         return self._clock
