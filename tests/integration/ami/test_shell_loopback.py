@@ -101,10 +101,21 @@ async def test_first_login_queues_a_resync_marker_with_the_channels(peer: Peer) 
     ]
 
 
-async def test_garbage_and_oversized_frames_are_counted_and_the_stream_goes_on(peer: Peer) -> None:
+async def test_garbage_and_oversized_frames_are_logged_counted_and_the_stream_goes_on(
+    peer: Peer,
+) -> None:
     server, settings = peer
     settings = replace(settings, max_frame_bytes=64 * 1024)
     name = "Іван Петренко".encode()
+    with capture_logs() as logs:
+        await _garbage_then_events(server, settings, name)
+    (dropped,) = [entry for entry in logs if entry["event"] == "ami.frame_dropped"]
+    assert dropped["reason"] == "oversized"
+    assert dropped["limit"] == 64 * 1024
+    assert dropped["head"].startswith("Event: Huge")
+
+
+async def _garbage_then_events(server: LoopbackAmi, settings: AmiSettings, name: bytes) -> None:
     async with AmiShell(settings) as shell:
         items = shell.frames()
         await next_marker(items, Resynced)
