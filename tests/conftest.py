@@ -2,7 +2,7 @@
 
 * ``asterisk_lab`` (session): a real Asterisk 22 from the cached Debian sid
   chroot on 127.0.0.1, on its own instance offset (``PBXLAB_OFFSET`` if set,
-  else the first free one of 10-39, claimed with a lock so concurrent test
+  else the first free one of 13-39, claimed with a lock so concurrent test
   sessions never share one).  Yields a :class:`pbxlab.session.LabSession`:
   ``.host .ami_port .ami_user .ami_secret .sip_port .agi_port .offset``,
   ``.ami()`` for a stdlib AMI session, ``.run(name)`` to place a named

@@ -14,8 +14,10 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lab-lib.sh"
 need_root
 
-[ -x "$SID_ROOT/usr/sbin/asterisk" ] && [ -r "$SID_STAMP" ] \
-    || die "no sid root at $SID_ROOT; run tests/lab/asterisk-setup.sh first"
+if ! [ -x "$SID_ROOT/usr/sbin/asterisk" ] || ! [ -r "$SID_STAMP" ]; then
+    log "no sid root at $SID_ROOT yet: running asterisk-setup.sh (about a minute)"
+    "$LAB_DIR/asterisk-setup.sh" || die "asterisk-setup.sh failed"
+fi
 [ -d "$CONF_SRC" ] || die "config dir $CONF_SRC not found"
 [ -r "$ROUTING_SNIPPET" ] || die "routing snippet $ROUTING_SNIPPET not found"
 mkdir -p "$STATE_DIR"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,7 +28,22 @@ from pbxlab.instance import (
     stop_asterisk,
 )
 
-AUTO_OFFSETS = range(10, 40)  # 0-9 are for developers (0) and recordings (9)
+# 0 is the developer's default, 9 record_all.py's, 10-12 are left to parts that pin an
+# offset of their own (the delivery fault tests use 12)
+AUTO_OFFSETS = range(13, 40)
+
+
+def _block_free(offset: int) -> bool:
+    """Are the instance's AMI, SIP, trunk and agent ports all unbound right now?"""
+    base = 15000 + 100 * offset
+    checks = [(socket.SOCK_STREAM, base + 38)] + [(socket.SOCK_DGRAM, base + p) for p in (60, 90, 1, 2, 3)]
+    for kind, port in checks:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def claim_offset(preferred: int | None) -> tuple[int, IO[bytes]]:
@@ -41,8 +57,8 @@ def claim_offset(preferred: int | None) -> tuple[int, IO[bytes]]:
         except BlockingIOError:
             lock.close()
             continue
-        if preferred is None and running_instance(offset) is not None:
-            lock.close()  # someone runs it by hand; leave it alone
+        if preferred is None and (running_instance(offset) is not None or not _block_free(offset)):
+            lock.close()  # someone runs it by hand or uses its ports; leave it alone
             continue
         return offset, lock
     if preferred is not None:
