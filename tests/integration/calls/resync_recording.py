@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pbxlab.driver import LabDriver, ScenarioContext
+from pbxlab.context import ScenarioContext
+from pbxlab.driver import LabDriver
 from pbxlab.instance import LabInstance
 from pbxlab.route_stub import StubRoute
 from pbxlab.sipp import Call, Phone
