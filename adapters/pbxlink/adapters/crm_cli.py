@@ -5,7 +5,7 @@ manual edits an admin needs (employees, clients typed in by hand, closing work, 
     pbxlink crm inquiries               pbxlink crm add-client NAME PHONE... [--responsible ID]
     pbxlink crm tasks [--employee ID]   pbxlink crm task-done TASK --by ID
     pbxlink crm deals | orders          pbxlink crm close orders|inquiries|deals ID
-    pbxlink crm employees | notifications | inbox
+    pbxlink crm employees | notifications | inbox | tickets | requests
     pbxlink crm republish-directory
 """
 
@@ -71,6 +71,17 @@ VIEWS: dict[str, tuple[str, list[str]]] = {
         "SELECT id, employee, about, text, coalesce(published_at, 'pending'), created_at "
         "FROM notifications ORDER BY id DESC LIMIT ?",
         ["id", "employee", "about", "text", "published", "created"],
+    ),
+    "tickets": (
+        "SELECT t.id, coalesce(c.name, ''), t.subject, t.assignees, CASE t.closed WHEN 1 THEN "
+        "'closed' ELSE 'open' END, t.created_at FROM tickets t LEFT JOIN clients c ON "
+        "c.id = t.client_id ORDER BY t.id DESC LIMIT ?",
+        ["id", "client", "subject", "assignees", "state", "created"],
+    ),
+    "requests": (
+        "SELECT id, channel, source, coalesce(rule, ''), outcome, reason, created_at FROM requests "
+        "ORDER BY created_at DESC, id DESC LIMIT ?",
+        ["id", "channel", "source", "rule", "outcome", "reason", "created"],
     ),
     "inbox": (
         "SELECT id, topic, state, attempts, coalesce(error, ''), received_at FROM inbox "

@@ -23,7 +23,15 @@ import aiomqtt
 import pytest
 
 from pbxlink.adapters.crm.consumer import CrmAdapter
-from pbxlink.adapters.crm.samples import EMPLOYEES, event, event_message, missed, outcome_message
+from pbxlink.adapters.crm.samples import (
+    EMPLOYEES,
+    event,
+    event_message,
+    missed,
+    outcome_message,
+    request,
+    request_message,
+)
 from pbxlink.adapters.crm.settings import Settings, settings_from_toml
 from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
 from pbxlink.adapters.crm.store import open_store
@@ -39,6 +47,12 @@ even_if_open_inquiry = true
 create = "client"
 [crm.clients.missed]
 create = "client"
+[[crm.requests.rules]]
+name = "service"
+keywords = "ремонт"
+action = "support"
+address = "user"
+user = "boris"
 """
 
 
@@ -218,3 +232,14 @@ async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_noth
     assert numbers == list(range(1, total + 1))
     assert query(database, "SELECT count(*) FROM clients") == [(total,)]
     assert adapter.returncode == 0
+
+
+async def test_an_email_request_over_mqtt_becomes_a_support_ticket_for_its_user(
+    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+) -> None:
+    _, watcher, database = running
+    await publish(broker.port, [request_message(request())])
+    await wait_for(lambda: query(database, "SELECT count(*) FROM tickets") == [(1,)])
+    assert query(database, "SELECT subject, assignees FROM tickets") == [("Сломался телефон", "boris")]
+    assert query(database, "SELECT name, potential FROM clients") == [("Ольга", 1)]
+    await wait_for(lambda: any(t == "pbxlink/v1/crm/notify/boris" for t, _, _ in watcher.seen))

@@ -20,6 +20,7 @@ class Rule(enum.Enum):
     TASKS = "tasks"  # RO App missed-call tasks (A3)
     ORDERS = "orders"  # Ringostat + RetailCRM orders into statuses (A5, R4)
     SCREEN_POP = "screen_pop"
+    REQUESTS = "requests"  # 1C:CRM e-mail, messenger and web requests (A7)
     CALLS = "calls"
 
 
@@ -42,13 +43,15 @@ class CreateClient:
     rule: Rule
     reason: str
     name: str
-    phone_e164: str
+    phone_e164: str | None
     phone_raw: str
     responsible: str | None
     creator: str | None
     source_line: str | None
     created_at: datetime
-    origin_call: str
+    origin_call: str | None
+    email: str | None = None
+    potential: bool = False  # 1C:CRM «Потенциальный клиент»
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,45 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateTicket:
+    """A support ticket («Обращение в поддержку») from an A7 request."""
+
+    rule: Rule
+    reason: str
+    client: Ref
+    subject: str
+    body: str
+    assignees: tuple[str, ...]
+    request_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogRequest:
+    """The request's fate: created work, attached to an interest, or rejected with a reason."""
+
+    rule: Rule
+    reason: str
+    request_id: str
+    source: str
+    channel: str
+    matched_rule: str | None
+    outcome: str  # "interest" | "support" | "attached" | "rejected" | "unmatched"
+    client: Ref | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceQueue:
+    """Round robin: the next request of `queue_rule` goes to index `next_index`."""
+
+    rule: Rule
+    reason: str
+    queue_rule: str
+    next_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class NoAction:
     """A rule that is on but decided to do nothing, and why (for explain and logs)."""
 
@@ -157,6 +199,9 @@ Action = (
     | SetResponsible
     | RecordCall
     | Notify
+    | CreateTicket
+    | LogRequest
+    | AdvanceQueue
     | NoAction
 )
 

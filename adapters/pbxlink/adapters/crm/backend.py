@@ -12,11 +12,14 @@ from typing import Protocol
 
 from pbxlink.adapters.crm.actions import (
     Action,
+    AdvanceQueue,
     CreateClient,
     CreateDeal,
     CreateInquiry,
     CreateOrder,
     CreateTask,
+    CreateTicket,
+    LogRequest,
     NoAction,
     Notify,
     RecordCall,
@@ -65,6 +68,21 @@ class CrmBackend(Protocol):
 
     async def notify(self, action: Notify, subject_id: str | None, call_id: str) -> str: ...
 
+    # A7 requests
+    async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]: ...
+
+    async def deal_is_open(self, deal_id: str) -> bool: ...
+
+    async def queue_positions(self) -> tuple[tuple[str, int], ...]: ...
+
+    async def create_ticket(self, action: CreateTicket, client_id: str) -> str: ...
+
+    async def log_request(
+        self, action: LogRequest, *, client_id: str | None, deal_id: str | None, ticket_id: str | None
+    ) -> None: ...
+
+    async def advance_queue(self, queue_rule: str, next_index: int) -> None: ...
+
 
 async def gather_facts(backend: CrmBackend, e164: str | None, call_id: str) -> CrmFacts:
     """Everything the planner may ask about one call."""
@@ -76,6 +94,23 @@ async def gather_facts(backend: CrmBackend, e164: str | None, call_id: str) -> C
         next_inquiry_counter=counter,
         last_inquiry_type=last_type,
         stages_applied=await backend.stages_applied(call_id),
+    )
+
+
+async def gather_request_facts(
+    backend: CrmBackend, e164: str | None, email: str | None, deal_id: str | None
+) -> CrmFacts:
+    """The facts an A7 request is planned with: its sender's clients (by phone or e-mail)."""
+    found: dict[str, ClientFact] = {}
+    if e164 is not None:
+        found.update((c.id, c) for c in await backend.clients_by_phone(e164))
+    if email is not None:
+        found.update((c.id, c) for c in await backend.clients_by_email(email))
+    return CrmFacts(
+        clients=tuple(found.values()),
+        employees=await backend.employees(),
+        queue_positions=await backend.queue_positions(),
+        linked_deal_open=deal_id is not None and await backend.deal_is_open(deal_id),
     )
 
 
@@ -148,6 +183,18 @@ async def apply_plan(backend: CrmBackend, call_id: str, actions: tuple[Action, .
             case Notify():
                 subject = None if action.subject is None else _resolve(action.subject, action.about, applied)
                 applied.add("notification", await backend.notify(action, subject, call_id))
+            case CreateTicket():
+                client = _resolve(action.client, "client", applied)
+                applied.add("ticket", await backend.create_ticket(action, client))
+            case LogRequest():
+                await backend.log_request(
+                    action,
+                    client_id=None if action.client is None else _resolve(action.client, "client", applied),
+                    deal_id=applied.newest("deal"),
+                    ticket_id=applied.newest("ticket"),
+                )
+            case AdvanceQueue():
+                await backend.advance_queue(action.queue_rule, action.next_index)
             case NoAction():
                 pass
     return applied

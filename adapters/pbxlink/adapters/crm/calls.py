@@ -47,6 +47,15 @@ class EventType(enum.Enum):
 class MessageType(enum.Enum):
     OUTCOME = "call.outcome"
     EVENT = "call.event"
+    REQUEST = "crm.request"
+
+
+class Channel(enum.Enum):
+    """Where an A7 request came from (1C:CRM: e-mail, messengers, web requests)."""
+
+    EMAIL = "email"
+    MESSENGER = "messenger"
+    WEB = "web"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +110,27 @@ class LiveEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """An e-mail, messenger message or web request for the A7 rules."""
+
+    id: str
+    channel: Channel
+    source: str  # the mailbox / account / form it arrived at, e.g. "email:service@shop.example"
+    received_at: datetime
+    sender_name: str | None
+    sender_phone: str | None
+    sender_email: str | None
+    subject: str
+    body: str
+    deal_id: str | None  # an existing interest the request was linked to, if any
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     id: str
     type: MessageType
     node: str
-    body: CallOutcome | LiveEvent
+    body: CallOutcome | LiveEvent | InboundRequest
 
 
 class _Fields:
@@ -273,6 +298,32 @@ def parse_event(raw: object) -> LiveEvent:
     )
 
 
+def parse_request(raw: object) -> InboundRequest:
+    f = _Fields(raw, "data")
+    if f.integer("schema") != 1:
+        raise CallInputError("data.schema: only schema 1 is understood")
+    sender = _Fields(f.raw.get("from") or {}, "data.from")
+    email = sender.optional_text("email")
+    if email is not None and "@" not in email:
+        raise CallInputError(f"data.from.email: {email!r} is not an e-mail address")
+    subject = f.raw.get("subject", "")
+    body = f.raw.get("body", "")
+    if not isinstance(subject, str) or not isinstance(body, str):
+        raise CallInputError("data.subject/data.body: must be strings")
+    return InboundRequest(
+        id=f.text("id"),
+        channel=f.choice("channel", Channel),
+        source=f.text("source"),
+        received_at=f.time("received_at"),
+        sender_name=sender.optional_text("name"),
+        sender_phone=sender.optional_text("phone"),
+        sender_email=None if email is None else email.strip().lower(),
+        subject=subject,
+        body=body,
+        deal_id=f.optional_text("deal_id"),
+    )
+
+
 def parse_envelope(raw: object) -> Envelope:
     """Validate an MQTT envelope and its `data`; the id must match the body's own key."""
     f = _Fields(raw, "envelope")
@@ -281,8 +332,12 @@ def parse_envelope(raw: object) -> Envelope:
     message_type: MessageType = f.choice("type", MessageType)
     envelope_id = f.text("id")
     node = f.text("node")
-    body: CallOutcome | LiveEvent
-    if message_type is MessageType.OUTCOME:
+    body: CallOutcome | LiveEvent | InboundRequest
+    if message_type is MessageType.REQUEST:
+        body = parse_request(f.required("data"))
+        if body.id != envelope_id:
+            raise CallInputError(f"envelope.id: {envelope_id!r} differs from data.id {body.id!r}")
+    elif message_type is MessageType.OUTCOME:
         body = parse_outcome(f.required("data"))
         if body.id != envelope_id:
             raise CallInputError(f"envelope.id: {envelope_id!r} differs from data.id {body.id!r}")
@@ -319,3 +374,16 @@ def envelope_for(
         }
         topic = f"{prefix}/{node}/call/outcome"
     return topic, json.dumps(envelope, ensure_ascii=False).encode()
+
+
+def request_envelope(data: Mapping[str, Any], prefix: str = "pbxlink/v1") -> tuple[str, bytes]:
+    """(topic, payload) of an A7 request dict, as a mail/messenger/web gateway publishes it."""
+    envelope = {
+        "schema": 1,
+        "id": data["id"],
+        "type": "crm.request",
+        "node": "crm",
+        "time": data["received_at"],
+        "data": dict(data),
+    }
+    return f"{prefix}/crm/request", json.dumps(envelope, ensure_ascii=False).encode()

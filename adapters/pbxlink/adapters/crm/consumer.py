@@ -76,10 +76,10 @@ class CrmAdapter:
         self._last_prune: datetime | None = None
 
     @property
-    def topics(self) -> tuple[str, str]:
+    def topics(self) -> tuple[str, ...]:
         a = self.adapter
         base = f"$share/{a.name}/{a.topic_prefix}/{a.nodes}/call"
-        return f"{base}/outcome", f"{base}/event"
+        return f"{base}/outcome", f"{base}/event", f"$share/{a.name}/{a.topic_prefix}/crm/request"
 
     def _client(self) -> aiomqtt.Client:
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

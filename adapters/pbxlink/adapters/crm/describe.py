@@ -6,11 +6,14 @@ from zoneinfo import ZoneInfo
 
 from pbxlink.adapters.crm.actions import (
     Action,
+    AdvanceQueue,
     CreateClient,
     CreateDeal,
     CreateInquiry,
     CreateOrder,
     CreateTask,
+    CreateTicket,
+    LogRequest,
     NoAction,
     Notify,
     RecordCall,
@@ -64,6 +67,15 @@ def describe(action: Action, zone: ZoneInfo) -> str:
             what = f"record the call on {_ref(action.client, 'client')}"
         case Notify():
             what = f"notify {action.employee}: {action.about} «{action.text}»"
+        case CreateTicket():
+            what = (
+                f"create support ticket «{action.subject}» for {_ref(action.client, 'client')}, "
+                f"assignees {', '.join(action.assignees) or 'none'}"
+            )
+        case LogRequest():
+            what = f"log request {action.request_id} as {action.outcome}"
+        case AdvanceQueue():
+            what = f"queue {action.queue_rule!r}: next request goes to position {action.next_index + 1}"
         case NoAction():
             return f"- {action.rule.value}: {action.reason}"
     return f"+ {what}  [{action.rule.value}: {action.reason}]"

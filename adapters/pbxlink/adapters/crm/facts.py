@@ -25,6 +25,7 @@ class EmployeeFact:
     extension: str | None = None
     blocked: bool = False
     deleted: bool = False
+    roles: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -59,6 +60,11 @@ class CrmFacts:
     next_inquiry_counter: int = 1
     last_inquiry_type: str | None = None
     stages_applied: frozenset[Stage] = frozenset()
+    queue_positions: tuple[tuple[str, int], ...] = ()  # A7 round-robin: rule name → next index
+    linked_deal_open: bool = False  # A7: the request is linked to an interest that is still open
+
+    def queue_position(self, rule: str) -> int:
+        return next((index for name, index in self.queue_positions if name == rule), 0)
 
     def employee(self, key: str | None) -> EmployeeFact | None:
         """An employee by extension (agent ids are PJSIP endpoints) or else by id."""

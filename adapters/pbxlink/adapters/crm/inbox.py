@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from pbxlink.adapters.crm.calls import CallInputError, Envelope, parse_envelope
+from pbxlink.adapters.crm.calls import CallInputError, Envelope, MessageType, parse_envelope
 from pbxlink.adapters.crm.sqlite_crm import iso
 from pbxlink.adapters.crm.store import Store
 
@@ -68,7 +68,11 @@ def validate(topic: str, payload: bytes) -> Envelope:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CallInputError(f"not JSON: {exc}") from None
     envelope = parse_envelope(document)
-    expected = "call/outcome" if envelope.type.value == "call.outcome" else "call/event"
+    expected = {
+        MessageType.OUTCOME: "call/outcome",
+        MessageType.EVENT: "call/event",
+        MessageType.REQUEST: "crm/request",
+    }[envelope.type]
     if not topic.endswith(expected):
         raise CallInputError(f"a {envelope.type.value} message on topic {topic!r}")
     return envelope

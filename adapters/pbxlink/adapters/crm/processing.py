@@ -13,18 +13,20 @@ from datetime import UTC, datetime
 import structlog
 
 from pbxlink.adapters.crm.actions import Action
-from pbxlink.adapters.crm.backend import AppliedPlan, apply_plan, gather_facts
+from pbxlink.adapters.crm.backend import AppliedPlan, apply_plan, gather_facts, gather_request_facts
 from pbxlink.adapters.crm.calls import (
     CallInputError,
     CallOutcome,
     Direction,
     Envelope,
     EventType,
+    InboundRequest,
     LiveEvent,
 )
 from pbxlink.adapters.crm.facts import Stage
 from pbxlink.adapters.crm.inbox import Inbox, InboxMessage, validate
 from pbxlink.adapters.crm.planner import caller_identity, plan_call, plan_event
+from pbxlink.adapters.crm.request_rules import plan_request, sender_identity
 from pbxlink.adapters.crm.settings import CrmSettings
 from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
 
@@ -45,11 +47,13 @@ class Processed:
 
 def _call_id(envelope: Envelope) -> str:
     body = envelope.body
-    return body.id if isinstance(body, CallOutcome) else body.call_id
+    return body.call_id if isinstance(body, LiveEvent) else body.id
 
 
 def _stage(envelope: Envelope) -> Stage | None:
     body = envelope.body
+    if isinstance(body, InboundRequest):
+        return None
     if isinstance(body, CallOutcome):
         return Stage.OUTCOME
     if body.type is EventType.ANSWERED and body.direction is Direction.INBOUND:
@@ -77,12 +81,19 @@ class Processor:
         envelope = validate(message.topic, message.payload)
         body = envelope.body
         call_id = _call_id(envelope)
-        identity = caller_identity(body.external, body.line, self.settings)
-        facts = await gather_facts(self.crm, identity.e164, call_id)
-        if isinstance(body, LiveEvent):
-            actions = plan_event(body, facts, self.settings)
+        if isinstance(body, InboundRequest):
+            sender = sender_identity(body, self.settings)
+            facts = await gather_request_facts(
+                self.crm, sender.e164 if sender else None, body.sender_email, body.deal_id
+            )
+            actions = plan_request(body, facts, self.settings)
         else:
-            actions = plan_call(body, facts, self.settings)
+            identity = caller_identity(body.external, body.line, self.settings)
+            facts = await gather_facts(self.crm, identity.e164, call_id)
+            if isinstance(body, LiveEvent):
+                actions = plan_event(body, facts, self.settings)
+            else:
+                actions = plan_call(body, facts, self.settings)
         applied: AppliedPlan = await apply_plan(self.crm, call_id, actions)
         stage = _stage(envelope)
         if stage is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pbxlink.adapters.crm.calls import envelope_for
+from pbxlink.adapters.crm.calls import envelope_for, request_envelope
 from pbxlink.adapters.crm.facts import EmployeeFact
 
 EMPLOYEES = (
@@ -102,3 +102,24 @@ def outcome_message(data: dict[str, Any], node: str = "pbx1") -> tuple[str, byte
 def event_message(data: dict[str, Any], node: str = "pbx1") -> tuple[str, bytes]:
     """(topic, payload) of a live event as the daemon publishes it."""
     return envelope_for(data, node)
+
+
+def request(**fields: Any) -> dict[str, Any]:
+    """An A7 e-mail request, overridable field by field."""
+    base: dict[str, Any] = {
+        "schema": 1,
+        "id": "mail:<a1@shop.example>",
+        "channel": "email",
+        "source": "email:service@shop.example",
+        "received_at": "2023-10-01T09:00:00Z",
+        "from": {"name": "Ольга", "email": "Olga@Example.com", "phone": None},
+        "subject": "Сломался телефон",
+        "body": "Здравствуйте! Нужен ремонт экрана.",
+        "deal_id": None,
+    }
+    base.update(fields)
+    return base
+
+
+def request_message(data: dict[str, Any]) -> tuple[str, bytes]:
+    return request_envelope(data)

@@ -181,6 +181,52 @@ class PhoneSettings:
         return self.default_region
 
 
+class RequestAction(enum.Enum):
+    """1C:CRM «Действие»: create an interest (deal) or a support ticket, or reject."""
+
+    INTEREST = "interest"
+    SUPPORT = "support"
+    REJECT = "reject"
+
+
+class Addressing(enum.Enum):
+    """1C:CRM «Адресовать обращение»: one user, a role (several at once), or a round-robin queue."""
+
+    USER = "user"
+    ROLE = "role"
+    QUEUE = "queue"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRule:
+    """One processing rule; the first rule whose source and keywords match wins."""
+
+    name: str
+    action: RequestAction
+    sources: tuple[str, ...] = ()  # empty: every source
+    keywords: tuple[str, ...] = ()  # empty: always; else any word in the subject or body
+    reject_reason: str = ""
+    known_client_to_owner: bool = True
+    address: Addressing = Addressing.USER
+    user: str | None = None
+    role: str | None = None
+    queue: tuple[str, ...] = ()
+    deal_type: str = "Интерес"
+    deal_stage: str = "Новый"
+
+    def matches(self, source: str, text: str) -> bool:
+        if self.sources and source not in self.sources:
+            return False
+        folded = text.casefold()
+        return not self.keywords or any(word in folded for word in self.keywords)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSettings:
+    rules: tuple[RequestRule, ...] = ()
+    potential_client_name: str = "Потенциальный клиент ({contact})"
+
+
 @dataclass(frozen=True, slots=True)
 class ScreenPopSettings:
     on_ringing: bool = True
@@ -195,6 +241,7 @@ class CrmSettings:
     clients: ClientSettings = ClientSettings()
     orders: OrderSettings = OrderSettings()
     screen_pop: ScreenPopSettings = ScreenPopSettings()
+    requests: RequestSettings = RequestSettings()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -470,6 +517,53 @@ def _orders(t: _Table) -> OrderSettings:
     return result
 
 
+def _requests(t: _Table) -> RequestSettings:
+    d = RequestSettings()
+    rules: list[RequestRule] = []
+    for rt in t.tables("rules"):
+        name = rt.text("name", "")
+        if not name:
+            rt.problems.append(f"{rt.path}.name: required")
+        keywords_text = rt.text("keywords", "")
+        keywords = tuple(w.strip().casefold() for w in keywords_text.split(";") if w.strip())
+        action = rt.choice("action", RequestAction, RequestAction.INTEREST)
+        rule = RequestRule(
+            name=name,
+            action=action,
+            sources=rt.texts("sources"),
+            keywords=keywords,
+            reject_reason=rt.text("reject_reason", ""),
+            known_client_to_owner=rt.boolean("known_client_to_owner", True),
+            address=rt.choice("address", Addressing, Addressing.USER),
+            user=rt.optional_text("user"),
+            role=rt.optional_text("role"),
+            queue=rt.texts("queue"),
+            deal_type=rt.text("deal_type", "Интерес"),
+            deal_stage=rt.text("deal_stage", "Новый"),
+        )
+        if action is RequestAction.REJECT and not rule.reject_reason:
+            rt.problems.append(f"{rt.path}.reject_reason: required when action = 'reject'")
+        if action is not RequestAction.REJECT:
+            needed = {
+                Addressing.USER: ("user", rule.user),
+                Addressing.ROLE: ("role", rule.role),
+                Addressing.QUEUE: ("queue", rule.queue),
+            }[rule.address]
+            if not needed[1]:
+                rt.problems.append(f"{rt.path}.{needed[0]}: required when address = '{rule.address.value}'")
+        rules.append(rule)
+        rt.close()
+    template = t.text("potential_client_name", d.potential_client_name)
+    try:
+        template.format(contact="")
+    except (KeyError, IndexError, ValueError):
+        t.problems.append(f"{t.path}.potential_client_name: only {{contact}} may be used")
+        template = d.potential_client_name
+    result = RequestSettings(rules=tuple(rules), potential_client_name=template)
+    t.close()
+    return result
+
+
 def _region(t: _Table, key: str, value: str) -> str:
     region = value.upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
@@ -516,6 +610,7 @@ def _crm(t: _Table) -> CrmSettings:
         clients=_clients(t.table("clients")),
         orders=_orders(t.table("orders")),
         screen_pop=screen_pop,
+        requests=_requests(t.table("requests")),
     )
     t.close()
     return result

@@ -17,6 +17,8 @@ from pbxlink.adapters.crm.actions import (
     CreateInquiry,
     CreateOrder,
     CreateTask,
+    CreateTicket,
+    LogRequest,
     Notify,
     RecordCall,
 )
@@ -38,6 +40,10 @@ FROM client_phones p JOIN clients c ON c.id = p.client_id
 WHERE p.e164 = ?
 ORDER BY c.created_at, c.id
 """
+_CLIENTS_BY_EMAIL = _CLIENTS_BY_PHONE.replace(
+    "FROM client_phones p JOIN clients c ON c.id = p.client_id\nWHERE p.e164 = ?",
+    "FROM client_emails m JOIN clients c ON c.id = m.client_id\nWHERE m.email = ?",
+)
 
 
 def _open_items(text: str) -> tuple[OpenItem, ...]:
@@ -89,13 +95,22 @@ class SqliteCrm:
     async def employees(self) -> tuple[EmployeeFact, ...]:
         if self._employees is None:
             rows = await self.db.execute_fetchall(
-                "SELECT id, name, extension, blocked, deleted FROM employees ORDER BY id"
+                "SELECT id, name, extension, blocked, deleted, roles FROM employees ORDER BY id"
             )
-            self._employees = tuple(EmployeeFact(r[0], r[1], r[2], bool(r[3]), bool(r[4])) for r in rows)
+            self._employees = tuple(
+                EmployeeFact(r[0], r[1], r[2], bool(r[3]), bool(r[4]), tuple(filter(None, r[5].split(","))))
+                for r in rows
+            )
         return self._employees
 
     async def clients_by_phone(self, e164: str) -> tuple[ClientFact, ...]:
-        rows = await self.db.execute_fetchall(_CLIENTS_BY_PHONE, (e164,))
+        return await self._clients(_CLIENTS_BY_PHONE, e164)
+
+    async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:
+        return await self._clients(_CLIENTS_BY_EMAIL, email.strip().lower())
+
+    async def _clients(self, sql: str, key: str) -> tuple[ClientFact, ...]:
+        rows = await self.db.execute_fetchall(sql, (key,))
         return tuple(
             ClientFact(
                 id=str(client_id),
@@ -140,14 +155,27 @@ class SqliteCrm:
 
     async def create_client(self, action: CreateClient) -> str:
         client_id = await self._insert(
-            "INSERT INTO clients (name, created_at, creator, source_line, origin_call) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (action.name, iso(action.created_at), action.creator, action.source_line, action.origin_call),
+            "INSERT INTO clients (name, created_at, creator, source_line, origin_call, potential) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                action.name,
+                iso(action.created_at),
+                action.creator,
+                action.source_line,
+                action.origin_call,
+                int(action.potential),
+            ),
         )
-        await self.db.execute(
-            "INSERT INTO client_phones (client_id, e164, raw) VALUES (?, ?, ?)",
-            (int(client_id), action.phone_e164, action.phone_raw),
-        )
+        if action.phone_e164 is not None:
+            await self.db.execute(
+                "INSERT INTO client_phones (client_id, e164, raw) VALUES (?, ?, ?)",
+                (int(client_id), action.phone_e164, action.phone_raw),
+            )
+        if action.email is not None:
+            await self.db.execute(
+                "INSERT INTO client_emails (client_id, email) VALUES (?, ?)",
+                (int(client_id), action.email.strip().lower()),
+            )
         if action.responsible is not None:  # a new client has no responsibles to replace yet
             await self.db.execute(
                 "INSERT INTO client_responsibles (client_id, position, employee) VALUES (?, 0, ?)",
@@ -245,6 +273,59 @@ class SqliteCrm:
             "INSERT INTO notifications (employee, about, text, subject_id, call_id, reason, "
             "created_at) VALUES (?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
             (action.employee, action.about, action.text, subject_id, call_id, action.reason),
+        )
+
+    async def deal_is_open(self, deal_id: str) -> bool:
+        if not deal_id.isdigit():
+            return False
+        rows = await self.db.execute_fetchall(
+            "SELECT 1 FROM deals WHERE id = ? AND closed = 0", (int(deal_id),)
+        )
+        return bool(rows)
+
+    async def queue_positions(self) -> tuple[tuple[str, int], ...]:
+        rows = await self.db.execute_fetchall("SELECT rule, next_index FROM request_queues")
+        return tuple((str(r[0]), int(r[1])) for r in rows)
+
+    async def create_ticket(self, action: CreateTicket, client_id: str) -> str:
+        return await self._insert(
+            "INSERT INTO tickets (client_id, subject, body, assignees, request_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                int(client_id),
+                action.subject,
+                action.body,
+                ",".join(action.assignees),
+                action.request_id,
+                iso(action.created_at),
+            ),
+        )
+
+    async def log_request(
+        self, action: LogRequest, *, client_id: str | None, deal_id: str | None, ticket_id: str | None
+    ) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO requests (id, source, channel, rule, outcome, reason, client_id, "
+            "deal_id, ticket_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                action.request_id,
+                action.source,
+                action.channel,
+                action.matched_rule,
+                action.outcome,
+                action.reason,
+                None if client_id is None else int(client_id),
+                None if deal_id is None else int(deal_id),
+                None if ticket_id is None else int(ticket_id),
+                iso(action.created_at),
+            ),
+        )
+
+    async def advance_queue(self, queue_rule: str, next_index: int) -> None:
+        await self.db.execute(
+            "INSERT INTO request_queues (rule, next_index) VALUES (?, ?) "
+            "ON CONFLICT (rule) DO UPDATE SET next_index = excluded.next_index",
+            (queue_rule, next_index),
         )
 
     # ---------------------------------------------------------------- manual edits, views

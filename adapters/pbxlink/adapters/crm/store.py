@@ -197,6 +197,40 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         INSERT INTO directory_dirty VALUES (NEW.phone_e164, 1) ON CONFLICT (e164) DO UPDATE SET gen = gen + 1;
     END;
     """,
+    # 2: A7 requests (email, messengers, web forms): potential clients with e-mail addresses,
+    #    support tickets, the request log and round-robin queues.
+    """
+    ALTER TABLE clients ADD COLUMN potential INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE client_emails (
+        client_id INTEGER NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        email     TEXT NOT NULL,
+        PRIMARY KEY (client_id, email)
+    );
+    CREATE INDEX client_emails_email ON client_emails (email);
+    CREATE TABLE tickets (
+        id         INTEGER PRIMARY KEY,
+        client_id  INTEGER REFERENCES clients (id),
+        subject    TEXT NOT NULL,
+        body       TEXT NOT NULL,
+        assignees  TEXT NOT NULL,
+        closed     INTEGER NOT NULL DEFAULT 0,
+        request_id TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE requests (
+        id         TEXT PRIMARY KEY,
+        source     TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        rule       TEXT,
+        outcome    TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        client_id  INTEGER,
+        deal_id    INTEGER,
+        ticket_id  INTEGER,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE request_queues (rule TEXT PRIMARY KEY, next_index INTEGER NOT NULL);
+    """,
 )
 
 
