@@ -21,8 +21,10 @@ from structlog.testing import capture_logs
 sys.path.insert(0, str(Path(__file__).parent))
 
 from loopback_ami import LoopbackAmi, frame  # type: ignore[import-not-found]
+from panoramisk.actions import Action
 
 from pbxlink.daemon.ami.framing import Frame
+from pbxlink.daemon.ami.protocol import FramingProtocol, LinkCounters
 from pbxlink.daemon.ami.shell import (
     AmiActionTimeout,
     AmiConnectError,
@@ -366,3 +368,37 @@ async def test_snapshot_that_times_out_is_retried_and_its_partial_session_is_clo
             assert isinstance(marker, Resynced)
             assert marker.session == 2
             assert shell.stats().connect_failures == 1
+
+
+async def test_exception_while_handling_a_frame_is_counted_and_the_link_survives(
+    peer: Peer,
+) -> None:
+    """The protocol on a real socket, with a delivery callback that fails on one frame."""
+    server, settings = peer
+    delivered: list[str] = []
+    after = asyncio.Event()
+    counters = LinkCounters()
+
+    def deliver(frame: Frame, protocol: FramingProtocol) -> None:
+        if frame.event == "Poison":
+            raise KeyError("a bug in our handling")
+        delivered.append(frame.event or "")
+        if frame.event == "After":
+            after.set()
+
+    loop = asyncio.get_running_loop()
+    protocol = FramingProtocol(max_frame_bytes=4096, deliver=deliver, counters=counters)
+    await loop.create_connection(lambda: protocol, "127.0.0.1", settings.port)
+    try:
+        ping = Action({"Action": "Ping", "ActionID": "p1"})
+        async with asyncio.timeout(5):
+            await protocol.send_action(ping)  # the server has our connection now
+        # one read carrying three frames: the failing one sits in the middle
+        await server.push(frame("Event: Before") + frame("Event: Poison") + frame("Event: After"))
+        async with asyncio.timeout(5):
+            await after.wait()
+        assert delivered == ["Before", "After"]
+        assert counters.handler_errors == 1
+        assert not protocol.closed
+    finally:
+        protocol.abort("test over")

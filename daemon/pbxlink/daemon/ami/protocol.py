@@ -162,7 +162,9 @@ class FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
     # sending (replaces AMIProtocol.send, which logs the action - a Login secret - on errors)
 
     def send_action(self, action: Any) -> asyncio.Future[Any]:
+        """Write a panoramisk ``Action``; its reply frames collect in ``action.pbx_frames``."""
         action.as_list = None  # let Action detect multi-event replies itself
+        action.pbx_frames = []
         self.responses[action.id] = action
         self.transport.write(str(action).encode("utf-8"))
         future: asyncio.Future[Any] = action.future

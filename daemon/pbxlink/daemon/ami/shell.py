@@ -397,7 +397,6 @@ class AmiShell:
                 **headers,
             }
         )
-        action.pbx_frames = []
         future = protocol.send_action(action)
         try:
             async with asyncio.timeout(within):
