@@ -14,6 +14,7 @@ event name and the reason); the caller logs it and carries on with the next fram
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
@@ -86,6 +87,11 @@ class MalformedEvent(ValueError):
 TRACKED_APPS = frozenset({"voicemail"})
 
 _TRACKED_VARIABLES = {v.value: v for v in TrackedVariable}
+# as published: NAME, or _NAME / __NAME when set for inheritance
+_TRACKED_VARIABLE_BYTES = {
+    under + v.value.encode(): v for v in TrackedVariable for under in (b"", b"_", b"__")
+}
+_TRACKED_APP_BYTES = frozenset(app.encode() for app in TRACKED_APPS)
 _VARIABLE_MARK = b"\nVariable: "
 _APPLICATION_MARK = b"\nApplication: "
 _UNKNOWN = "<unknown>"
@@ -167,26 +173,22 @@ class _Fields:
         return snapshot
 
     def channel_opt(self, prefix: str = "") -> Channel | None:
-        """The snapshot under ``prefix`` (``Dest``, ``Transferee`` …), read header by header."""
-        marks = _SNAPSHOTS.get(prefix)
-        if marks is None:
-            marks = _SNAPSHOTS[prefix] = tuple(
-                b"\n" + prefix.encode() + key + b": " for key in _SNAPSHOT_KEYS
-            )
+        """The snapshot under ``prefix`` (``Dest``, ``Transferee`` …).
+
+        Asterisk writes a snapshot's headers as one block in a fixed order, so one regular
+        expression reads it; a block in another shape is read header by header instead.
+        """
+        shape = _SNAPSHOTS.get(prefix)
+        if shape is None:
+            shape = _SNAPSHOTS[prefix] = _snapshot_shape(prefix)
+        block, marks = shape
         raw = self._raw
-        values: list[str | None] = []
-        for mark in marks:
-            start = raw.find(mark)
-            if start < 0:
-                values.append(None)
-                continue
-            start += len(mark)
-            end = raw.find(b"\n", start)
-            if end < 0:
-                end = len(raw)
-            if raw[end - 1 : end] == b"\r":
-                end -= 1
-            values.append(raw[start:end].decode("utf-8", "replace"))
+        values: list[str | None]
+        match = block.search(raw)
+        if match is not None:
+            values = [v.decode("utf-8", "replace") for v in match.groups()]
+        else:
+            values = self._snapshot_by_header(marks)
         name, state_text, num, caller_name, context, exten, uniqueid, linkedid = values
         if uniqueid is None or name is None:
             return None
@@ -204,6 +206,23 @@ class _Fields:
             context=context or "",
             exten=exten or "",
         )
+
+    def _snapshot_by_header(self, marks: tuple[bytes, ...]) -> list[str | None]:
+        raw = self._raw
+        values: list[str | None] = []
+        for mark in marks:
+            start = raw.find(mark)
+            if start < 0:
+                values.append(None)
+                continue
+            start += len(mark)
+            end = raw.find(b"\n", start)
+            if end < 0:
+                end = len(raw)
+            if raw[end - 1 : end] == b"\r":
+                end -= 1
+            values.append(raw[start:end].decode("utf-8", "replace"))
+        return values
 
     def bridge(self) -> Bridge:
         return Bridge(
@@ -225,7 +244,37 @@ _SNAPSHOT_KEYS = (
     b"Uniqueid",
     b"Linkedid",
 )
-_SNAPSHOTS: dict[str, tuple[bytes, ...]] = {}
+# Every header of a snapshot block, in the order Asterisk writes them.
+_SNAPSHOT_BLOCK = (
+    b"Channel",
+    b"ChannelState",
+    b"ChannelStateDesc",
+    b"CallerIDNum",
+    b"CallerIDName",
+    b"ConnectedLineNum",
+    b"ConnectedLineName",
+    b"Language",
+    b"AccountCode",
+    b"Context",
+    b"Exten",
+    b"Priority",
+    b"Uniqueid",
+    b"Linkedid",
+)
+_SNAPSHOTS: dict[str, tuple[re.Pattern[bytes], tuple[bytes, ...]]] = {}
+
+
+def _snapshot_shape(prefix: str) -> tuple[re.Pattern[bytes], tuple[bytes, ...]]:
+    """For one prefix: the regex of the whole block (capturing the kept headers, in
+    ``_SNAPSHOT_KEYS`` order) and the per-header marks of the fallback."""
+    p = re.escape(prefix.encode())
+    kept = set(_SNAPSHOT_KEYS)
+    block = b"".join(
+        b"\n" + p + key + (b": ([^\r\n]*)\r?" if key in kept else b": [^\r\n]*\r?")
+        for key in _SNAPSHOT_BLOCK
+    )
+    marks = tuple(b"\n" + prefix.encode() + key + b": " for key in _SNAPSHOT_KEYS)
+    return re.compile(block), marks
 
 
 def _caller_text(value: str | None) -> str | None:
@@ -304,11 +353,7 @@ def _header_value(raw: bytes, mark: bytes) -> bytes | None:
 
 
 def _variable_name(raw_name: bytes) -> TrackedVariable | None:
-    name = raw_name.lstrip(b"_")  # inherited variables are published as __NAME / _NAME
-    try:
-        return _TRACKED_VARIABLES.get(name.decode("ascii"))
-    except UnicodeDecodeError:
-        return None
+    return _TRACKED_VARIABLE_BYTES.get(raw_name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,7 +692,7 @@ class AmiDecoder:
                 return None
         elif name == "Newexten":
             app = _header_value(frame.raw, _APPLICATION_MARK)
-            if app is None or app.decode("ascii", "replace").lower() not in TRACKED_APPS:
+            if app is None or app.lower() not in _TRACKED_APP_BYTES:
                 self.ignored[name] += 1
                 return None
         event = found(_Fields(name, frame))
