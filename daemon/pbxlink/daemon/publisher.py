@@ -254,7 +254,7 @@ class OutcomePublisher:
             retain=True,
             properties=_will_properties(),
         )
-        return _AckingClient(
+        client = _AckingClient(
             s.host,
             s.port,
             username=s.username or None,
@@ -268,6 +268,9 @@ class OutcomePublisher:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_inflight_messages=20,
         )
+        # A batch is published pipelined on purpose; aiomqtt would warn past 10 pending calls.
+        client.pending_calls_threshold = self._batch_size + 10
+        return client
 
     def _presence(self, state: str) -> bytes:
         body = {"schema": ENVELOPE_SCHEMA, "state": state, "node": self._node,

@@ -50,7 +50,7 @@ log = structlog.get_logger(__name__)
 EX_CANTCREAT: Final = 73  # sysexits.h: cannot create (the outbox in the state directory)
 OUTBOX_FILE: Final = "outbox.sqlite"
 DRAIN_SECONDS: Final = 10.0  # on SIGTERM, how long to keep publishing what is pending
-TICK_SECONDS: Final = 0.5  # how often settled calls are finalized while AMI is quiet
+TICK_SECONDS: Final = 0.2  # how often settled calls are finalized while AMI is quiet
 HOUSEKEEPING_SECONDS: Final = 5.0  # gauges, STATUS=, pruning
 PRUNE_EVERY: Final = 720  # housekeeping rounds between prunes (an hour)
 

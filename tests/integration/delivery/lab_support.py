@@ -31,7 +31,6 @@ from pbxlab import Call, LabInstance, Phone
 from pbxlab.sipp import PortBlock, Sipp, SippProcess
 
 PBXLINK = Path(sys.executable).with_name("pbxlink")
-LAB_OFFSET = 12  # the delivery tests' own lab Asterisk instance (ports 16200-16299)
 
 
 @dataclass

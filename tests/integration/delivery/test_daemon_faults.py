@@ -14,8 +14,6 @@ arrive exactly once after dedupe, whatever breaks in between.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,20 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lab_support import LAB_OFFSET, AmiProxy, CallLoad, DaemonProcess, new_daemon
-from mqtt_support import Mosquitto, RecordingConsumer, recording_consumer, until
-from pbxlab import AmiClient, LabInstance, running_instance, start_asterisk, stop_asterisk
+from lab_support import AmiProxy, CallLoad, DaemonProcess, new_daemon
+from mqtt_support import RecordingConsumer, recording_consumer, until
+from pbxlab import AmiClient, LabInstance
+from pbxlab.mosquitto import BrokerHandle
+from pbxlab.session import LabSession
 
 pytestmark = pytest.mark.lab
 
 
 @dataclass
 class Rig:
-    lab: LabInstance
-    broker: Mosquitto
+    session: LabSession
+    broker: BrokerHandle
     daemon: DaemonProcess
     load: CallLoad
     proxy: AmiProxy
+
+    @property
+    def lab(self) -> LabInstance:
+        return self.session.instance
 
 
 def _hang_up_everything(lab: LabInstance) -> None:
@@ -48,21 +52,18 @@ def _hang_up_everything(lab: LabInstance) -> None:
 
 
 @pytest.fixture
-def rig(lab_asterisk: LabInstance, tmp_path: Path) -> Iterator[Rig]:
-    _hang_up_everything(lab_asterisk)
-    (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker")
-    broker.start()
-    proxy = AmiProxy(lab_asterisk.ami_port)
-    daemon = new_daemon(tmp_path, lab_asterisk, broker.port, ami_port=proxy.port)
-    load = CallLoad(lab_asterisk, tmp_path / "sipp")
+def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path) -> Iterator[Rig]:
+    _hang_up_everything(asterisk_lab.instance)
+    proxy = AmiProxy(asterisk_lab.ami_port)
+    daemon = new_daemon(tmp_path, asterisk_lab.instance, mosquitto_broker.port,
+                        ami_port=proxy.port)
+    load = CallLoad(asterisk_lab.instance, tmp_path / "sipp")
     try:
-        yield Rig(lab_asterisk, broker, daemon, load, proxy)
+        yield Rig(asterisk_lab, mosquitto_broker, daemon, load, proxy)
     finally:
         load.close()
         daemon.stop()
         proxy.close()
-        broker.stop()
 
 
 @pytest.fixture
@@ -183,12 +184,10 @@ async def test_an_asterisk_crash_and_restart_ends_its_calls_with_one_outcome_eac
     await start_daemon(rig)
     caller = rig.load.place(4, rate=4, hold_ms=20000)
     await wait_calls_up(rig.lab, 4)
-    instance = running_instance(LAB_OFFSET)
-    assert instance is not None
-    os.kill(instance.pid, signal.SIGKILL)
-    await until(lambda: not instance.alive, within=10)
-    await asyncio.to_thread(stop_asterisk, LAB_OFFSET)  # clean up what the crash left
-    await asyncio.to_thread(start_asterisk, LAB_OFFSET)
+    crashed = rig.lab
+    await asyncio.to_thread(rig.session.stop_asterisk, kill=True)
+    assert not crashed.alive
+    await asyncio.to_thread(rig.session.start_asterisk)
     caller.stop()  # its calls died with Asterisk
 
     await until(lambda: len(outcomes(consumer)) >= 4, within=60)

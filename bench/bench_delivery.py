@@ -1,0 +1,280 @@
+"""Delivery benchmarks: hangup → PUBACK latency under lab load, and outbox throughput.
+
+    .venv/bin/python bench/bench_delivery.py latency  [--rate 20] [--seconds 60] [--settle 0]
+    .venv/bin/python bench/bench_delivery.py throughput [--messages 5000]
+
+``latency`` (root; the real lab): starts a lab Asterisk (instance 13), a mosquitto and
+``pbxlink run``; SIPp places internal calls 101 → 102 at ``--rate`` calls/s for ``--seconds``;
+afterwards it reads the outbox: for every outcome, hangup (the outcome's ``ended_at``, from
+Asterisk's event Timestamp) → commit (``created_at``) → PUBACK (``sent_at``). The tracker's
+``settle_seconds`` (default 2 s in production: late transfer events) is part of hangup →
+commit; ``--settle`` sets it for the run.
+
+``throughput`` (no lab): N outcome envelopes, 2 kB each, through (1) plain aiomqtt QoS 1
+publishing, awaited one by one and pipelined, with no durability; (2) the outbox: committed
+with synchronous=FULL then published and marked sent after PUBACK, once with one commit per
+outcome and once with the writer's batching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+
+import aiomqtt  # noqa: E402
+
+from pbxlink.daemon.config import MqttSettings  # noqa: E402
+from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope  # noqa: E402
+from pbxlink.daemon.metrics import DaemonMetrics  # noqa: E402
+from pbxlink.daemon.outbox import Outbox  # noqa: E402
+from pbxlink.daemon.pipeline import OutboxWriter  # noqa: E402
+from pbxlink.daemon.publisher import OutcomePublisher  # noqa: E402
+
+BENCH_OFFSET = 13
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                    + ("user root\n" if os.geteuid() == 0 else ""))
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("mosquitto did not start")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# ---------------------------------------------------------------------------------------------
+# latency under lab load
+
+
+def latency(args: argparse.Namespace) -> None:
+    from pbxlab import Call, Phone, start_asterisk, stop_asterisk  # noqa: PLC0415
+    from pbxlab.sipp import PortBlock, Sipp  # noqa: PLC0415
+
+    work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    lab = start_asterisk(BENCH_OFFSET)
+    broker, mqtt_port = start_mosquitto(work)
+    state = work / "state"
+    state.mkdir()
+    (work / "ami-secret").write_text(lab.ami_secret)
+    http_port = free_port()
+    (work / "pbxlink.toml").write_text(
+        f'[ami]\nport = {lab.ami_port}\nsecret_file = "{work / "ami-secret"}"\n'
+        f"[mqtt]\nport = {mqtt_port}\n[state]\ndirectory = \"{state}\"\n"
+        f"[http]\nport = {http_port}\n[agi]\nenabled = false\n[log]\nformat = \"json\"\n"
+        f'level = "warning"\n[tracker]\nsettle_seconds = {args.settle}\n')
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pbxlink")), "run", "-c", str(work / "pbxlink.toml")],
+        stdout=(work / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
+    sipp = Sipp(lab.sip_port, PortBlock(lab.sipp_local_base, 20, lab.sipp_media_base, 400),
+                work, trace_messages=False)
+    phone = sipp.phone("102", lab.agent_ports["102"], Phone.answers(ring_ms=200,
+                                                                    talk_ms=600_000))
+    try:
+        for _ in range(100):
+            try:
+                import urllib.request  # noqa: PLC0415
+
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz",
+                                            timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("the daemon did not become ready")
+        count = int(args.rate * args.seconds)
+        cpu0 = _cpu_seconds(daemon.pid)
+        t0 = time.monotonic()
+        caller = sipp.call(Call("102", "101", "Agent 101", hold_ms=args.hold_ms, count=count,
+                                rate=args.rate, max_concurrent=count),
+                           trace_messages=False)
+        code = caller.wait(args.seconds + 120)
+        placed_in = time.monotonic() - t0
+        db = state / "outbox.sqlite"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            conn = sqlite3.connect(db)
+            sent, pending = conn.execute(
+                "SELECT sum(status = 'sent'), sum(status = 'pending') FROM outbox"
+                " WHERE kind = 'call.outcome'").fetchone()
+            conn.close()
+            if (sent or 0) >= count and not pending:
+                break
+            time.sleep(0.5)
+        cpu = _cpu_seconds(daemon.pid) - cpu0
+        wall = time.monotonic() - t0
+        conn = sqlite3.connect(db)
+        rows = conn.execute("SELECT payload, created_at, sent_at FROM outbox"
+                            " WHERE kind = 'call.outcome' AND status = 'sent'").fetchall()
+        events = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'call.event'").fetchone()
+        conn.close()
+    finally:
+        phone.stop()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(30)
+        broker.terminate()
+        broker.wait(10)
+        stop_asterisk(BENCH_OFFSET)
+    hangup_to_commit, commit_to_puback, hangup_to_puback = [], [], []
+    for payload, created, sent in rows:
+        ended = parse_iso(json.loads(payload)["data"]["ended_at"])
+        hangup_to_commit.append(created - ended)
+        commit_to_puback.append(sent - created)
+        hangup_to_puback.append(sent - ended)
+    print(f"calls placed: {count} at {args.rate}/s over {placed_in:.1f} s (SIPp exit {code}); "
+          f"outcomes published: {len(rows)}; live events: {events[0]}")
+    print(f"daemon CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core);"
+          f" settle_seconds={args.settle}")
+    for name, values in (("hangup -> commit", hangup_to_commit),
+                         ("commit -> PUBACK", commit_to_puback),
+                         ("hangup -> PUBACK", hangup_to_puback)):
+        if values:
+            print(f"{name:18} p50 {1000 * statistics.median(values):8.1f} ms   "
+                  f"p99 {1000 * pct(values, 0.99):8.1f} ms   max {1000 * max(values):8.1f} ms")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# throughput: plain publishing vs the outbox
+
+
+def envelopes(n: int, tag: str) -> list[Envelope]:
+    now = datetime.now(UTC)
+    return [build_envelope(MessageKind.OUTCOME, {"id": f"bench:{tag}.{i}", "direction": "inbound",
+                                                 "answered": True, "padding": "x" * 2000},
+                           node="bench", now=now) for i in range(n)]
+
+
+async def plain(port: int, batch: list[Envelope], *, pipelined: bool) -> float:
+    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5,
+                              socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                              max_inflight_messages=20) as client:
+        t0 = time.perf_counter()
+        if pipelined:
+            await asyncio.gather(*(client.publish(e.topic, e.payload, qos=1) for e in batch))
+        else:
+            for e in batch:
+                await client.publish(e.topic, e.payload, qos=1)
+        return time.perf_counter() - t0
+
+
+async def through_outbox(port: int, batch: list[Envelope], work: Path, *,
+                         one_commit_each: bool) -> float:
+    path = work / f"outbox-{one_commit_each}.sqlite"
+    metrics = DaemonMetrics()
+    async with await Outbox.open(path) as outbox:
+        publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="bench",
+                                     metrics=metrics)
+        writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=publisher.wake)
+        pub_task = asyncio.create_task(publisher.run())
+        await publisher.wait_connected()
+        t0 = time.perf_counter()
+        if one_commit_each:
+            for e in batch:
+                await outbox.add([e], now=time.time(), event_ttl=300)
+                publisher.wake()
+        else:
+            writer_task = asyncio.create_task(writer.run())
+            for e in batch:  # as the tracker would: one submit per outcome, no waiting
+                writer.submit([e])
+                await asyncio.sleep(0)
+            writer.stop()
+            await writer_task
+        while metrics.published.value(kind="call.outcome") < len(batch):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - t0
+        publisher.stop()
+        await pub_task
+        return elapsed
+
+
+async def throughput(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
+    broker, port = start_mosquitto(work)
+    n = args.messages
+    try:
+        rows = [
+            ("plain QoS 1, one at a time (no durability)",
+             await plain(port, envelopes(n, "a"), pipelined=False)),
+            ("plain QoS 1, pipelined (no durability)",
+             await plain(port, envelopes(n, "b"), pipelined=True)),
+            ("outbox, one commit per outcome + publish",
+             await through_outbox(port, envelopes(n, "c"), work, one_commit_each=True)),
+            ("outbox, writer batching + publish",
+             await through_outbox(port, envelopes(n, "d"), work, one_commit_each=False)),
+        ]
+    finally:
+        broker.terminate()
+        broker.wait(10)
+    print(f"{n} outcomes of {len(envelopes(1, 'x')[0].payload)} bytes, mosquitto on loopback, "
+          f"state dir {work} ({_fs_type(work)})")
+    for name, elapsed in rows:
+        print(f"{name:45} {n / elapsed:9.0f} outcomes/s   ({elapsed:.2f} s)")
+
+
+def _fs_type(path: Path) -> str:
+    out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True,
+                         check=False)
+    return out.stdout.strip() or "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--rate", type=float, default=20.0)
+    lat.add_argument("--seconds", type=float, default=60.0)
+    lat.add_argument("--hold-ms", type=int, default=2000)
+    lat.add_argument("--settle", type=float, default=0.0)
+    thr = sub.add_parser("throughput")
+    thr.add_argument("--messages", type=int, default=5000)
+    args = parser.parse_args()
+    if args.what == "latency":
+        latency(args)
+    else:
+        asyncio.run(throughput(args))
+
+
+if __name__ == "__main__":
+    main()
