@@ -136,3 +136,14 @@ def test_caller_names_are_c_unescaped() -> None:
 def test_unescaping_undoes_c_escaping(text: str) -> None:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
     assert unescape_c(escaped) == text
+
+
+def test_a_non_ascii_caller_name_survives_reads_that_split_its_characters() -> None:
+    data = (DATA_DIR / "non_ascii_caller_name.ami").read_bytes()
+    name = "Олена Петренко ☎ Київ"
+    at = data.index(name.encode()) + 3  # inside the second Cyrillic letter's two bytes
+    framer = AmiFramer()
+    decoder = AmiDecoder()
+    events = [decoder.decode(f) for chunk in (data[:at], data[at:]) for f in framer.feed(chunk)]
+    first = next(e for e in events if isinstance(e, Newchannel))
+    assert first.channel.caller_name == name
