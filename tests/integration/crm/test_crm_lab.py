@@ -92,8 +92,24 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+TRANSFER_RULES = """
+[crm.clients]
+update_responsible_on_transfer = true
+[crm.clients.answered]
+create = "client"
+[crm.clients.missed]
+create = "client"
+"""
+
+
 @pytest.fixture
-def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path) -> Iterator[Rig]:
+def rig(
+    request: pytest.FixtureRequest,
+    asterisk_lab: LabSession,
+    mosquitto_broker: BrokerHandle,
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    rules: str = getattr(request, "param", RULES)
     (tmp_path / "state").mkdir()
     secret = tmp_path / "ami.secret"
     secret.write_text(asterisk_lab.ami_secret)
@@ -111,7 +127,7 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     database = tmp_path / "crm.sqlite3"
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[adapter]\nbroker_port = {mosquitto_broker.port}\ndatabase = "{database}"\n' + RULES
+        f'[adapter]\nbroker_port = {mosquitto_broker.port}\ndatabase = "{database}"\n' + rules
     )
     crm = ["crm", "--config", str(adapter_config)]
     for employee, name, extension in (
@@ -196,3 +212,39 @@ def test_real_calls_become_crm_work_through_daemon_broker_and_adapter(rig: Rig) 
     assert sorted(o["direction"] for o in outcomes) == ["inbound", "inbound", "internal"]
     assert query(rig.database, "SELECT count(*) FROM clients") == [(1,)]
     assert query(rig.database, "SELECT count(*) FROM inbox WHERE state = 'dead'") == [(0,)]
+
+
+def _client_of(rig: Rig, e164: str) -> list[tuple[Any, ...]]:
+    return query(
+        rig.database,
+        "SELECT c.name, coalesce(r.employee, '') FROM clients c "
+        "JOIN client_phones p ON p.client_id = c.id "
+        "LEFT JOIN client_responsibles r ON r.client_id = c.id "
+        f"WHERE p.e164 = '{e164}'",
+    )
+
+
+@pytest.mark.parametrize("rig", [TRANSFER_RULES], indirect=True)
+def test_megaplan_responsibles_on_real_transfers_ivr_and_group_misses(rig: Rig) -> None:
+    logs = [rig.daemon_log, rig.adapter_log]
+    rig.lab.run("blind_transfer_refer")  # +380501110009: 101 answers, blind transfer to 102
+    rig.lab.run("ivr_hangup")  # +380501110007 hangs up in the IVR menu
+    rig.lab.run("queue_abandoned")  # 380501110003: queue support rings 101-103, nobody answers
+    wait_until(lambda: _done(rig, 3), 90, "three outcomes applied", logs)
+
+    # Update responsible on transfers: the manager who handled the call last owns the client.
+    [(name, responsible)] = _client_of(rig, "+380501110009")
+    assert name.endswith(", входящий вызов)")
+    assert responsible == "boris"
+    # Missed in the IVR with no IVR responsible configured: no client.
+    assert _client_of(rig, "+380501110007") == []
+    # Missed in a group with no group responsible configured: the first employee rung.
+    outcomes = {
+        json.loads(p)["data"]["external"]["e164"]: json.loads(p)["data"]
+        for (p,) in query(rig.database, "SELECT payload FROM inbox WHERE id NOT LIKE '%:%:%'")
+    }
+    group_miss = outcomes["+380501110003"]
+    assert group_miss["missed_at"] == "queue"
+    first_rung = {"101": "anna", "102": "boris", "103": "vera"}[group_miss["rang"][0]]
+    [(_, responsible)] = _client_of(rig, "+380501110003")
+    assert responsible == first_rung
