@@ -1,5 +1,12 @@
-"""Record real AMI transcripts of the two resync cases against a lab Asterisk.
+"""Record real AMI transcripts of the tracker's extra cases against a lab Asterisk.
 
+These complement the lab's own scenario recordings (tests/lab/pbxlab/scenarios.py) with what
+the tracker needs beyond them:
+
+* ``queue_local_member_answered``: queue ``sales`` with its members paused and a dynamic member
+  added (AMI QueuePause / QueueAdd): an optimizable Local channel ``Local/102@from-agents``; the caller chooses 1 in
+  the IVR, the Local member's ``;2`` half dials 102, who answers; Asterisk optimizes the Local
+  pair away mid-call. The members are restored afterwards.
 * ``resync_call_up_at_connect``: the AMI session starts while a call is already bridged;
   right after login it lists the live channels (``CoreShowChannels``), as pbxlink's shell does
   after every (re)login, then records until the call has ended.
@@ -7,8 +14,8 @@
   is bridged; the call ends while no session is up; a second session logs in and lists the
   (now no) channels. The transcript is both sessions' bytes, one after the other.
 
-Run by the lab test in this folder, and by hand to refresh tests/data/ami:
-``.venv/bin/python tests/integration/calls/resync_recording.py [OFFSET]`` (as root).
+Run by hand (as root) to refresh tests/data/ami:
+``PYTHONPATH=tests/lab .venv/bin/python tests/integration/calls/tracker_recordings.py [OFFSET] [DIR]``
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pbxlab.route_stub import StubRoute
 from pbxlab.sipp import Call, Phone
 
 DID = "4930100200"
+IVR_DID = "4930100300"
 TO_101 = StubRoute("PJSIP/101", "owner", "101")
 
 
@@ -160,15 +168,57 @@ def record_call_ended_while_down(driver: LabDriver, workdir: Path, out: Path) ->
     )
 
 
+def record_queue_local_member_answered(
+    driver: LabDriver, workdir: Path, out: Path
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ami = driver.ami
+    for member in ("PJSIP/102", "PJSIP/103"):  # static members: paused, not removed
+        ami.checked("QueuePause", Queue="sales", Interface=member, Paused="true")
+    ami.checked("QueueAdd", Queue="sales", Interface="Local/102@from-agents", MemberName="Agent 102")
+    ctx = ScenarioContext(driver, workdir)
+    caller = "+380501110023"
+    try:
+        session = RawAmiSession(driver.instance)
+        session.list_channels()
+        ctx.phones(a102=Phone.answers(ring_ms=1000, talk_ms=60000))
+        ctx.call(Call(IVR_DID, caller, "Local Member", hold_ms=4000, dtmf="1", dtmf_delay_ms=700))
+        ctx.finish_calls()
+        driver.ami.wait_idle(timeout=20)
+        time.sleep(0.5)
+        out.write_bytes(session.cut())
+    finally:
+        ctx.close()
+        ami.checked("QueueRemove", Queue="sales", Interface="Local/102@from-agents")
+        for member in ("PJSIP/102", "PJSIP/103"):
+            ami.checked("QueuePause", Queue="sales", Interface=member, Paused="false")
+    return _truth(
+        "queue_local_member_answered",
+        [{
+            "direction": "inbound", "answered": True, "missed_at": None,
+            "external": {"raw": caller}, "line": IVR_DID, "initiator": None,
+            "first_answered_by": "102", "last_handled_by": "102", "handlers": ["102"],
+            "rang": ["102"], "transfers": [], "queue": "sales", "hangup_by": "external",
+            "routing": None,
+        }],
+        {"note": "sales members replaced by Local/102@from-agents (optimizable) for this call"},
+    )
+
+
 RECORDERS = {
+    "queue_local_member_answered": record_queue_local_member_answered,
     "resync_call_up_at_connect": record_call_up_at_connect,
     "resync_call_ended_while_down": record_call_ended_while_down,
 }
 
 
-def record_all(driver: LabDriver, workdir: Path, out_dir: Path) -> list[Path]:
+def record_all(
+    driver: LabDriver, workdir: Path, out_dir: Path, only: list[str] | None = None
+) -> list[Path]:
     written = []
     for name, record in RECORDERS.items():
+        if only and name not in only:
+            continue
         path = out_dir / f"{name}.ami"
         truth = record(driver, workdir / name, path)
         (out_dir / f"{name}.truth.json").write_text(
@@ -189,7 +239,8 @@ if __name__ == "__main__":
     instance = start_asterisk(offset)
     try:
         with LabDriver(instance) as lab_driver:
-            for written_path in record_all(lab_driver, Path("/tmp") / f"resync-{offset}", out_dir):
+            workdir = Path("/tmp") / f"tracker-recordings-{offset}"
+            for written_path in record_all(lab_driver, workdir, out_dir, sys.argv[3:] or None):
                 print(written_path)
     finally:
         stop_asterisk(offset)
