@@ -15,7 +15,7 @@ from pbxlink.adapters.crm.directory import (
     dirty_numbers,
     mark_all_dirty,
 )
-from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
+from pbxlink.adapters.crm.sqlite_crm import ImportedClient, SqliteCrm
 from pbxlink.adapters.crm.store import Store, open_store
 from pbxlink.routing.directory import parse_directory_message
 
@@ -101,3 +101,22 @@ async def test_republish_marks_every_number(crm: SqliteCrm) -> None:
     await publish_all(crm.store)
     await mark_all_dirty(crm.store)
     assert [n for n, _ in await dirty_numbers(crm.store)] == [NUMBER]
+
+
+async def test_a_bulk_import_marks_each_number_once_and_keeps_the_triggers(crm: SqliteCrm) -> None:
+    await publish_all(crm.store)
+    async with crm.store.transaction():
+        first = await crm.bulk_import(
+            [
+                ImportedClient("Ольга", NOW, (("+380671110001", "0671110001"),), ("anna",)),
+                ImportedClient("Пётр", NOW, (("+380671110002", "0671110002"),)),
+            ]
+        )
+    assert first == 2
+    assert [n for n, _ in await dirty_numbers(crm.store)] == ["+380671110001", "+380671110002"]
+    await publish_all(crm.store)
+    async with crm.store.transaction():
+        await crm.add_client("Иван 2", ("0501112233",), region="UA", created_at=NOW)
+    assert [n for n, _ in await dirty_numbers(crm.store)] == ["+380501112233"]
+    found = await crm.clients_by_phone("+380671110001")
+    assert [(c.name, c.responsibles) for c in found] == [("Ольга", ("anna",))]
