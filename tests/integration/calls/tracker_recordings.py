@@ -4,9 +4,12 @@ These complement the lab's own scenario recordings (tests/lab/pbxlab/scenarios.p
 the tracker needs beyond them:
 
 * ``queue_local_member_answered``: queue ``sales`` with its members paused and a dynamic member
-  added (AMI QueuePause / QueueAdd): an optimizable Local channel ``Local/102@from-agents``; the caller chooses 1 in
+  added (AMI QueuePause / QueueAdd): an optimizable Local channel ``Local/102@from-agents``;
+  the caller chooses 1 in
   the IVR, the Local member's ``;2`` half dials 102, who answers; Asterisk optimizes the Local
   pair away mid-call. The members are restored afterwards.
+* ``click_to_call_agent_no_answer``: an AMI Originate rings agent 101 first, who never
+  answers; the customer's number is never dialed.
 * ``resync_call_up_at_connect``: the AMI session starts while a call is already bridged;
   right after login it lists the live channels (``CoreShowChannels``), as pbxlink's shell does
   after every (re)login, then records until the call has ended.
@@ -205,7 +208,42 @@ def record_queue_local_member_answered(
     )
 
 
+def record_click_to_call_agent_no_answer(
+    driver: LabDriver, workdir: Path, out: Path
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = ScenarioContext(driver, workdir)
+    customer = "0671234569"
+    try:
+        session = RawAmiSession(driver.instance)
+        session.list_channels()
+        ctx.phones(a101=Phone.never_answers())
+        driver.ami.originate(
+            "PJSIP/101", context="from-agents", exten=customer,
+            caller_id='"Agent 101" <101>', timeout_ms=4000,
+        )
+        session.wait_for(b"Event: OriginateResponse", timeout=20)
+        driver.ami.wait_idle(timeout=20)
+        time.sleep(0.5)
+        out.write_bytes(session.cut())
+    finally:
+        ctx.close()
+    return _truth(
+        "click_to_call_agent_no_answer",
+        [{
+            "direction": "outbound", "answered": False, "missed_at": "agent",
+            "external": {"raw": customer}, "line": None, "initiator": "101",
+            "first_answered_by": None, "last_handled_by": None, "handlers": [],
+            "rang": [], "transfers": [], "queue": None, "hangup_by": "system",
+            "routing": None,
+        }],
+        {"note": "AMI Originate to PJSIP/101 (never answers, 4 s timeout): the customer "
+                 "is never dialed"},
+    )
+
+
 RECORDERS = {
+    "click_to_call_agent_no_answer": record_click_to_call_agent_no_answer,
     "queue_local_member_answered": record_queue_local_member_answered,
     "resync_call_up_at_connect": record_call_up_at_connect,
     "resync_call_ended_while_down": record_call_ended_while_down,

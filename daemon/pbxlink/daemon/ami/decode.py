@@ -569,7 +569,7 @@ def _originateresponse(f: _Fields) -> AmiEvent:
         channel=f.text("Channel"),
         context=f.text("Context"),
         exten=f.text("Exten"),
-        uniqueid=f.opt("Uniqueid") or None,
+        uniqueid=_caller_text(f.opt("Uniqueid")),  # "<unknown>" when the originate failed
         reason=f.integer("Reason"),
     )
 

@@ -898,6 +898,19 @@ class CallTracker:
     def _on_originate_response(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, OriginateResponse)
         chan = None if event.uniqueid is None else self._chans.get(event.uniqueid)
+        if chan is None and event.channel:
+            # A failed Originate reports no Uniqueid: take the newest live channel of that
+            # dial string ("PJSIP/101" → "PJSIP/101-0000002a") that an Originate rang.
+            prefix = event.channel + "-"
+            rung = [
+                c
+                for c in self._chans.values()
+                if c.alive
+                and c.name.startswith(prefix)
+                and c.call.originated_agent is not None
+                and c.call.originate_exten is None
+            ]
+            chan = max(rung, key=lambda c: c.order) if rung else None
         if chan is not None and event.exten:
             chan.call.originate_exten = event.exten
 
@@ -976,10 +989,12 @@ class CallTracker:
         has_external = any(c.party.kind is PartyKind.EXTERNAL for c in call.channels.values())
         if has_external:
             return Direction.OUTBOUND
-        exten = call.originate_exten
-        if exten and not self._classifier.is_agent_endpoint(exten):
-            # click-to-call whose agent leg never answered: the customer was never dialed
-            return Direction.OUTBOUND
+        if call.originated_agent is not None:
+            # A click-to-call whose agent leg never answered: the customer was never dialed.
+            # Outbound, unless the Originate targeted another agent's extension.
+            exten = call.originate_exten
+            if exten is None or not self._classifier.is_agent_endpoint(exten):
+                return Direction.OUTBOUND
         return Direction.INTERNAL
 
     def _external(self, call: _Call, direction: Direction) -> ExternalParty | None:
@@ -1147,9 +1162,9 @@ class CallTracker:
             direction = self._direction(call)
             if direction is None:
                 return
-            if call.originated_agent is not None and direction is Direction.INTERNAL:
-                direction = Direction.OUTBOUND  # click-to-call before the customer leg exists
             external = self._external(call, direction)
+            if external is not None and not external.raw and direction is Direction.OUTBOUND:
+                external = None  # a click-to-call's customer number is not known yet
             line = self._line(call, direction)
         call.seq += 1
         out.append(
