@@ -8,6 +8,8 @@ the tracker needs beyond them:
   the caller chooses 1 in
   the IVR, the Local member's ``;2`` half dials 102, who answers; Asterisk optimizes the Local
   pair away mid-call. The members are restored afterwards.
+* ``inbound_answered_recorded``: like the lab's inbound_answered, plus an AMI ``MixMonitor``
+  on 101's channel once it is bridged (the recording's file name must reach the outcome).
 * ``click_to_call_agent_no_answer``: an AMI Originate rings agent 101 first, who never
   answers; the customer's number is never dialed.
 * ``resync_call_up_at_connect``: the AMI session starts while a call is already bridged;
@@ -242,7 +244,43 @@ def record_click_to_call_agent_no_answer(
     )
 
 
+def record_inbound_answered_recorded(
+    driver: LabDriver, workdir: Path, out: Path
+) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ctx = ScenarioContext(driver, workdir)
+    caller = "+380501110024"
+    recording = "/tmp/pbxlink-tracker-recorded.wav"
+    try:
+        session = RawAmiSession(driver.instance)
+        session.list_channels()
+        ctx.route_stub(TO_101)
+        ctx.phones(a101=Phone.answers(ring_ms=500, talk_ms=60000))
+        ctx.call(Call(DID, caller, "Recorded Call", hold_ms=3000))
+        agent_channel = ctx.wait_bridged("101")
+        driver.ami.checked("MixMonitor", Channel=agent_channel, File=recording)
+        ctx.finish_calls()
+        driver.ami.wait_idle(timeout=20)
+        time.sleep(0.5)
+        out.write_bytes(session.cut())
+    finally:
+        ctx.close()
+    return _truth(
+        "inbound_answered_recorded",
+        [{
+            "direction": "inbound", "answered": True, "missed_at": None,
+            "external": {"raw": caller}, "line": DID, "initiator": None,
+            "first_answered_by": "101", "last_handled_by": "101", "handlers": ["101"],
+            "rang": ["101"], "transfers": [], "queue": None, "hangup_by": "external",
+            "routing": {"target": TO_101.target, "reason": TO_101.reason, "owner": TO_101.owner},
+            "recordings": [recording],
+        }],
+        {"note": "AMI MixMonitor started on 101's channel once bridged"},
+    )
+
+
 RECORDERS = {
+    "inbound_answered_recorded": record_inbound_answered_recorded,
     "click_to_call_agent_no_answer": record_click_to_call_agent_no_answer,
     "queue_local_member_answered": record_queue_local_member_answered,
     "resync_call_up_at_connect": record_call_up_at_connect,

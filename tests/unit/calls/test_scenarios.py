@@ -60,6 +60,7 @@ def _truth_view(outcome: dict[str, Any]) -> dict[str, Any]:
         "queue": outcome["queue"],
         "hangup_by": outcome["hangup_by"],
         "reconstructed": outcome["reconstructed"],
+        "recordings": outcome["recordings"],
         "routing": None
         if routing is None
         else {
@@ -88,6 +89,7 @@ def _truth_expectation(call: dict[str, Any]) -> dict[str, Any]:
         "queue": call["queue"],
         "hangup_by": call["hangup_by"],
         "reconstructed": call.get("reconstructed", False),
+        "recordings": call.get("recordings", []),
         "routing": None
         if routing is None
         else {
