@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_delivery.py latency  [--rate 20] [--seconds 60] [--settle 0]
     .venv/bin/python bench/bench_delivery.py throughput [--messages 5000]
 
-``latency`` (root; the real lab): starts a lab Asterisk (instance 13), a mosquitto and
+``latency`` (root; the real lab): starts a lab Asterisk (a free instance), a mosquitto and
 ``pbxlink run``; SIPp places internal calls 101 → 102 at ``--rate`` calls/s for ``--seconds``;
 afterwards it reads the outbox: for every outcome, hangup (the outcome's ``ended_at``, from
 Asterisk's event Timestamp) → commit (``created_at``) → PUBACK (``sent_at``). The tracker's
@@ -45,8 +45,6 @@ from pbxlink.daemon.outbox import Outbox  # noqa: E402
 from pbxlink.daemon.pipeline import OutboxWriter  # noqa: E402
 from pbxlink.daemon.publisher import OutcomePublisher  # noqa: E402
 
-BENCH_OFFSET = 13
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -57,10 +55,13 @@ def free_port() -> int:
 def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                    + ("user root\n" if os.geteuid() == 0 else ""))
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    proc = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -84,11 +85,13 @@ def parse_iso(text: str) -> float:
 
 
 def latency(args: argparse.Namespace) -> None:
-    from pbxlab import Call, Phone, start_asterisk, stop_asterisk  # noqa: PLC0415
+    from pbxlab import Call, Phone  # noqa: PLC0415
+    from pbxlab.session import LabSession  # noqa: PLC0415
     from pbxlab.sipp import PortBlock, Sipp  # noqa: PLC0415
 
     work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    lab = start_asterisk(BENCH_OFFSET)
+    session = LabSession.open(None, workdir=work / "lab")  # claims a free instance offset
+    lab = session.instance
     broker, mqtt_port = start_mosquitto(work)
     state = work / "state"
     state.mkdir()
@@ -96,23 +99,25 @@ def latency(args: argparse.Namespace) -> None:
     http_port = free_port()
     (work / "pbxlink.toml").write_text(
         f'[ami]\nport = {lab.ami_port}\nsecret_file = "{work / "ami-secret"}"\n'
-        f"[mqtt]\nport = {mqtt_port}\n[state]\ndirectory = \"{state}\"\n"
-        f"[http]\nport = {http_port}\n[agi]\nenabled = false\n[log]\nformat = \"json\"\n"
-        f'level = "warning"\n[tracker]\nsettle_seconds = {args.settle}\n')
+        f'[mqtt]\nport = {mqtt_port}\n[state]\ndirectory = "{state}"\n'
+        f'[http]\nport = {http_port}\n[agi]\nenabled = false\n[log]\nformat = "json"\n'
+        f'level = "warning"\n[tracker]\nsettle_seconds = {args.settle}\n'
+    )
     daemon = subprocess.Popen(
         [str(Path(sys.executable).with_name("pbxlink")), "run", "-c", str(work / "pbxlink.toml")],
-        stdout=(work / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
-    sipp = Sipp(lab.sip_port, PortBlock(lab.sipp_local_base, 20, lab.sipp_media_base, 400),
-                work, trace_messages=False)
-    phone = sipp.phone("102", lab.agent_ports["102"], Phone.answers(ring_ms=200,
-                                                                    talk_ms=600_000))
+        stdout=(work / "daemon.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    sipp = Sipp(
+        lab.sip_port, PortBlock(lab.sipp_local_base, 20, lab.sipp_media_base, 400), work, trace_messages=False
+    )
+    phone = sipp.phone("102", lab.agent_ports["102"], Phone.answers(ring_ms=200, talk_ms=600_000))
     try:
         for _ in range(100):
             try:
                 import urllib.request  # noqa: PLC0415
 
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz",
-                                            timeout=1) as resp:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1) as resp:
                     if resp.status == 200:
                         break
             except OSError:
@@ -122,9 +127,18 @@ def latency(args: argparse.Namespace) -> None:
         count = int(args.rate * args.seconds)
         cpu0 = _cpu_seconds(daemon.pid)
         t0 = time.monotonic()
-        caller = sipp.call(Call("102", "101", "Agent 101", hold_ms=args.hold_ms, count=count,
-                                rate=args.rate, max_concurrent=count),
-                           trace_messages=False)
+        caller = sipp.call(
+            Call(
+                "102",
+                "101",
+                "Agent 101",
+                hold_ms=args.hold_ms,
+                count=count,
+                rate=args.rate,
+                max_concurrent=count,
+            ),
+            trace_messages=False,
+        )
         code = caller.wait(args.seconds + 120)
         placed_in = time.monotonic() - t0
         db = state / "outbox.sqlite"
@@ -132,8 +146,8 @@ def latency(args: argparse.Namespace) -> None:
         while time.monotonic() < deadline:
             conn = sqlite3.connect(db)
             sent, pending = conn.execute(
-                "SELECT sum(status = 'sent'), sum(status = 'pending') FROM outbox"
-                " WHERE kind = 'call.outcome'").fetchone()
+                "SELECT sum(status = 'sent'), sum(status = 'pending') FROM outbox WHERE kind = 'call.outcome'"
+            ).fetchone()
             conn.close()
             if (sent or 0) >= count and not pending:
                 break
@@ -141,8 +155,9 @@ def latency(args: argparse.Namespace) -> None:
         cpu = _cpu_seconds(daemon.pid) - cpu0
         wall = time.monotonic() - t0
         conn = sqlite3.connect(db)
-        rows = conn.execute("SELECT payload, created_at, sent_at FROM outbox"
-                            " WHERE kind = 'call.outcome' AND status = 'sent'").fetchall()
+        rows = conn.execute(
+            "SELECT payload, created_at, sent_at FROM outbox WHERE kind = 'call.outcome' AND status = 'sent'"
+        ).fetchall()
         events = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'call.event'").fetchone()
         conn.close()
     finally:
@@ -151,23 +166,31 @@ def latency(args: argparse.Namespace) -> None:
         daemon.wait(30)
         broker.terminate()
         broker.wait(10)
-        stop_asterisk(BENCH_OFFSET)
+        session.close()
     hangup_to_commit, commit_to_puback, hangup_to_puback = [], [], []
     for payload, created, sent in rows:
         ended = parse_iso(json.loads(payload)["data"]["ended_at"])
         hangup_to_commit.append(created - ended)
         commit_to_puback.append(sent - created)
         hangup_to_puback.append(sent - ended)
-    print(f"calls placed: {count} at {args.rate}/s over {placed_in:.1f} s (SIPp exit {code}); "
-          f"outcomes published: {len(rows)}; live events: {events[0]}")
-    print(f"daemon CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core);"
-          f" settle_seconds={args.settle}")
-    for name, values in (("hangup -> commit", hangup_to_commit),
-                         ("commit -> PUBACK", commit_to_puback),
-                         ("hangup -> PUBACK", hangup_to_puback)):
+    print(
+        f"calls placed: {count} at {args.rate}/s over {placed_in:.1f} s (SIPp exit {code}); "
+        f"outcomes published: {len(rows)}; live events: {events[0]}"
+    )
+    print(
+        f"daemon CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core);"
+        f" settle_seconds={args.settle}"
+    )
+    for name, values in (
+        ("hangup -> commit", hangup_to_commit),
+        ("commit -> PUBACK", commit_to_puback),
+        ("hangup -> PUBACK", hangup_to_puback),
+    ):
         if values:
-            print(f"{name:18} p50 {1000 * statistics.median(values):8.1f} ms   "
-                  f"p99 {1000 * pct(values, 0.99):8.1f} ms   max {1000 * max(values):8.1f} ms")
+            print(
+                f"{name:18} p50 {1000 * statistics.median(values):8.1f} ms   "
+                f"p99 {1000 * pct(values, 0.99):8.1f} ms   max {1000 * max(values):8.1f} ms"
+            )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -181,15 +204,25 @@ def _cpu_seconds(pid: int) -> float:
 
 def envelopes(n: int, tag: str) -> list[Envelope]:
     now = datetime.now(UTC)
-    return [build_envelope(MessageKind.OUTCOME, {"id": f"bench:{tag}.{i}", "direction": "inbound",
-                                                 "answered": True, "padding": "x" * 2000},
-                           node="bench", now=now) for i in range(n)]
+    return [
+        build_envelope(
+            MessageKind.OUTCOME,
+            {"id": f"bench:{tag}.{i}", "direction": "inbound", "answered": True, "padding": "x" * 2000},
+            node="bench",
+            now=now,
+        )
+        for i in range(n)
+    ]
 
 
 async def plain(port: int, batch: list[Envelope], *, pipelined: bool) -> float:
-    async with aiomqtt.Client("127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5,
-                              socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                              max_inflight_messages=20) as client:
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        max_inflight_messages=20,
+    ) as client:
         t0 = time.perf_counter()
         if pipelined:
             await asyncio.gather(*(client.publish(e.topic, e.payload, qos=1) for e in batch))
@@ -199,13 +232,11 @@ async def plain(port: int, batch: list[Envelope], *, pipelined: bool) -> float:
         return time.perf_counter() - t0
 
 
-async def through_outbox(port: int, batch: list[Envelope], work: Path, *,
-                         one_commit_each: bool) -> float:
+async def through_outbox(port: int, batch: list[Envelope], work: Path, *, one_commit_each: bool) -> float:
     path = work / f"outbox-{one_commit_each}.sqlite"
     metrics = DaemonMetrics()
     async with await Outbox.open(path) as outbox:
-        publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="bench",
-                                     metrics=metrics)
+        publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="bench", metrics=metrics)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=publisher.wake)
         pub_task = asyncio.create_task(publisher.run())
         await publisher.wait_connected()
@@ -235,27 +266,33 @@ async def throughput(args: argparse.Namespace) -> None:
     n = args.messages
     try:
         rows = [
-            ("plain QoS 1, one at a time (no durability)",
-             await plain(port, envelopes(n, "a"), pipelined=False)),
-            ("plain QoS 1, pipelined (no durability)",
-             await plain(port, envelopes(n, "b"), pipelined=True)),
-            ("outbox, one commit per outcome + publish",
-             await through_outbox(port, envelopes(n, "c"), work, one_commit_each=True)),
-            ("outbox, writer batching + publish",
-             await through_outbox(port, envelopes(n, "d"), work, one_commit_each=False)),
+            (
+                "plain QoS 1, one at a time (no durability)",
+                await plain(port, envelopes(n, "a"), pipelined=False),
+            ),
+            ("plain QoS 1, pipelined (no durability)", await plain(port, envelopes(n, "b"), pipelined=True)),
+            (
+                "outbox, one commit per outcome + publish",
+                await through_outbox(port, envelopes(n, "c"), work, one_commit_each=True),
+            ),
+            (
+                "outbox, writer batching + publish",
+                await through_outbox(port, envelopes(n, "d"), work, one_commit_each=False),
+            ),
         ]
     finally:
         broker.terminate()
         broker.wait(10)
-    print(f"{n} outcomes of {len(envelopes(1, 'x')[0].payload)} bytes, mosquitto on loopback, "
-          f"state dir {work} ({_fs_type(work)})")
+    print(
+        f"{n} outcomes of {len(envelopes(1, 'x')[0].payload)} bytes, mosquitto on loopback, "
+        f"state dir {work} ({_fs_type(work)})"
+    )
     for name, elapsed in rows:
         print(f"{name:45} {n / elapsed:9.0f} outcomes/s   ({elapsed:.2f} s)")
 
 
 def _fs_type(path: Path) -> str:
-    out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=False)
     return out.stdout.strip() or "?"
 
 
