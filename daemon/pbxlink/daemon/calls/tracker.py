@@ -310,6 +310,7 @@ class CallTracker:
         self._finished: OrderedDict[str, float] = OrderedDict()  # uniqueid → finalized at
         self._snapshot: list[CoreShowChannel] = []
         self._clock = 0.0
+        self._active = 0
         self.stats: Counter[str] = Counter()
         self._handlers: dict[type, Callable[[AmiEvent, float, list[TrackerOutput]], None]] = {
             Newchannel: self._on_channel,
@@ -343,7 +344,8 @@ class CallTracker:
 
     @property
     def active_calls(self) -> int:
-        return len({id(call) for call in self._calls.values()})
+        """Calls being tracked (live, or ended and settling)."""
+        return self._active
 
     @property
     def tracked_channels(self) -> int:
@@ -464,6 +466,7 @@ class CallTracker:
             call = _Call(snap.linkedid)
             call.start_inferred = not fresh
             self._calls[snap.linkedid] = call
+            self._active += 1
         elif call.deadline is not None:
             call.deadline = None  # a new channel revives a call that was settling
         party = self._party(snap.name)
@@ -504,6 +507,7 @@ class CallTracker:
             return a
         keep, gone = (a, b) if uniqueid_order(a.key) <= uniqueid_order(b.key) else (b, a)
         self.stats["merge"] += 1
+        self._active -= 1
         for chan in gone.channels.values():
             chan.call = keep
             keep.channels[chan.uniqueid] = chan
@@ -951,6 +955,7 @@ class CallTracker:
             self._remember_finished(uniqueid, self._clock)
         call.channels = {}
         call.deadline = None
+        self._active -= 1
         if outcome is None:
             self.stats["call_without_parties"] += 1
             return
