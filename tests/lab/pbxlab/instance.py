@@ -6,13 +6,14 @@ reads the instance.json that asterisk-start.sh writes and returns it typed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 LAB_DIR = Path(__file__).resolve().parent.parent
 STATE_ROOT = Path("/run/pbxlab")
@@ -157,6 +158,52 @@ def _run_script(name: str, offset: int, extra_env: dict[str, str] | None, timeou
     return proc.stdout
 
 
+# Offsets this process uses: an exclusive flock on /run/pbxlab/offset-<N>.lock, held from
+# start_asterisk() to stop_asterisk() (or process exit), so two test sessions never share an
+# instance and tear it down under each other.  The shell scripts do not take it.
+_held: dict[int, IO[bytes]] = {}
+LOCK_WAIT_S = float(os.environ.get("PBXLAB_LOCK_WAIT", "600"))
+
+
+def try_hold_offset(offset: int) -> bool:
+    """Take instance `offset` for this process if no other process has it."""
+    if offset in _held:
+        return True
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    lock = (STATE_ROOT / f"offset-{offset}.lock").open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return False
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n".encode())
+    lock.flush()
+    _held[offset] = lock
+    return True
+
+
+def hold_offset(offset: int, wait: float = LOCK_WAIT_S) -> None:
+    """Take instance `offset`, waiting up to `wait` s for another process to let it go."""
+    deadline = time.monotonic() + wait
+    while not try_hold_offset(offset):
+        if time.monotonic() >= deadline:
+            try:
+                owner = (STATE_ROOT / f"offset-{offset}.lock").read_text().strip()
+            except OSError:
+                owner = "?"
+            raise LabError(
+                f"lab instance {offset} is in use by another process (pid {owner}); waited {wait:.0f} s"
+            )
+        time.sleep(0.5)
+
+
+def release_offset(offset: int) -> None:
+    lock = _held.pop(offset, None)
+    if lock is not None:
+        lock.close()
+
+
 def setup_asterisk(timeout: float = 900.0) -> float:
     """Build the cached sid root if needed; returns the seconds it took."""
     t0 = time.monotonic()
@@ -165,7 +212,11 @@ def setup_asterisk(timeout: float = 900.0) -> float:
 
 
 def start_asterisk(offset: int = 0, timings: LabTimings | None = None, timeout: float = 90.0) -> LabInstance:
-    """Start instance `offset` (idempotent) and return where it listens."""
+    """Start instance `offset` (idempotent) and return where it listens.
+
+    The calling process holds the instance until stop_asterisk(offset) (see hold_offset)."""
+    _require_root()
+    hold_offset(offset)
     env = (timings or LabTimings()).as_env()
     out = _run_script("asterisk-start.sh", offset, env, timeout)
     try:
@@ -174,11 +225,16 @@ def start_asterisk(offset: int = 0, timings: LabTimings | None = None, timeout: 
         raise LabError(f"asterisk-start.sh printed no instance description: {out!r}") from exc
 
 
-def stop_asterisk(offset: int = 0, timeout: float = 60.0, *, kill: bool = False) -> None:
+def stop_asterisk(
+    offset: int = 0, timeout: float = 60.0, *, kill: bool = False, keep_hold: bool = False
+) -> None:
     """Stop instance `offset` by its pid (no-op when it is not running).
 
-    kill=True sends SIGKILL at once: Asterisk crashes (fault tests)."""
+    kill=True sends SIGKILL at once: Asterisk crashes (fault tests).  keep_hold=True keeps
+    this process' hold on the offset (a restart follows)."""
     _run_script("asterisk-stop.sh", offset, {"PBXLAB_STOP_KILL": "1"} if kill else None, timeout)
+    if not keep_hold:
+        release_offset(offset)
 
 
 def running_instance(offset: int = 0) -> LabInstance | None:

@@ -8,24 +8,24 @@ away with the process, whatever happens.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from pbxlab.ami_client import AmiClient
 from pbxlab.driver import LabDriver, ScenarioResult
 from pbxlab.instance import (
-    STATE_ROOT,
     LabError,
     LabInstance,
     LabTimings,
+    hold_offset,
+    release_offset,
     running_instance,
     setup_asterisk,
     start_asterisk,
     stop_asterisk,
+    try_hold_offset,
 )
 
 # 0 is the developer's default, 9 record_all.py's, 10-12 are left to parts that pin an
@@ -46,26 +46,18 @@ def _block_free(offset: int) -> bool:
     return True
 
 
-def claim_offset(preferred: int | None) -> tuple[int, IO[bytes]]:
-    """Lock an instance offset for this process; returns (offset, lock file)."""
-    STATE_ROOT.mkdir(parents=True, exist_ok=True)
-    candidates = [preferred] if preferred is not None else list(AUTO_OFFSETS)
-    for offset in candidates:
-        lock = (STATE_ROOT / f"offset-{offset}.lock").open("wb")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        if preferred is None and (running_instance(offset) is not None or not _block_free(offset)):
-            lock.close()  # someone runs it by hand or uses its ports; leave it alone
-            continue
-        return offset, lock
+def claim_offset(preferred: int | None) -> int:
+    """Take an instance offset for this process (see pbxlab.instance.hold_offset)."""
     if preferred is not None:
-        raise LabError(
-            f"lab instance {preferred} is in use by another test session "
-            f"(lock {STATE_ROOT}/offset-{preferred}.lock)"
-        )
+        hold_offset(preferred)
+        return preferred
+    for offset in AUTO_OFFSETS:
+        if not try_hold_offset(offset):
+            continue
+        if running_instance(offset) is not None or not _block_free(offset):
+            release_offset(offset)  # someone runs it by hand or uses its ports; leave it alone
+            continue
+        return offset
     raise LabError(f"no free lab instance among offsets {AUTO_OFFSETS.start}-{AUTO_OFFSETS.stop - 1}")
 
 
@@ -77,7 +69,6 @@ class LabSession:
     driver: LabDriver
     timings: LabTimings
     setup_seconds: float = 0.0
-    _lock: IO[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -89,16 +80,16 @@ class LabSession:
                 "deselect lab tests with -m 'not lab'"
             )
         setup_s = setup_asterisk()
-        offset, lock = claim_offset(offset)
+        offset = claim_offset(offset)
         timings = timings or LabTimings()
         try:
-            stop_asterisk(offset)  # a leftover of a crashed session on our offset
+            stop_asterisk(offset, keep_hold=True)  # a leftover of a crashed session
             instance = start_asterisk(offset, timings)
             driver = LabDriver(instance, workdir)
         except BaseException:
-            lock.close()
+            release_offset(offset)
             raise
-        return cls(instance, driver, timings, setup_s, lock)
+        return cls(instance, driver, timings, setup_s)
 
     # ---- what tests use -------------------------------------------------------------
     @property
@@ -148,7 +139,7 @@ class LabSession:
         """Stop Asterisk (fault tests; kill=True: SIGKILL, a crash);
         start_asterisk() brings it back on the same ports."""
         self.driver.ami.close()
-        stop_asterisk(self.offset, kill=kill)
+        stop_asterisk(self.offset, kill=kill, keep_hold=True)
 
     def start_asterisk(self) -> None:
         self.instance = start_asterisk(self.offset, self.timings)
@@ -166,6 +157,4 @@ class LabSession:
             try:
                 stop_asterisk(self.offset)
             finally:
-                if self._lock is not None:
-                    self._lock.close()
-                    self._lock = None
+                release_offset(self.offset)
