@@ -73,7 +73,7 @@ class DaemonProcess:
     def write_config(self) -> None:
         self.config_file.write_text(self.config.toml())
 
-    def start(self) -> None:
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
         assert self.process is None or self.process.poll() is not None
         self.write_config()
         self.starts += 1
@@ -81,7 +81,7 @@ class DaemonProcess:
             self.process = subprocess.Popen(
                 [str(PBXLINK), "run", "-c", str(self.config_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})},
             )
 
     def wait_ready(self, within: float = 30.0) -> None:
