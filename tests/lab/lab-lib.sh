@@ -103,6 +103,8 @@ pin_resolv_conf() {
 ensure_mounts() {
     local root="$1" m
     for m in proc dev dev/pts; do
+        # /dev/pts is a nicety (Asterisk runs without a console); skip it if the host has none
+        [ "$m" = dev/pts ] && ! mountpoint -q /dev/pts && continue
         mkdir -p "$root/$m"
         mountpoint -q "$root/$m" && continue
         case "$m" in
