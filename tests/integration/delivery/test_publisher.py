@@ -267,3 +267,49 @@ def test_backoff_is_jittered_within_half_to_full_and_capped(attempt: int) -> Non
     assert backoff.delay(attempt, 0.0) == ceiling / 2
     assert backoff.delay(attempt, 1.0) == ceiling
     assert ceiling / 2 <= backoff.delay(attempt, 0.37) <= ceiling
+
+
+def make_tls_files(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    ca_key, ca_crt = directory / f"{name}-ca.key", directory / f"{name}-ca.crt"
+    key, csr, crt = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
+    ext = directory / f"{name}.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\n")
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out",
+         str(ca_crt), "-days", "2", "-subj", f"/CN={name} test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(ext)],
+    ):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    return ca_crt, crt, key
+
+
+async def test_tls_with_the_right_ca_delivers_and_with_another_ca_refuses_to_connect(
+    tmp_path: Path,
+) -> None:
+    ca, crt, key = await asyncio.to_thread(make_tls_files, tmp_path, "broker")
+    other_ca, _, _ = await asyncio.to_thread(make_tls_files, tmp_path, "other")
+    broker = Mosquitto(tmp_path, extra_config=f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n")
+    broker.start()
+    try:
+        async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
+            await outbox.add([outcome(1)], now=time.time(), event_ttl=None)
+            metrics = DaemonMetrics()
+            impostor = OutcomePublisher(settings_for(broker, tls=True, ca_file=other_ca),
+                                        outbox, node="pbx1", metrics=metrics)
+            async with running(impostor):
+                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                assert not impostor.connected
+                assert "certificate verify failed" in (impostor.last_error or "")
+            assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
+
+            trusted = OutcomePublisher(settings_for(broker, tls=True, ca_file=ca), outbox,
+                                       node="pbx1", metrics=DaemonMetrics())
+            async with running(trusted):
+                await wait_until_empty(outbox)
+            assert await outbox.status_of("pbx1:17000.1") is MessageStatus.SENT
+    finally:
+        broker.stop()
