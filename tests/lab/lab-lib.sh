@@ -134,13 +134,14 @@ asterisk_pid() {
     echo "$p"
 }
 
-# Any instance of this lab still running from the root?
+# Any instance of this lab still running from the root $1 (default: SID_ROOT)?
 any_instance_running() {
-    local f p
+    local root="${1:-$SID_ROOT}" f p
     for f in /run/pbxlab/*/asterisk.pid "${PBXLAB_STATE_DIR:-/nonexistent}/asterisk.pid"; do
         [ -r "$f" ] || continue
         p="$(cat "$f")"
-        pid_alive "$p" && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = asterisk ] && return 0
+        pid_alive "$p" && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = asterisk ] \
+            && [ "$(readlink "/proc/$p/root")" = "$(readlink -f "$root")" ] && return 0
     done
     return 1
 }
