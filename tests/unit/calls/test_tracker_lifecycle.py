@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pbxlink.daemon.ami.decode import AmiDecoder
-from pbxlink.daemon.ami.events import AmiEvent, CoreShowChannel, Hangup
+from pbxlink.daemon.ami.events import AmiEvent, CoreShowChannel, FullyBooted, Hangup
 from pbxlink.daemon.ami.framing import AmiFramer
 from pbxlink.daemon.calls.model import CallOutcome, LiveEvent, LiveEventType
 from pbxlink.daemon.calls.parties import PartyRules
@@ -108,6 +108,7 @@ def test_a_resync_that_lists_nothing_ends_the_calls_it_knew_as_reconstructed() -
     bridged = next(i for i, e in enumerate(events) if type(e).__name__ == "BridgeEnter")
     _feed(tracker, events[: bridged + 2])  # both parties in the bridge, then AMI is lost
     resync_at = (events[bridged + 1].time or 0.0) + 30.0
+    _feed(tracker, [FullyBooted(time=None)])  # the next login
     out = tracker.resync([], resync_at)
     out += tracker.tick(resync_at + SETTINGS.settle_seconds)
     [outcome] = [o for o in out if isinstance(o, CallOutcome)]
@@ -115,6 +116,24 @@ def test_a_resync_that_lists_nothing_ends_the_calls_it_knew_as_reconstructed() -
     assert outcome.answered is True
     assert outcome.hangup_by is None
     assert outcome.ended_at == resync_at
+
+
+def test_channels_seen_in_the_new_session_survive_a_listing_taken_before_them() -> None:
+    tracker = CallTracker(SETTINGS)
+    events = _events("inbound_answered")
+    boot, rest = events[0], events[1:]
+    assert isinstance(boot, FullyBooted)
+    # the login's FullyBooted, then the call's first events arrive while the (empty) listing is
+    # being taken; the listing is queued after them
+    first_hangup = next(i for i, e in enumerate(rest) if isinstance(e, Hangup))
+    _feed(tracker, [boot, *rest[:first_hangup]])
+    out = tracker.resync([], rest[first_hangup - 1].time or 0.0)
+    assert out == []
+    assert tracker.stats["resync_kept_unlisted"] == 2
+    out = _feed(tracker, rest[first_hangup:]) + tracker.flush_ended()
+    [outcome] = [o for o in out if isinstance(o, CallOutcome)]
+    assert outcome.reconstructed is False
+    assert outcome.hangup_by is not None
 
 
 def test_a_resync_adopts_live_calls_it_never_saw_start() -> None:

@@ -148,6 +148,7 @@ class _Chan:
         "ring_kind",
         "ringing",
         "rung",
+        "session",
         "uniqueid",
         "up",
     )
@@ -169,6 +170,7 @@ class _Chan:
         self.bridge: str | None = None
         self.peer: _Chan | None = None
         self.dialed_agents: list[str] = []
+        self.session = 0  # the AMI session (FullyBooted count) of its latest event
         self.dialer: _Chan | None = None  # the channel whose Dial() created this one
         self.ring_kind: _RingKind | None = None  # set when an agent's phone is dialed
         self.rung = False
@@ -212,6 +214,7 @@ class _Call:
         "end_inferred",
         "ended_at",
         "external_dial",
+        "gap_inferred",
         "hangup_by",
         "in_queue",
         "key",
@@ -238,6 +241,7 @@ class _Call:
         self.live = 0
         self.start_inferred = False
         self.end_inferred = False
+        self.gap_inferred = False  # bridges changed while AMI was away (talk times inferred)
         self.ended_at: float | None = None
         self.deadline: float | None = None
         self.originated_agent: str | None = None
@@ -311,6 +315,8 @@ class CallTracker:
         self._snapshot: list[CoreShowChannel] = []
         self._clock = 0.0
         self._active = 0
+        self._session = 0  # FullyBooted events seen: one per AMI login
+        self._booted_since_resync = False
         self.stats: Counter[str] = Counter()
         self._handlers: dict[type, Callable[[AmiEvent, float, list[TrackerOutput]], None]] = {
             Newchannel: self._on_channel,
@@ -401,8 +407,20 @@ class CallTracker:
         self.stats["resync"] += 1
         listed = {item.channel.uniqueid: item for item in channels}
         touched: dict[int, _Call] = {}
-        # channels that ended while AMI was away
-        for chan in [c for c in self._chans.values() if c.alive and c.uniqueid not in listed]:
+        # Channels that ended while AMI was away. A channel already seen in this session's own
+        # events may be newer than the listing (frames that arrive while the listing is taken
+        # come before it): its Hangup will be seen live.
+        session = self._session if self._booted_since_resync else None
+        vanished = [
+            c
+            for c in self._chans.values()
+            if c.alive and c.uniqueid not in listed and c.session != session
+        ]
+        self.stats["resync_kept_unlisted"] += sum(
+            1 for c in self._chans.values() if c.alive and c.uniqueid not in listed
+        ) - len(vanished)
+        self._booted_since_resync = False
+        for chan in vanished:
             call = chan.call
             call.end_inferred = True
             touched[id(call)] = call
@@ -424,7 +442,7 @@ class CallTracker:
                 chan = self._update(known, snap)
             chan.up = snap.state is ChannelState.UP
             if chan.bridge != item.bridge_id:
-                chan.call.end_inferred = chan.call.end_inferred or known is not None
+                chan.call.gap_inferred = chan.call.gap_inferred or known is not None
                 self._leave_bridge(chan)
                 if item.bridge_id:
                     self._enter_bridge(chan, item.bridge_id)
@@ -457,6 +475,7 @@ class CallTracker:
         """The tracked channel for a snapshot, created on first sight."""
         chan = self._chans.get(snap.uniqueid)
         if chan is not None:
+            chan.session = self._session
             return self._update(chan, snap)
         if snap.uniqueid in self._finished:
             self.stats["late_event"] += 1
@@ -471,6 +490,7 @@ class CallTracker:
             call.deadline = None  # a new channel revives a call that was settling
         party = self._party(snap.name)
         chan = _Chan(snap, party, call, when)
+        chan.session = self._session
         self._chans[snap.uniqueid] = chan
         call.channels[snap.uniqueid] = chan
         call.live += 1
@@ -517,6 +537,7 @@ class CallTracker:
         keep.linkedids |= gone.linkedids
         keep.start_inferred = keep.start_inferred and gone.start_inferred
         keep.end_inferred = keep.end_inferred or gone.end_inferred
+        keep.gap_inferred = keep.gap_inferred or gone.gap_inferred
         if gone.ended_at is not None and (keep.ended_at is None or gone.ended_at > keep.ended_at):
             keep.ended_at = gone.ended_at
         keep.originated_agent = keep.originated_agent or gone.originated_agent
@@ -928,6 +949,8 @@ class CallTracker:
 
     def _on_fully_booted(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         self._snapshot = []  # a new session: a listing in progress belongs to the old one
+        self._session += 1
+        self._booted_since_resync = True
 
     def _on_clock_only(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         """Only its Timestamp matters (handle() has already advanced the clock)."""
@@ -1103,7 +1126,7 @@ class CallTracker:
             hangup_by=None if call.end_inferred else (call.hangup_by or HangupBy.SYSTEM),
             recordings=tuple(call.recordings),
             routing=self._routing(call, external, line),
-            reconstructed=call.start_inferred or call.end_inferred,
+            reconstructed=call.start_inferred or call.end_inferred or call.gap_inferred,
         )
 
     def _routing(
