@@ -147,3 +147,22 @@ def test_a_non_ascii_caller_name_survives_reads_that_split_its_characters() -> N
     events = [decoder.decode(f) for chunk in (data[:at], data[at:]) for f in framer.feed(chunk)]
     first = next(e for e in events if isinstance(e, Newchannel))
     assert first.channel.caller_name == name
+
+
+def test_event_names_match_case_insensitively_and_unknown_ones_are_counted() -> None:
+    decoder = AmiDecoder()
+    lower = Frame(b"Event: newchannel\r\nChannel: PJSIP/trunk-1\r\nUniqueid: 1.1\r\nLinkedid: 1.1")
+    assert isinstance(decoder.decode(lower), Newchannel)
+    made_up = Frame(b"Event: NoSuchEvent\r\nChannel: PJSIP/trunk-1")
+    assert decoder.decode(made_up) is None
+    assert decoder.decode(made_up) is None
+    assert decoder.ignored["NoSuchEvent"] == 2
+
+
+def test_a_decoder_limited_to_some_events_drops_the_others() -> None:
+    decoder = AmiDecoder({"Hangup"})
+    frame = Frame(b"Event: Newchannel\r\nChannel: PJSIP/trunk-1\r\nUniqueid: 1.1\r\nLinkedid: 1.1")
+    assert decoder.decode(frame) is None
+    assert decoder.ignored["Newchannel"] == 1
+    with pytest.raises(ValueError, match="NoSuchEvent"):
+        AmiDecoder({"NoSuchEvent"})

@@ -648,7 +648,8 @@ _BUILDERS: dict[str, _Builder] = {
 DECODABLE_EVENTS = frozenset(_BUILDERS)
 
 # Event names are matched case-insensitively (AMI keys and names are).
-_BUILDERS_BY_LOWER = {name.lower(): (name, builder) for name, builder in _BUILDERS.items()}
+_CANONICAL = {name.lower(): name for name in _BUILDERS}
+_RESOLVED_LIMIT = 4096  # distinct event names remembered (a peer could invent endless ones)
 
 
 class AmiDecoder:
@@ -658,7 +659,7 @@ class AmiDecoder:
     action responses) to how many frames of it were dropped.
     """
 
-    __slots__ = ("_builders", "decoded", "ignored")
+    __slots__ = ("_builders", "_resolved", "decoded", "ignored")
 
     def __init__(self, events: Collection[str] | None = None) -> None:
         """``events``: the AMI event names to decode (default: every event modelled in
@@ -670,6 +671,7 @@ class AmiDecoder:
         self._builders = (
             dict(_BUILDERS) if events is None else {n: _BUILDERS[n] for n in events}
         )
+        self._resolved: dict[str, tuple[str, _Builder] | None] = {}
         self.ignored: Counter[str] = Counter()
         self.decoded = 0
 
@@ -678,13 +680,12 @@ class AmiDecoder:
         if name is None:
             self.ignored["<response>"] += 1
             return None
-        found = self._builders.get(name)
-        if found is None:
-            entry = _BUILDERS_BY_LOWER.get(name.lower())
-            if entry is None or entry[0] not in self._builders:
-                self.ignored[name] += 1
-                return None
-            name, found = entry
+        resolved = self._resolved
+        entry = resolved[name] if name in resolved else self._resolve(name)
+        if entry is None:
+            self.ignored[name] += 1
+            return None
+        name, build = entry
         if name == "VarSet":
             variable = _header_value(frame.raw, _VARIABLE_MARK)
             if variable is None or _variable_name(variable) is None:
@@ -695,9 +696,20 @@ class AmiDecoder:
             if app is None or app.lower() not in _TRACKED_APP_BYTES:
                 self.ignored[name] += 1
                 return None
-        event = found(_Fields(name, frame))
+        event = build(_Fields(name, frame))
         self.decoded += 1
         return event
+
+    def _resolve(self, name: str) -> tuple[str, _Builder] | None:
+        """The builder for an event name as received (names match case-insensitively);
+        remembered per name, for a bounded number of distinct names."""
+        canonical = name if name in self._builders else _CANONICAL.get(name.lower())
+        entry = None
+        if canonical is not None and canonical in self._builders:
+            entry = (canonical, self._builders[canonical])
+        if len(self._resolved) < _RESOLVED_LIMIT:
+            self._resolved[name] = entry
+        return entry
 
     def decode_snapshot(self, frames: Iterable[FrameLike]) -> list[CoreShowChannel]:
         """The ``CoreShowChannel`` items of a resync listing (``shell.Resynced.channels``),
