@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import gc
 import multiprocessing as mp
+import os
 import random
 import resource
 import statistics
@@ -41,6 +42,7 @@ from typing import Any
 from pbxlink.daemon.agi.probe import agi_environment
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingService
+from pbxlink.routing.decide import decide
 from pbxlink.routing.directory import (
     directory_topic,
     encode_directory_entry,
@@ -105,11 +107,33 @@ def rss_mb() -> float:
 
 # --- servers (each in its own process) ------------------------------------------------
 
+# server-side time of each session, accept callback -> close (no client-side scheduling in it)
+SERVER_TIMES: list[float] = []
 
-async def _serve(kind: str, db: Path, report: Any) -> None:
+
+class TimedAgiServer(FastAgiServer):
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started = time.perf_counter()
+        await super()._accept(reader, writer)
+        SERVER_TIMES.append(time.perf_counter() - started)
+
+
+def answer_stats_requests(control: Any) -> None:
+    """Thread: on "stats", send the session times collected since the last request."""
+    while True:
+        if control.recv() != "stats":
+            return
+        taken = SERVER_TIMES[:]
+        del SERVER_TIMES[: len(taken)]
+        control.send(taken)
+
+
+
+async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
     if kind == "raw":
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            started = time.perf_counter()
             try:
                 await reader.readuntil(b"\n\n")
                 for command in (
@@ -122,8 +146,9 @@ async def _serve(kind: str, db: Path, report: Any) -> None:
                     await reader.readline()
             finally:
                 writer.close()
+                SERVER_TIMES.append(time.perf_counter() - started)
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
         report.put({"port": server.sockets[0].getsockname()[1]})
         await asyncio.Event().wait()
         return
@@ -141,7 +166,7 @@ async def _serve(kind: str, db: Path, report: Any) -> None:
         async def resolve(request: RouteRequest) -> RouteDecision:
             return constant
 
-        agi = FastAgiServer(resolve, port=0, max_sessions=2000)
+        agi = TimedAgiServer(resolve, port=0, max_sessions=2000)
         await agi.start()
         report.put({"port": agi.port})
         await asyncio.Event().wait()
@@ -159,8 +184,15 @@ async def _serve(kind: str, db: Path, report: Any) -> None:
     for manager in MANAGERS:  # everyone idle, except a few busy ones
         state = DeviceState.INUSE if manager.extension in {"101", "102"} else DeviceState.NOT_INUSE
         presence.device_state(f"PJSIP/{manager.extension}", state)
-    service = RoutingService(store, presence, RoutingPolicy(default_region="UA"))
-    agi = FastAgiServer(service.resolve, port=0, max_sessions=2000)
+    policy = RoutingPolicy(default_region="UA")
+    service = RoutingService(store, presence, policy)
+    decide_us = []
+    now = datetime.now(UTC)
+    for caller in callers:  # the pure decision alone: normalize + lookup + presence
+        t0 = time.perf_counter()
+        decide(RouteRequest(caller=caller, line="4930100200"), store, presence, policy, now)
+        decide_us.append((time.perf_counter() - t0) * 1e6)
+    agi = TimedAgiServer(service.resolve, port=0, max_sessions=2000)
     await agi.start()
     report.put(
         {
@@ -170,19 +202,23 @@ async def _serve(kind: str, db: Path, report: Any) -> None:
             "rss_before_mb": before,
             "rss_after_mb": after,
             "distinct": store.index.distinct_entries(),
+            "decide_us": decide_us,
         }
     )
     await asyncio.Event().wait()
 
 
-def serve(kind: str, db: Path, report: Any) -> None:
+def serve(kind: str, db: Path, report: Any, control: Any, callers: list[str]) -> None:
     import logging  # noqa: PLC0415
 
     import structlog  # noqa: PLC0415
 
     # shed sessions are counted by the client; the server's per-session warnings stay quiet
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    asyncio.run(_serve(kind, db, report))
+    import threading  # noqa: PLC0415
+
+    threading.Thread(target=answer_stats_requests, args=(control,), daemon=True).start()
+    asyncio.run(_serve(kind, db, report, callers))
 
 
 # --- clients -------------------------------------------------------------------------
@@ -278,9 +314,11 @@ def main() -> int:
     rng = random.Random(11)
     forms = [lambda n: "0" + n[4:], lambda n: n[1:], lambda n: n]  # 067…, 38067…, +38067…
     envs = []
+    callers: list[str] = []
     for i in range(5000):
         number = number_of(rng.randrange(args.numbers)) if i % 10 else f"+38099{i:07d}"
         caller = forms[i % 3](number)
+        callers.append(caller)
         envs.append(
             agi_environment(
                 4573, caller=caller, line="4930100200", uniqueid=f"1700000000.{i}", linkedid=f"1700000000.{i}"
@@ -289,21 +327,28 @@ def main() -> int:
 
     ctx = mp.get_context("spawn")
     results: dict[tuple[str, str, int], tuple[list[float | None], float]] = {}
+    server_side: dict[tuple[str, str, int], list[float]] = {}
     modes = {"open": args.rate, "closed": None}
     info: dict[str, Any] = {}
     for kind in ("raw", "constant", "pbxlink"):
         report = ctx.Queue()
-        process = ctx.Process(target=serve, args=(kind, db, report), daemon=True)
+        control, server_end = ctx.Pipe()
+        process = ctx.Process(target=serve, args=(kind, db, report, server_end, callers), daemon=True)
         process.start()
         try:
             info[kind] = report.get(timeout=600)
             port = info[kind]["port"]
             asyncio.run(run_level(port, 10, 500, envs, None))  # warm up
+            control.send("stats")
+            control.recv()
             for mode, rate in modes.items():
                 count = args.open_requests if rate is not None else args.requests
                 for level in args.concurrency:
                     results[(mode, kind, level)] = asyncio.run(run_level(port, level, count, envs, rate))
+                    control.send("stats")
+                    server_side[(mode, kind, level)] = control.recv()
         finally:
+            control.send("stop")
             process.terminate()
             process.join(10)
 
@@ -314,6 +359,11 @@ def main() -> int:
         f"{loaded['rss_after_mb']:.0f} MiB (+{loaded['rss_after_mb'] - loaded['rss_before_mb']:.0f}"
         f" MiB for the directory); {loaded['distinct']:,} distinct routing entries shared"
     )
+    us = loaded["decide_us"]
+    print(
+        f"decide() alone (normalize + lookup + presence), {len(us):,} callers: "
+        f"p50 {statistics.median(us):.0f} us, p99 {percentile(us, 0.99):.0f} us, max {max(us):.0f} us"
+    )
     names = {
         "raw": "bare asyncio, constant (floor)",
         "constant": "pbxlink server, constant",
@@ -323,14 +373,16 @@ def main() -> int:
         "open": f"open loop: Poisson arrivals at {args.rate:.0f} requests/s in total",
         "closed": "closed loop (saturation): each session asks again at once",
     }
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (2 cores shared with other work); "
+          "'srv' = server-side accept -> close")
     for mode in modes:
         print(
             f"\n{titles[mode]}; latency = AGI connect -> answer -> close, ms; "
             f"90% known callers in 3 written forms, 10% unknown"
         )
         header = (
-            f"{'server':<34}{'sessions':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}"
-            f"{'req/s':>8}{'shed':>7}"
+            f"{'server':<34}{'sessions':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'req/s':>8}"
+            f"{'shed':>7}{'srv p50':>9}{'srv p99':>9}"
         )
         print(header)
         print("-" * len(header))
@@ -339,6 +391,7 @@ def main() -> int:
                 samples, elapsed = results[(mode, kind, level)]
                 values = [v * 1000 for v in samples if v is not None]
                 shed = len(samples) - len(values)
+                srv = [v * 1000 for v in server_side[(mode, kind, level)]] or [float("nan")]
                 if not values:
                     print(f"{names[kind]:<34}{level:>9}  every session shed ({shed})")
                     continue
@@ -346,6 +399,7 @@ def main() -> int:
                     f"{names[kind]:<34}{level:>9}{statistics.median(values):>8.2f}"
                     f"{percentile(values, 0.90):>8.2f}{percentile(values, 0.99):>8.2f}"
                     f"{max(values):>8.2f}{len(values) / elapsed:>8.0f}{shed:>7}"
+                    f"{statistics.median(srv):>9.2f}{percentile(srv, 0.99):>9.2f}"
                 )
     return 0
 
