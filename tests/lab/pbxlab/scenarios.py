@@ -23,6 +23,7 @@ from pbxlab.sipp import Call, Phone
 
 ROUTING_DID = "4930100200"
 IVR_DID = "4930100300"
+RECORDED_DID = "4930100400"
 EXTERNAL_1 = "0671234567"
 EXTERNAL_2 = "0671234568"
 
@@ -598,6 +599,34 @@ def anonymous_caller(ctx: ScenarioContext) -> list[Truth]:
     ]
 
 
+def recorded_call_answered(ctx: ScenarioContext) -> list[Truth]:
+    ctx.route_stub(TO_101)
+    ctx.phones(a101=Phone.answers(ring_ms=800))
+    caller = "+380501110018"
+    monitor = ctx.instance.spool_dir / "monitor"
+    before = set(monitor.glob("*.wav")) if monitor.exists() else set()
+    ctx.call(Call(RECORDED_DID, caller, "Rita Caller", hold_ms=3500))
+    ctx.finish_calls()
+    ctx.ami.wait_idle(15)  # MixMonitor closes its file when the channel is gone
+    new = sorted(set(monitor.glob("*.wav")) - before)
+    # the path as Asterisk names it (inside the chroot)
+    inside = [f"/var/spool/{ctx.instance.conf_dir.name}/monitor/{p.name}" for p in new]
+    return [
+        call_truth(
+            direction="inbound",
+            answered=True,
+            external=caller,
+            line=RECORDED_DID,
+            handlers=["101"],
+            rang=["101"],
+            hangup_by="external",
+            routing=TO_101,
+            caller_name="Rita Caller",
+            recordings=inside,
+        )
+    ]
+
+
 NON_ASCII_NAME = "Олена Петренко ☎ Київ"
 
 
@@ -781,6 +810,12 @@ SCENARIOS: dict[str, Scenario] = {
             "An anonymous caller (From anonymous@anonymous.invalid, "
             "Privacy: id); no route; queue support: 102 answers.",
             anonymous_caller,
+        ),
+        Scenario(
+            "recorded_call_answered",
+            "The recorded line 4930100400 (MixMonitor while bridged, then the routing "
+            "flow); stub -> 101 answers; the truth names the recording file.",
+            recorded_call_answered,
         ),
         Scenario(
             "non_ascii_caller_name",
