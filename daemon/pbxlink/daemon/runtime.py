@@ -30,8 +30,9 @@ from typing import Final
 
 import structlog
 
+from pbxlink.daemon.agi.router import Router
 from pbxlink.daemon.ami.framing import Frame
-from pbxlink.daemon.ami.shell import AmiLoginError, AmiShell, Resynced
+from pbxlink.daemon.ami.shell import AmiError, AmiLoginError, AmiShell, Resynced
 from pbxlink.daemon.ami.shell import AmiSettings as ShellSettings
 from pbxlink.daemon.calls.parties import PartyRules
 from pbxlink.daemon.calls.tracker import CallTracker, CallTrackerSettings
@@ -53,6 +54,12 @@ DRAIN_SECONDS: Final = 10.0  # on SIGTERM, how long to keep publishing what is p
 TICK_SECONDS: Final = 0.2  # how often settled calls are finalized while AMI is quiet
 HOUSEKEEPING_SECONDS: Final = 5.0  # gauges, STATUS=, pruning
 PRUNE_EVERY: Final = 720  # housekeeping rounds between prunes (an hour)
+# AMI events the routing presence tracker reads (pbxlink.routing.presence), lower case.
+PRESENCE_EVENTS: Final = frozenset({
+    "devicestatechange", "contactstatus", "contactstatusdetail", "extensionstatus",
+    "queuememberstatus", "queuememberpause", "queuememberadded", "queuemember",
+    "queuememberremoved",
+})
 
 
 AmiShellFactory = Callable[[ShellSettings], AmiShell]
@@ -90,12 +97,15 @@ class Daemon:
         reload_settings: Callable[[], Settings] | None = None,
         notifier: SystemdNotifier | None = None,
         ami_shell: AmiShellFactory = AmiShell,
+        router: Callable[[Settings], Router] = Router,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._reload_settings = reload_settings
         self._notifier = notifier or SystemdNotifier.from_environment()
         self._ami_shell_factory = ami_shell
+        self._router_factory = router
+        self._router: Router | None = None
         self._clock = clock
         self.metrics = DaemonMetrics()
         self._ami: AmiShell | None = None
@@ -117,6 +127,7 @@ class Daemon:
             "ami": self._ami is not None and self._ami.connected,
             "mqtt": self._publisher is not None and self._publisher.connected,
             "outbox_writable": writer is not None and writer.writable,
+            **({"agi": self._router is not None} if self.settings.agi.enabled else {}),
         })
 
     def _status_line(self, pending: int | None = None) -> str:
@@ -133,6 +144,8 @@ class Daemon:
         if self._ready_sent or not self._http_listening:
             return
         if self._ami is None or not self._ami.connected or self._writer is None:
+            return
+        if self.settings.agi.enabled and self._router is None:
             return
         self._ready_sent = True
         self._notifier.ready(self._status_line())
@@ -154,7 +167,22 @@ class Daemon:
             log.info("outbox_migrated", path=str(path), from_version=outbox.migrated_from,
                      to_version=SCHEMA_VERSION)
         try:
-            return await self._run_with(outbox, shutdown, reload or asyncio.Event())
+            if not settings.agi.enabled:
+                return await self._run_with(outbox, shutdown, reload or asyncio.Event())
+            try:
+                router = self._router_factory(settings)
+                await router.__aenter__()
+            except OSError as exc:
+                log.error("agi_unavailable", error=str(exc), host=settings.agi.host,
+                          port=settings.agi.port)
+                self._notifier.status(f"cannot listen for FastAGI: {exc}")
+                return EX_CANTCREAT
+            self._router = router
+            try:
+                return await self._run_with(outbox, shutdown, reload or asyncio.Event())
+            finally:
+                self._router = None
+                await router.__aexit__(None, None, None)
         finally:
             await outbox.close()
 
@@ -186,6 +214,9 @@ class Daemon:
                     tg.create_task(keep_watchdog_fed(self._notifier), name="watchdog"),
                     tg.create_task(self._run_reloads(reload), name="reload"),
                 ]
+                if self._router is not None:
+                    others.append(tg.create_task(self._run_directory_feed(self._router),
+                                                 name="directory-feed"))
                 await shutdown.wait()
                 await self._drain(ami_task, writer_task, publisher_task)
                 for task in others:
@@ -297,10 +328,15 @@ class Daemon:
 
     async def _pump(self, shell: AmiShell, pipeline: CallPipeline) -> None:
         metrics = self.metrics
+        router = self._router
         async for item in shell.frames():
             if isinstance(item, Frame):
                 pipeline.feed(item)
+                if router is not None and (item.event or "").lower() in PRESENCE_EVENTS:
+                    router.on_ami_frame(item.header_map)
             elif isinstance(item, Resynced):
+                if router is not None:
+                    await self._seed_presence(shell, router)
                 metrics.ami_connected.set(1)
                 if item.session > 1:
                     metrics.reconnects.inc(link="ami")
@@ -311,6 +347,25 @@ class Daemon:
             else:
                 metrics.ami_connected.set(0)
                 log.warning("ami_connection_lost", session=item.session, reason=item.reason)
+
+    async def _seed_presence(self, shell: AmiShell, router: Router) -> None:
+        """After each (re)login: who is online, for routing (``DeviceStateList``)."""
+        try:
+            reply = await shell.action("DeviceStateList")
+        except AmiError as exc:
+            log.warning("presence_snapshot_failed", error=str(exc))
+            return
+        router.on_ami_snapshot([frame.header_map for frame in reply.items])
+
+    async def _run_directory_feed(self, router: Router) -> None:
+        """The ownership directory from MQTT (retained messages), own connection."""
+        mqtt = self.settings.mqtt
+        await router.feed.run(
+            host=mqtt.host, port=mqtt.port,
+            identifier=f"{mqtt.client_id or 'pbxlink-' + self.settings.node.name}-directory",
+            username=mqtt.username or None,
+            password=mqtt.password.reveal() if mqtt.password is not None else None,
+            backoff_initial=mqtt.backoff_initial, backoff_max=mqtt.backoff_max)
 
     def _sync_shell_counters(self) -> None:
         """Carry the shell's framing counters into the metrics (oversized, not-AMI frames)."""

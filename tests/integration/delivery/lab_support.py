@@ -42,6 +42,7 @@ class DaemonConfig:
     http_port: int
     node: str = "pbx1"
     max_frame_bytes: int = 65536
+    agi_port: int | None = None  # None: routing (FastAGI) off
 
     def toml(self) -> str:
         return (
@@ -53,9 +54,10 @@ class DaemonConfig:
             "backoff_initial = 0.2\nbackoff_max = 2.0\n"
             f'[state]\ndirectory = "{self.state_dir}"\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n'
-            "[agi]\nenabled = false\n"
-            '[log]\nformat = "json"\n'
-            "[tracker]\nsettle_seconds = 1.0\n"
+            + ("[agi]\nenabled = false\n" if self.agi_port is None else
+               f'[agi]\nenabled = true\nhost = "127.0.0.1"\nport = {self.agi_port}\n')
+            + '[log]\nformat = "json"\n'
+            + "[tracker]\nsettle_seconds = 1.0\n"
         )
 
 

@@ -152,3 +152,21 @@ async def test_each_finished_call_is_logged_once_on_one_canonical_line(
     await until(lambda: any(m.body["state"] == "offline" for m in consumer.messages
                             if m.topic.endswith("/status")))
     assert status[0].body["state"] == "online"
+
+
+async def test_with_routing_on_ready_waits_for_fastagi_and_the_outcome_carries_its_decision(
+    asterisk_lab: LabSession, daemon: DaemonProcess, consumer: RecordingConsumer,
+) -> None:
+    """The daemon answers the lab dialplan's FastAGI itself (no stub): an unknown caller."""
+    daemon.config.agi_port = asterisk_lab.agi_port
+    daemon.start()
+    await asyncio.to_thread(daemon.wait_ready)
+    assert daemon.readyz()[1]["checks"]["agi"] is True
+    # The scenario's ground truth assumes the lab's route stub; only what pbxlink published
+    # matters here (without an answer from the daemon the reason would be "agi_failure").
+    await asyncio.to_thread(asterisk_lab.run, "inbound_answered", route_stub=False)
+    await until(lambda: len(outcome_ids(consumer)) >= 1, within=30)
+    (outcome,) = [m.body["data"] for m in consumer.messages if m.topic.endswith("/outcome")]
+    assert outcome["direction"] == "inbound"
+    assert outcome["routing"] is not None
+    assert outcome["routing"]["reason"] == "unknown_caller"
