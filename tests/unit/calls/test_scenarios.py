@@ -8,11 +8,15 @@ reading the transcript: times are the AMI timestamps of the events that define t
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # no stubs published
 import pytest
+
+from pbxlink.daemon.ami.framing import AmiFramer
+from pbxlink.daemon.replay import read_chunks
 
 Replay = Any
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ami"
@@ -136,3 +140,39 @@ def test_live_events_count_from_one_per_call_and_end_with_ended(path: Path, repl
         assert events_by_call[call_id][-1]["type"] == "ended"
         answered_agents = [e["agent"] for e in events_by_call[call_id] if e["type"] == "answered"]
         assert answered_agents == [h["agent"] for h in outcome["handlers"]]
+
+
+def _iso(epoch: float) -> str:
+    moment = datetime.fromtimestamp(round(epoch, 3), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=IDS)
+def test_outcome_times_are_timestamps_of_the_call_s_own_events(path: Path, replay: Replay) -> None:
+    """Read straight from the transcript: start = the first Newchannel, end = the last Hangup,
+    talk segments begin and end at bridge or hangup events, transfers at transfer events."""
+    framer = AmiFramer()
+    frames = [f for chunk in read_chunks(path) for f in framer.feed(chunk)]
+    for outcome in replay(path):
+        linkedids = set(outcome["linkedids"])
+        uniqueids = {f.get("Uniqueid") for f in frames if f.get("Linkedid") in linkedids}
+        stamped = [
+            (f.event, float(f.get("Timestamp") or "nan"))
+            for f in frames
+            if f.event and f.get("Timestamp") and f.get("Uniqueid") in uniqueids
+        ]
+        if not outcome["reconstructed"]:
+            assert outcome["started_at"] == _iso(min(t for e, t in stamped if e == "Newchannel"))
+            assert outcome["ended_at"] == _iso(max(t for e, t in stamped if e == "Hangup"))
+        talk_moments = {_iso(t) for e, t in stamped if e in ("BridgeEnter", "BridgeLeave", "Hangup")}
+        for handler in outcome["handlers"]:
+            if not outcome["reconstructed"]:
+                assert handler["answered_at"] in talk_moments
+                assert handler["ended_at"] in talk_moments
+        transfer_moments = {
+            _iso(float(f.get("Timestamp") or "nan"))
+            for f in frames
+            if f.event in ("BlindTransfer", "AttendedTransfer")
+        }
+        for transfer in outcome["transfers"]:
+            assert transfer["at"] in transfer_moments
