@@ -3,6 +3,12 @@
 For every ``<scenario>.ami`` the lab recorded there is a ``<scenario>.truth.json`` (what the
 driver did) and a ``<scenario>.expected.json`` (the outcomes, written from the truth and from
 reading the transcript: times are the AMI timestamps of the events that define them).
+
+When a recording is added or re-recorded, its expected file is written by hand-checking
+``pbxlink replay FILE`` against the truth and the transcript; three tests here keep that honest
+independently of the expected file: the outcome must agree with every fact the driver's truth
+states, every time in it must be the timestamp of one of the call's own AMI events, and it must
+fit the published schema.
 """
 
 from __future__ import annotations
