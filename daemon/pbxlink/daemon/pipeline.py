@@ -33,6 +33,11 @@ log = structlog.get_logger(__name__)
 
 WRITE_RETRY_INITIAL = 0.5
 WRITE_RETRY_MAX = 10.0
+# Uncommitted envelopes held in memory while the outbox cannot be written. Past this the daemon
+# stops reading AMI (the shell pauses its socket; TCP pushes back to Asterisk) until they are
+# committed: memory stays bounded, and if Asterisk drops the session meanwhile the reconnect
+# resync still ends the calls that finished.
+MAX_BACKLOG = 20_000
 
 
 class OutboxWriter:
@@ -46,14 +51,18 @@ class OutboxWriter:
         event_ttl: float,
         on_commit: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self._outbox = outbox
+        self._max_backlog = max_backlog
         self._metrics = metrics
         self._event_ttl = event_ttl
         self._on_commit = on_commit
         self._clock = clock
         self._queue: deque[Envelope] = deque()
         self._queued = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self._stopping = False
         self.writable = True
         self.last_error: str | None = None
@@ -66,6 +75,15 @@ class OutboxWriter:
     def submit(self, envelopes: Iterable[Envelope]) -> None:
         self._queue.extend(envelopes)
         self._queued.set()
+        if len(self._queue) >= self._max_backlog and self._room.is_set():
+            self._room.clear()
+            log.error("outbox_backlog_full", held_in_memory=len(self._queue),
+                      action="AMI reading paused until the outbox accepts writes")
+
+    async def wait_for_room(self) -> None:
+        """Return at once unless the in-memory backlog is full (the outbox cannot be written)."""
+        if not self._room.is_set():
+            await self._room.wait()
 
     def stop(self) -> None:
         """Commit what is queued, then let :meth:`run` return."""
@@ -100,6 +118,9 @@ class OutboxWriter:
                 continue
             for _ in batch:
                 self._queue.popleft()
+            if not self._room.is_set() and len(self._queue) < self._max_backlog // 2:
+                self._room.set()
+                log.info("outbox_backlog_drained", held_in_memory=len(self._queue))
             if not self.writable:
                 log.info("outbox_writable_again", committed=len(batch))
             self.writable = True

@@ -186,6 +186,7 @@ class OutcomePublisher:
         self.session = uuid.uuid4().hex
         self._since = iso_utc(datetime.now(UTC))
         self._connections = 0
+        self._refusals = 0  # connections in a row that ended with a refused publish
         self.last_error: str | None = None
 
     @property
@@ -212,7 +213,9 @@ class OutcomePublisher:
             try:
                 async with client:
                     self._on_connected()
-                    attempt = 0
+                    # A broker that keeps refusing a message must not be hammered: refusals
+                    # in a row keep growing the backoff although each connect succeeds.
+                    attempt = self._refusals
                     await self._announce(client, "online")
                     await self._drain(client)
                     # Stopping: everything committed is acknowledged (or the caller's bound hit).
@@ -221,6 +224,9 @@ class OutcomePublisher:
                     return
             except aiomqtt.MqttError as exc:
                 client.disconnect_reason()
+                if isinstance(exc, PublishRefused):
+                    self._refusals += 1
+                    attempt = self._refusals
                 self._on_disconnected(exc)
             if self._stopping.is_set():
                 log.warning("mqtt_stopped_disconnected", pending="kept in the outbox")
@@ -334,6 +340,8 @@ class OutcomePublisher:
         acked = [m for m, r in zip(live, results, strict=True) if r is None]
         failed = [(m, r) for m, r in zip(live, results, strict=True) if r is not None]
         if acked:
+            if not failed:
+                self._refusals = 0
             await self._outbox.mark_sent([m.seq for m in acked], now=acked_at)
             for m in acked:
                 self._metrics.published.inc(kind=m.kind.value)

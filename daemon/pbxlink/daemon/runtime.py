@@ -329,7 +329,10 @@ class Daemon:
     async def _pump(self, shell: AmiShell, pipeline: CallPipeline) -> None:
         metrics = self.metrics
         router = self._router
+        writer = self._writer
+        assert writer is not None
         async for item in shell.frames():
+            await writer.wait_for_room()  # backpressure while the outbox cannot be written
             if isinstance(item, Frame):
                 pipeline.feed(item)
                 if router is not None and (item.event or "").lower() in PRESENCE_EVENTS:

@@ -129,3 +129,26 @@ async def test_an_existing_outbox_on_a_read_only_mount_is_refused_with_a_clear_e
     remount(small_disk, "rw")
     async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
         assert [m.message_id for m in await outbox.pending(limit=5)] == ["pbx1:1.0"]
+
+
+async def test_a_full_backlog_pushes_back_until_the_disk_accepts_writes_again(
+    small_disk: Path,
+) -> None:
+    metrics = DaemonMetrics()
+    async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
+        filler = fill(small_disk)
+        writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=lambda: None,
+                              max_backlog=10)
+        task = asyncio.create_task(writer.run())
+        writer.submit([outcome(i) for i in range(5)])
+        await asyncio.wait_for(writer.wait_for_room(), 1)  # below the limit: no waiting
+        writer.submit([outcome(i) for i in range(5, 12)])
+        room = asyncio.create_task(writer.wait_for_room())
+        await asyncio.sleep(1.0)
+        assert not room.done()  # the AMI reader would be parked here
+        filler.unlink()
+        await asyncio.wait_for(room, 20)
+        await until(lambda: writer.backlog == 0)
+        writer.stop()
+        await task
+        assert len(await outbox.pending(limit=100)) == 12
