@@ -262,6 +262,10 @@ class AmiClient:
         """E.g. '22.10.1+dfsg+~cs6.17.60671434-1' (CoreSettings AsteriskVersion)."""
         return self.core_settings().get("AsteriskVersion", "")
 
+    def getvar(self, channel: str, variable: str) -> str:
+        """A channel variable or function value, e.g. CHANNEL(pjsip,call-id)."""
+        return self.checked("Getvar", Channel=channel, Variable=variable).get("Value", "")
+
     def originate(
         self,
         channel: str,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pbxlab.context import ScenarioContext, Truth
 from pbxlab.route_stub import StubRoute
@@ -361,6 +362,48 @@ def attended_transfer_completed(ctx: ScenarioContext) -> list[Truth]:
             hangup_by="agent",
             routing=TO_101,
             caller_name="Ken Caller",
+            consultation={"agent": "102", "answered": True, "completed": True},
+        )
+    ]
+
+
+def attended_transfer_refer(ctx: ScenarioContext) -> list[Truth]:
+    ctx.route_stub(TO_101)
+    # 101's phone: answers the caller (dialog A) and stays until Asterisk hangs it up
+    ctx.phones(a101=Phone.answers(ring_ms=1000), a102=Phone.answers(ring_ms=1000, talk_ms=4000))
+    caller = "+380501110019"
+    ctx.call(Call(ROUTING_DID, caller, "Sara Caller", hold_ms=30000))
+    chan = ctx.wait_bridged("101")
+    # dialog A as 101 sees it: its own tag is the From tag, Asterisk's the To tag
+    call_id = ctx.ami.getvar(chan, "CHANNEL(pjsip,call-id)")
+    asterisk_tag = ctx.ami.getvar(chan, "CHANNEL(pjsip,local_tag)")
+    phone_tag = ctx.ami.getvar(chan, "CHANNEL(pjsip,remote_tag)")
+    replaces = quote(f"{call_id};to-tag={asterisk_tag};from-tag={phone_tag}", safe="")
+    ctx.notes["replaces"] = {"call_id": call_id, "to_tag": asterisk_tag, "from_tag": phone_tag}
+    time.sleep(1.0)
+    # 101 calls 102 from the same phone (consultation), then REFER with Replaces
+    ctx.call(
+        Call(
+            "102",
+            "101",
+            "Agent 101",
+            answer_timeout_ms=10000,
+            template="uac_refer_replaces.xml",
+            params=(("CONSULT_MS", "1500"), ("REPLACES", replaces)),
+        )
+    )
+    return [
+        call_truth(
+            direction="inbound",
+            answered=True,
+            external=caller,
+            line=ROUTING_DID,
+            handlers=["101", "102"],
+            rang=["101", "102"],
+            transfers=[{"kind": "attended", "from": "101", "to": "102", "via": "SIP REFER with Replaces"}],
+            hangup_by="agent",
+            routing=TO_101,
+            caller_name="Sara Caller",
             consultation={"agent": "102", "answered": True, "completed": True},
         )
     ]
@@ -761,6 +804,12 @@ SCENARIOS: dict[str, Scenario] = {
             "102; 102 answers the consultation; 101 hangs up (completes); 102 talks with "
             "the caller and hangs up.",
             attended_transfer_completed,
+        ),
+        Scenario(
+            "attended_transfer_refer",
+            "Routing DID -> 101 answers; 101's phone calls 102 (consultation), 102 answers, "
+            "101 transfers by SIP REFER with Replaces; 102 talks with the caller and hangs up.",
+            attended_transfer_refer,
         ),
         Scenario(
             "attended_transfer_abandoned",

@@ -96,7 +96,9 @@ class Call:
     count: int = 1
     rate: float = 1.0
     rate_period_ms: int = 1000
-    max_concurrent: int = 0  # 0: SIPp's default
+    max_concurrent: int = 0  # 0: as many as count
+    template: str = "caller.xml"  # or another UAC scenario in pbxlab/sipp/
+    params: tuple[tuple[str, str], ...] = ()  # extra placeholders of that template
 
 
 class SippError(RuntimeError):
@@ -275,8 +277,9 @@ class Sipp:
         label = self._label(f"uac-{re.sub(r'[^0-9A-Za-z]', '_', call.caller)}")
         extra = "".join("\n" + h for h in call.extra_headers)
         xml = render(
-            "caller.xml",
+            call.template,
             {
+                **dict(call.params),
                 "CALLER": call.caller,
                 "CALLER_NAME": call.caller_name,
                 "FROM_HOST": call.from_host or "127.0.0.1",
