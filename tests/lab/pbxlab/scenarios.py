@@ -310,6 +310,30 @@ def blind_transfer_refer(ctx: ScenarioContext) -> list[Truth]:
     ]
 
 
+def blind_transfer_unanswered(ctx: ScenarioContext) -> list[Truth]:
+    ctx.route_stub(TO_101)
+    # 101 answers and transfers blind (REFER) to 103, which never answers: after
+    # INTERNAL_RING_TIMEOUT the dialplan hangs the caller up
+    ctx.phones(a101=Phone.transfers("103", ring_ms=1000, talk_ms=2000), a103=Phone.never_answers())
+    caller = "+380501110020"
+    ctx.call(Call(ROUTING_DID, caller, "Tom Caller", hold_ms=60000))
+    return [
+        call_truth(
+            direction="inbound",
+            answered=True,
+            external=caller,
+            line=ROUTING_DID,
+            handlers=["101"],
+            rang=["101", "103"],
+            transfers=[{"kind": "blind", "from": "101", "to": "103", "via": "SIP REFER"}],
+            hangup_by="system",
+            routing=TO_101,
+            caller_name="Tom Caller",
+            transfer_target_answered=False,
+        )
+    ]
+
+
 def blind_transfer_ami(ctx: ScenarioContext) -> list[Truth]:
     ctx.route_stub(TO_101)
     ctx.phones(a101=Phone.answers(ring_ms=1000), a102=Phone.answers(ring_ms=1000, talk_ms=3000))
@@ -791,6 +815,12 @@ SCENARIOS: dict[str, Scenario] = {
             "Routing DID -> 101 answers, then transfers blind to "
             "102 by SIP REFER; 102 answers and later hangs up.",
             blind_transfer_refer,
+        ),
+        Scenario(
+            "blind_transfer_unanswered",
+            "Routing DID -> 101 answers, transfers blind (REFER) to 103, which never answers; "
+            "after INTERNAL_RING_TIMEOUT the PBX hangs the caller up.",
+            blind_transfer_unanswered,
         ),
         Scenario(
             "blind_transfer_ami",
