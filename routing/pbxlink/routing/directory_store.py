@@ -79,6 +79,8 @@ class DirectoryStore:
         self._db: aiosqlite.Connection | None = None
         self._loaded = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        # numbers written while load() runs: its read snapshot may be older, so it skips them
+        self._touched_during_load: set[int] | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -133,16 +135,22 @@ class DirectoryStore:
         db = self._conn()
         decoded: dict[str, RoutingEntry] = {}
         count = 0
-        async with db.execute("SELECT number, route FROM directory") as cursor:
-            while rows := list(await cursor.fetchmany(_LOAD_CHUNK)):
-                put = self.index.put_int
-                for number, route in rows:
-                    entry = decoded.get(route)
-                    if entry is None:
-                        entry = decoded[route] = _decode_route(route)
-                    put(number, entry)
-                count += len(rows)
-                await asyncio.sleep(0)  # let AGI sessions and AMI run between chunks
+        touched = self._touched_during_load = set()
+        try:
+            async with db.execute("SELECT number, route FROM directory") as cursor:
+                while rows := list(await cursor.fetchmany(_LOAD_CHUNK)):
+                    put = self.index.put_int
+                    for number, route in rows:
+                        if number in touched:
+                            continue  # a newer message arrived meanwhile; memory has it
+                        entry = decoded.get(route)
+                        if entry is None:
+                            entry = decoded[route] = _decode_route(route)
+                        put(number, entry)
+                    count += len(rows)
+                    await asyncio.sleep(0)  # let AGI sessions and AMI run between chunks
+        finally:
+            self._touched_during_load = None
         self._loaded.set()
         return count
 
@@ -176,6 +184,8 @@ class DirectoryStore:
                 await db.rollback()
                 raise
         for digits, maybe_route in routes:
+            if self._touched_during_load is not None:
+                self._touched_during_load.add(int(digits))
             if maybe_route is None:
                 self.index.remove(digits)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -130,3 +131,22 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DirectoryStoreError, match=str(path)):
         await DirectoryStore(path).open()
+
+
+async def test_a_message_applied_while_loading_is_not_overwritten_by_the_load(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "d.sqlite3"
+    async with DirectoryStore(path) as store:
+        await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN))
+                           for n in range(50_000)])
+    async with DirectoryStore(path) as store:
+        loading = asyncio.create_task(store.load())
+        await asyncio.sleep(0)  # the load has started reading its snapshot
+        await store.apply([message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)),
+                           deletion("+380980000001")])
+        assert await loading == 50_000
+        entry = store.lookup("+380980049999")
+        assert entry is not None
+        assert entry.first == (OLGA,)
+        assert store.lookup("+380980000001") is None
