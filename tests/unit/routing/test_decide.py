@@ -6,6 +6,8 @@ import json
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pbxlink.routing.decide import decide
 from pbxlink.routing.directory import (
@@ -218,3 +220,11 @@ def test_rule_region_reads_caller_numbers_of_that_line() -> None:
 def test_decision_json_matches_the_contract_keys() -> None:
     assert set(route("0981234567").to_json()) == {
         "target", "agent", "reason", "owner", "rule", "caller_e164", "line", "decided_in_ms"}
+
+
+@given(caller=st.text(max_size=60), line=st.text(max_size=20))
+def test_any_caller_and_line_give_a_decision_never_an_exception(caller: str, line: str) -> None:
+    decision = decide(RouteRequest(caller=caller, line=line), DIRECTORY, PresenceTracker(),
+                      RULES, NOW)
+    assert decision.line == line
+    assert decision.target is None or decision.reason in {"owner"} or decision.rule is not None
