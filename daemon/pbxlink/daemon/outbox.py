@@ -63,6 +63,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 3: the AMI journal - the events of the calls in progress, so that a restarted daemon can
+    #    rebuild its tracker by replaying them (the tracker is a pure fold over events).
+    """
+    CREATE TABLE ami_journal (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('frame', 'resync', 'clock')),
+        data BLOB NOT NULL,
+        at   REAL
+    );
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -103,6 +113,35 @@ class PendingMessage:
     created_at: float
     expires_at: float | None
     attempts: int
+
+
+class JournalKind(StrEnum):
+    FRAME = "frame"  # one AMI event frame, raw bytes
+    RESYNC = "resync"  # a CoreShowChannels snapshot: length-prefixed raw frames, ``at`` = time
+    CLOCK = "clock"  # the tracker's clock (AMI time) when the journal was last emptied
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One step of the tracker's input, kept so that a restart can replay it."""
+
+    kind: JournalKind
+    data: bytes
+    at: float | None = None
+
+
+def pack_frames(frames: Iterable[bytes]) -> bytes:
+    """Raw frames as one blob: a 4-byte big-endian length before each."""
+    return b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+
+
+def unpack_frames(blob: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(blob):
+        size = int.from_bytes(blob[pos:pos + 4], "big")
+        out.append(blob[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +205,7 @@ class Outbox:
         # One connection, several tasks (writer, publisher, metrics): a read must never see
         # another task's transaction half-done, so every operation takes the lock.
         self._lock = asyncio.Lock()
+        self._inserted = 0
         self.path = path
         self.migrated_from = migrated_from
 
@@ -219,12 +259,20 @@ class Outbox:
         await self.close()
 
     async def add(
-        self, envelopes: Iterable[Envelope], *, now: float, event_ttl: float | None
+        self,
+        envelopes: Iterable[Envelope],
+        *,
+        now: float,
+        event_ttl: float | None,
+        journal: Sequence[JournalEntry] = (),
+        reset_journal: bool = False,
     ) -> int:
-        """Commit the envelopes in one transaction; return how many were new.
+        """Commit the envelopes (and journal entries) in one transaction; return how many
+        envelopes were new.
 
         A message whose id is already in the outbox is ignored: the first copy is the one
-        published. Live events get ``expires_at = now + event_ttl``.
+        published. Live events get ``expires_at = now + event_ttl``. ``reset_journal`` empties
+        the AMI journal before ``journal`` is appended (the tracker had no call left).
         """
         rows = [
             (
@@ -239,15 +287,32 @@ class Outbox:
             )
             for e in envelopes
         ]
-        if not rows:
+        steps: list[tuple[str, Sequence[tuple[object, ...]]]] = []
+        if reset_journal:
+            steps.append(("DELETE FROM ami_journal WHERE ?", [(1,)]))
+        if journal:
+            steps.append(("INSERT INTO ami_journal (kind, data, at) VALUES (?, ?, ?)",
+                          [(j.kind.value, j.data, j.at) for j in journal]))
+        if rows:
+            steps.append((
+                "INSERT OR IGNORE INTO outbox (message_id, kind, topic, payload, direction,"
+                " answered, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            ))
+        if not steps:
             return 0
-        before = self._conn.total_changes
-        await self._write(
-            "INSERT OR IGNORE INTO outbox (message_id, kind, topic, payload, direction, answered,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        return self._conn.total_changes - before
+        async with self._lock:
+            self._inserted = 0
+            await self._transaction(steps, count_table_changes=bool(rows))
+        return self._inserted
+
+    async def journal(self) -> list[JournalEntry]:
+        """The AMI journal in the order it was written."""
+        async with self._lock, self._conn.execute(
+            "SELECT kind, data, at FROM ami_journal ORDER BY seq"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [JournalEntry(JournalKind(r[0]), bytes(r[1]), r[2]) for r in rows]
 
     async def pending(self, *, limit: int, after_seq: int = 0) -> list[PendingMessage]:
         """Pending rows in the order they were committed."""
@@ -343,12 +408,21 @@ class Outbox:
         if not rows:
             return
         async with self._lock:
-            await self._write_locked(sql, rows)
+            await self._transaction([(sql, rows)])
 
-    async def _write_locked(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    async def _transaction(
+        self,
+        steps: Sequence[tuple[str, Sequence[tuple[object, ...]]]],
+        *,
+        count_table_changes: bool = False,
+    ) -> None:
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
-            await self._conn.executemany(sql, rows)
+            for sql, rows in steps:
+                before = self._conn.total_changes
+                await self._conn.executemany(sql, rows)
+                if count_table_changes and sql.startswith("INSERT OR IGNORE INTO outbox"):
+                    self._inserted = self._conn.total_changes - before
             await self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:

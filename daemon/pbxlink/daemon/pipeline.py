@@ -13,21 +13,30 @@ publishes a message it could not store, and loses nothing while the process live
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import structlog
 
 from pbxlink.daemon.ami.decode import AmiDecoder, FrameLike, MalformedEvent
-from pbxlink.daemon.ami.events import CoreShowChannel
+from pbxlink.daemon.ami.events import CoreShowChannel, CoreShowChannelsComplete, FullyBooted
+from pbxlink.daemon.ami.framing import Frame
 from pbxlink.daemon.calls.model import CallOutcome, TrackerOutput
 from pbxlink.daemon.calls.outcome import to_json
 from pbxlink.daemon.calls.tracker import CallTracker
 from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, MessageKind, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
-from pbxlink.daemon.outbox import Outbox, OutboxWriteError
+from pbxlink.daemon.outbox import (
+    JournalEntry,
+    JournalKind,
+    Outbox,
+    OutboxWriteError,
+    pack_frames,
+    unpack_frames,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +47,12 @@ WRITE_RETRY_MAX = 10.0
 # committed: memory stays bounded, and if Asterisk drops the session meanwhile the reconnect
 # resync still ends the calls that finished.
 MAX_BACKLOG = 20_000
+# The AMI journal (see CallPipeline) is committed at most this often when nothing else is
+# (a crash loses at most this much of it), and dropped when it grows past MAX_JOURNAL entries
+# without the tracker ever being idle (e.g. a call up for days): recovery then falls back to
+# the AMI snapshot alone.
+JOURNAL_DELAY = 0.2
+MAX_JOURNAL = 500_000
 
 
 class OutboxWriter:
@@ -63,6 +78,10 @@ class OutboxWriter:
         self._queued = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._journal: list[JournalEntry] = []
+        self._journal_reset = False
+        self._journal_generation = 0
+        self._journal_length = 0  # entries written since the last reset
         self._stopping = False
         self.writable = True
         self.last_error: str | None = None
@@ -80,6 +99,28 @@ class OutboxWriter:
             log.error("outbox_backlog_full", held_in_memory=len(self._queue),
                       action="AMI reading paused until the outbox accepts writes")
 
+    def journal(self, entry: JournalEntry) -> None:
+        """Keep a tracker input so that a restart can replay it (committed lazily)."""
+        self._journal.append(entry)
+        self._journal_length += 1
+        if self._journal_length > MAX_JOURNAL:
+            log.warning("ami_journal_dropped", entries=self._journal_length,
+                        reason="no idle moment; crash recovery falls back to the AMI snapshot")
+            self.reset_journal(entry.at or 0.0)
+        self._queued.set()
+
+    def reset_journal(self, clock: float) -> None:
+        """The tracker follows no call: what was journaled so far is not needed any more,
+        except the tracker's clock (AMI time), which starts the new journal."""
+        if self._journal_length == 1:
+            return  # nothing journaled since the last reset: no write while idle
+        self._journal.clear()
+        self._journal.append(JournalEntry(JournalKind.CLOCK, b"", clock))
+        self._journal_reset = True
+        self._journal_generation += 1
+        self._journal_length = 1
+        self._queued.set()
+
     async def wait_for_room(self) -> None:
         """Return at once unless the in-memory backlog is full (the outbox cannot be written)."""
         if not self._room.is_set():
@@ -93,15 +134,24 @@ class OutboxWriter:
     async def run(self) -> None:
         retry = WRITE_RETRY_INITIAL
         while True:
-            if not self._queue:
+            if not self._queue and not self._journal and not self._journal_reset:
                 if self._stopping:
                     return
                 self._queued.clear()
                 await self._queued.wait()
                 continue
+            if not self._queue and not self._stopping:
+                # Only journal entries: give envelopes a moment to join this commit.
+                self._queued.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._queued.wait(), JOURNAL_DELAY)
             batch = list(self._queue)
+            journal = list(self._journal)
+            reset = self._journal_reset
+            generation = self._journal_generation
             try:
-                await self._outbox.add(batch, now=self._clock(), event_ttl=self._event_ttl)
+                await self._outbox.add(batch, now=self._clock(), event_ttl=self._event_ttl,
+                                       journal=journal, reset_journal=reset)
             except OutboxWriteError as exc:
                 self._metrics.outbox_write_errors.inc()
                 if self.writable or str(exc) != self.last_error:
@@ -118,6 +168,9 @@ class OutboxWriter:
                 continue
             for _ in batch:
                 self._queue.popleft()
+            if generation == self._journal_generation:
+                del self._journal[:len(journal)]
+                self._journal_reset = False
             if not self._room.is_set() and len(self._queue) < self._max_backlog // 2:
                 self._room.set()
                 log.info("outbox_backlog_drained", held_in_memory=len(self._queue))
@@ -128,7 +181,8 @@ class OutboxWriter:
             retry = WRITE_RETRY_INITIAL
             for envelope in batch:
                 self._metrics.outbox_written.inc(kind=envelope.kind.value)
-            self._on_commit()
+            if batch:
+                self._on_commit()
 
 
 class CallPipeline:
@@ -151,10 +205,12 @@ class CallPipeline:
         self._metrics = metrics
         self._prefix = topic_prefix
         self._wallclock = wallclock
+        self._listing = False
 
-    def feed(self, frame: FrameLike) -> None:
+    def feed(self, frame: FrameLike, *, replaying: bool = False) -> None:
+        """One AMI frame. ``replaying``: from the journal at start (not counted or re-journaled)."""
         name = frame.event
-        if name is not None:
+        if name is not None and not replaying:
             self._metrics.ami_events.inc(event=name)
         try:
             event = self._decoder.decode(frame)
@@ -165,11 +221,24 @@ class CallPipeline:
             return
         if event is None:
             return
+        if not replaying:
+            self._writer.journal(JournalEntry(JournalKind.FRAME, bytes(frame.raw)))
+        # A CoreShowChannels listing in the stream is tracker state before it creates any call.
+        if isinstance(event, CoreShowChannel):
+            self._listing = True
+        elif isinstance(event, CoreShowChannelsComplete | FullyBooted):
+            self._listing = False
         self._emit(self.tracker.handle(event))
+        if self.tracker.active_calls == 0 and not self._listing and not replaying:
+            self._writer.reset_journal(self.tracker.clock)
 
-    def resync(self, channels: Iterable[FrameLike], now: float) -> None:
+    def resync(self, channels: Sequence[FrameLike], now: float, *,
+               replaying: bool = False) -> None:
         """Reconcile the tracker with a ``CoreShowChannels`` snapshot taken after a (re)login:
         calls that ended while AMI was away get their outcome now (``reconstructed``)."""
+        if not replaying:
+            self._writer.journal(JournalEntry(JournalKind.RESYNC,
+                                              pack_frames(bytes(f.raw) for f in channels), now))
         listed: list[CoreShowChannel] = []
         for frame in channels:
             try:
@@ -181,10 +250,33 @@ class CallPipeline:
             if isinstance(event, CoreShowChannel):
                 listed.append(event)
         self._emit(self.tracker.resync(listed, now))
+        if self.tracker.active_calls == 0 and not self._listing and not replaying:
+            self._writer.reset_journal(self.tracker.clock)
 
-    def tick(self, now: float) -> None:
+    def replay_journal(self, entries: Iterable[JournalEntry]) -> int:
+        """Rebuild the tracker after a restart from the journal of the previous run.
+
+        What the replay produces goes to the outbox as usual: outcomes and live events already
+        committed before the crash have the same ids and are ignored there; the rest (calls that
+        finished unseen) follows the next AMI snapshot. Returns the entries replayed.
+        """
+        count = 0
+        for entry in entries:
+            if entry.kind is JournalKind.FRAME:
+                self.feed(Frame(entry.data), replaying=True)
+            elif entry.kind is JournalKind.CLOCK:
+                self.tick(entry.at or 0.0, replaying=True)
+            else:
+                frames = [Frame(raw) for raw in unpack_frames(entry.data)]
+                self.resync(frames, entry.at or 0.0, replaying=True)
+            count += 1
+        return count
+
+    def tick(self, now: float, *, replaying: bool = False) -> None:
         """Finalize calls whose settle time passed while AMI was quiet."""
         self._emit(self.tracker.tick(now))
+        if self.tracker.active_calls == 0 and not self._listing and not replaying:
+            self._writer.reset_journal(self.tracker.clock)
 
     def _emit(self, outputs: list[TrackerOutput]) -> None:
         self._metrics.active_calls.set(self.tracker.active_calls)

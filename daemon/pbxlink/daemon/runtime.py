@@ -197,6 +197,13 @@ class Daemon:
         self._pipeline = CallPipeline(
             CallTracker(tracker_settings(settings)), self._writer, node=settings.node.name,
             metrics=self.metrics, topic_prefix=settings.mqtt.topic_prefix)
+        journal = await outbox.journal()
+        if journal:
+            # The previous run's tracker, rebuilt from its journal; the first AMI snapshot then
+            # ends the calls that finished while no daemon was watching.
+            replayed = self._pipeline.replay_journal(journal)
+            log.info("tracker_restored", journal_entries=replayed,
+                     open_calls=self._pipeline.tracker.active_calls)
         stats = await outbox.stats()
         log.info("daemon_starting", node=settings.node.name, outbox=str(outbox.path),
                  pending_outcomes=stats.pending_outcomes, pending_events=stats.pending_events)

@@ -18,11 +18,12 @@ from pbxlink.daemon.outbox import (
 )
 
 V1_DUMP = Path(__file__).parent / "data" / "outbox_v1.sql"
+V2_DUMP = Path(__file__).parent / "data" / "outbox_v2.sql"
 
 
-def _load_dump(path: Path) -> None:
+def _load_dump(path: Path, dump: Path = V1_DUMP) -> None:
     conn = sqlite3.connect(path)
-    conn.executescript(V1_DUMP.read_text())
+    conn.executescript(dump.read_text())
     conn.close()
 
 
@@ -118,3 +119,19 @@ async def test_failed_migration_leaves_the_old_schema_and_rows_untouched(
     # And the real migration still works afterwards.
     async with await Outbox.open(path) as outbox:
         assert len(await outbox.pending(limit=10)) == 2
+
+
+async def test_version_2_file_is_migrated_keeping_expiry_status_and_gaining_the_journal(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    _load_dump(path, V2_DUMP)
+    async with await Outbox.open(path) as outbox:
+        assert outbox.migrated_from == 2
+        (pending,) = await outbox.pending(limit=10)
+        assert pending.message_id == "pbx1:1763900100.4:2"
+        assert pending.expires_at == 1763900800.0
+        assert await outbox.status_of("pbx1:1763900000.1") is MessageStatus.SENT
+        assert await outbox.load_tracker_state("calls") == b"{}"
+        assert await outbox.journal() == []
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
