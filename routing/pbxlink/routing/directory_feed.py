@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from dataclasses import dataclass
 
 import aiomqtt
@@ -108,14 +109,15 @@ class DirectoryFeed:
 
     async def run(self, *, host: str, port: int, identifier: str | None = None,
                   username: str | None = None, password: str | None = None,
-                  backoff_initial: float = 0.5, backoff_max: float = 30.0) -> None:
+                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
+                  tls_context: ssl.SSLContext | None = None) -> None:
         """Own connection, reconnecting forever (until cancelled)."""
         delay = backoff_initial
         while True:
             try:
                 async with aiomqtt.Client(
                     host, port, identifier=identifier, username=username, password=password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
+                    protocol=aiomqtt.ProtocolVersion.V5, tls_context=tls_context,
                 ) as client:
                     delay = backoff_initial
                     await self.consume(client)
