@@ -16,14 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from pbxlab.context import ScenarioContext
+from pbxlab.mosquitto import BrokerHandle
 from pbxlab.session import LabSession
 from pbxlab.sipp import Call, Phone
 
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
+from pbxlink.routing.directory_feed import DirectoryFeed
 from pbxlink.routing.directory_store import DirectoryStore
 from pbxlink.routing.model import (
     ClientOwners,
@@ -339,3 +342,43 @@ async def test_slow_directory_hits_the_deadline_and_falls_through(
     assert 0.4 <= queue_at - agi_at < 1.5
     assert bridged_agents(call) == ["102"]
 
+
+
+async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
+    asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path,
+) -> None:
+    """The whole path: CRM side publishes a retained directory message → feed → SQLite +
+    memory → the next call from that number rings its owner (103) first."""
+    caller, e164 = "0501230077", "+380501230077"
+    tracker = PresenceTracker()
+    async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
+        await store.load()
+        feed = DirectoryFeed(store)
+        feeding = asyncio.create_task(feed.run(host=mosquitto_broker.host,
+                                               port=mosquitto_broker.port))
+        try:
+            async with aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port,
+                                      protocol=aiomqtt.ProtocolVersion.V5) as crm:
+                await crm.publish(directory_topic(e164), owned_by(e164, "103"), qos=1,
+                                  retain=True)
+            async with asyncio.timeout(10):
+                while store.lookup(e164) is None:  # noqa: ASYNC110 - state of another task
+                    await asyncio.sleep(0.02)
+            decisions = RoutingDecisions()
+            service = RoutingService(store, tracker, RoutingPolicy(default_region="UA"))
+            async with FastAgiServer(service.resolve, port=asterisk_lab.agi_port,
+                                     on_decision=decisions.record):
+                frames = await run_call(
+                    asterisk_lab, tmp_path / "sipp",
+                    {"a101": Phone.never_answers(), "a102": Phone.never_answers(),
+                     "a103": Phone.answers(ring_ms=500)},
+                    Call(DID, caller, "Published Caller", hold_ms=3000))
+        finally:
+            feeding.cancel()
+            await asyncio.gather(feeding, return_exceptions=True)
+    call = of_call(frames, caller_linkedid(frames, caller))
+    assert agent_rings(call)[0][0] == "103"
+    assert bridged_agents(call) == ["103"]
+    decision = decisions.get(caller_linkedid(frames, caller))
+    assert decision is not None
+    assert (decision.target, decision.reason) == ("PJSIP/103", "owner")
