@@ -205,7 +205,6 @@ class Outbox:
         # One connection, several tasks (writer, publisher, metrics): a read must never see
         # another task's transaction half-done, so every operation takes the lock.
         self._lock = asyncio.Lock()
-        self._inserted = 0
         self.path = path
         self.migrated_from = migrated_from
 
@@ -302,9 +301,8 @@ class Outbox:
         if not steps:
             return 0
         async with self._lock:
-            self._inserted = 0
-            await self._transaction(steps, count_table_changes=bool(rows))
-        return self._inserted
+            changes = await self._transaction(steps)
+        return changes[-1] if rows else 0
 
     async def journal(self) -> list[JournalEntry]:
         """The AMI journal in the order it was written."""
@@ -411,18 +409,16 @@ class Outbox:
             await self._transaction([(sql, rows)])
 
     async def _transaction(
-        self,
-        steps: Sequence[tuple[str, Sequence[tuple[object, ...]]]],
-        *,
-        count_table_changes: bool = False,
-    ) -> None:
+        self, steps: Sequence[tuple[str, Sequence[tuple[object, ...]]]]
+    ) -> list[int]:
+        """Run the steps in one transaction; return the rows each step changed."""
+        changes: list[int] = []
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             for sql, rows in steps:
                 before = self._conn.total_changes
                 await self._conn.executemany(sql, rows)
-                if count_table_changes and sql.startswith("INSERT OR IGNORE INTO outbox"):
-                    self._inserted = self._conn.total_changes - before
+                changes.append(self._conn.total_changes - before)
             await self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
@@ -430,6 +426,7 @@ class Outbox:
                 with contextlib.suppress(sqlite3.Error):
                     await self._conn.execute("ROLLBACK")
             raise _write_error(exc, self.path) from exc
+        return changes
 
 
 def _write_error(exc: sqlite3.Error, path: Path) -> OutboxWriteError:

@@ -118,6 +118,7 @@ class Daemon:
         self._pipeline: CallPipeline | None = None
         self._http_listening = False
         self._ready_sent = False
+        self._mqtt_stop_for_good = False  # set on shutdown: a pending [mqtt] reload must not restart
 
     # -- readiness ----------------------------------------------------------------------------
 
@@ -274,8 +275,6 @@ class Daemon:
     def _new_publisher(self, outbox: Outbox) -> OutcomePublisher:
         return OutcomePublisher(self.settings.mqtt, outbox, node=self.settings.node.name,
                                 metrics=self.metrics, clock=self._clock)
-
-    _mqtt_stop_for_good = False
 
     async def _run_publisher(self, outbox: Outbox) -> None:
         """The publisher; replaced by a new one when a reload changes ``[mqtt]``."""
