@@ -28,8 +28,8 @@ from pbxlab.instance import (
     try_hold_offset,
 )
 
-# 0 is the developer's default, 9 record_all.py's, 10-12 are left to parts that pin an
-# offset of their own (the delivery fault tests use 12)
+# 0 is the developer's default, 9 record_all.py's, 10-12 are left to scripts that want a
+# fixed offset of their own
 AUTO_OFFSETS = range(13, 40)
 
 
