@@ -92,6 +92,8 @@ class MqttSettings:
     password: Secret | None = None  # filled from the two keys above
     tls: bool = False
     ca_file: Path | None = None
+    cert_file: Path | None = None  # TLS client certificate (PEM), for brokers that require one
+    key_file: Path | None = None  # its private key (PEM)
     client_id: str = ""  # empty: pbxlink-<node>
     keepalive: int = 30
     topic_prefix: str = "pbxlink/v1"

@@ -251,6 +251,8 @@ class OutcomePublisher:
         if s.tls:
             tls_params = aiomqtt.TLSParameters(
                 ca_certs=str(s.ca_file) if s.ca_file is not None else None,
+                certfile=str(s.cert_file) if s.cert_file is not None else None,
+                keyfile=str(s.key_file) if s.key_file is not None else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
         will = aiomqtt.Will(
