@@ -56,8 +56,11 @@ user = "boris"
 """
 
 
-def config_text(port: int, database: Path) -> str:
-    return f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n' + RULES
+def config_text(port: int, database: Path, *, shared: bool = True) -> str:
+    return (
+        f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n'
+        f"shared_subscription = {str(shared).lower()}\n" + RULES
+    )
 
 
 async def seed_employees(database: Path) -> None:
@@ -243,3 +246,43 @@ async def test_an_email_request_over_mqtt_becomes_a_support_ticket_for_its_user(
     assert query(database, "SELECT subject, assignees FROM tickets") == [("Сломался телефон", "boris")]
     assert query(database, "SELECT name, potential FROM clients") == [("Ольга", 1)]
     await wait_for(lambda: any(t == "pbxlink/v1/crm/notify/boris" for t, _, _ in watcher.seen))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, mosquitto_broker: Any, shared: bool
+) -> None:
+    database = tmp_path / "crm.sqlite3"
+    await seed_employees(database)
+    store = await open_store(database)
+    config = config_text(mosquitto_broker.port, database, shared=shared)
+    adapter = CrmAdapter(settings_from_toml(config), store)
+    shutdown = asyncio.Event()
+    task = asyncio.create_task(adapter.run(shutdown))
+    try:
+        await asyncio.wait_for(adapter.ready.wait(), 10)
+        first = [
+            outcome_message(missed(id=f"pbx1:a{n}", external={"raw": f"0671{n:06d}", "e164": None}))
+            for n in range(50)
+        ]
+        await publish(mosquitto_broker.port, first)
+        await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 10)
+        await asyncio.to_thread(mosquitto_broker.restart)  # the adapter loses its connection
+        if shared:
+            # mosquitto does not restore a shared subscription from a persisted session: what is
+            # published between its restart and the adapter's re-subscription reaches nobody
+            # (measured; docs/crm.md). Publish once the adapter is back.
+            await wait_for(lambda: adapter.ready.is_set() and adapter.connections >= 2, 20)
+        second = [
+            outcome_message(missed(id=f"pbx1:b{n}", external={"raw": f"0672{n:06d}", "e164": None}))
+            for n in range(50)
+        ]
+        await publish(mosquitto_broker.port, second + first[:5])  # and a few re-sent ones
+        await wait_for(
+            lambda: query(database, "SELECT count(*) FROM inbox WHERE state = 'done'") == [(100,)], 60
+        )
+    finally:
+        shutdown.set()
+        await asyncio.wait_for(task, 20)
+        await store.close()
+    assert query(database, "SELECT count(*), count(DISTINCT call_id) FROM inquiries") == [(100, 100)]

@@ -73,13 +73,15 @@ class CrmAdapter:
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.received: dict[Receipt, int] = dict.fromkeys(Receipt, 0)
+        self.connections = 0
         self._last_prune: datetime | None = None
 
     @property
     def topics(self) -> tuple[str, ...]:
         a = self.adapter
-        base = f"$share/{a.name}/{a.topic_prefix}/{a.nodes}/call"
-        return f"{base}/outcome", f"{base}/event", f"$share/{a.name}/{a.topic_prefix}/crm/request"
+        share = f"$share/{a.name}/" if a.shared_subscription else ""
+        base = f"{share}{a.topic_prefix}/{a.nodes}/call"
+        return f"{base}/outcome", f"{base}/event", f"{share}{a.topic_prefix}/crm/request"
 
     def _client(self) -> aiomqtt.Client:
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -108,6 +110,7 @@ class CrmAdapter:
                 async with self._client() as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
+                    self.connections += 1
                     log.info("crm.adapter.connected", topics=self.topics)
                     delay = 0.5
                     self.ready.set()

@@ -258,6 +258,10 @@ class AdapterSettings:
     client_id: str | None = None
     topic_prefix: str = "pbxlink/v1"
     nodes: str = "+"
+    # $share/<name>/… lets several adapters split the load, but mosquitto does not restore a
+    # shared subscription after a broker restart (messages published before the adapter
+    # re-subscribes are lost). One adapter per CRM database: keep it off (docs/crm.md).
+    shared_subscription: bool = False
     database: str = "/var/lib/pbxlink/crm.sqlite3"
     dead_letter_topic: str = "pbxlink/v1/crm/deadletter"
     session_expiry_seconds: int = 86400
@@ -630,6 +634,7 @@ def _adapter(t: _Table) -> AdapterSettings:
         client_id=t.optional_text("client_id"),
         topic_prefix=t.text("topic_prefix", d.topic_prefix),
         nodes=t.text("nodes", d.nodes),
+        shared_subscription=t.boolean("shared_subscription", d.shared_subscription),
         database=t.text("database", d.database),
         dead_letter_topic=t.text("dead_letter_topic", d.dead_letter_topic),
         session_expiry_seconds=t.integer("session_expiry_seconds", d.session_expiry_seconds),

@@ -290,14 +290,32 @@ class Store:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 yield self.db
             except BaseException:
-                if self.db.in_transaction:  # SQLite may already have rolled back (I/O error)
-                    await self.db.execute("ROLLBACK")
+                await self._rollback()
                 raise
             await self.db.execute("COMMIT")
+
+    async def _begin(self) -> None:
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "within a transaction" not in str(exc):
+                raise
+            # A task cancelled while its BEGIN or ROLLBACK was on the way (a lost broker
+            # connection cancels the worker) left a transaction open; nothing of it was
+            # committed, so roll it back and start ours.
+            await self.db.execute("ROLLBACK")
+            await self.db.execute("BEGIN IMMEDIATE")
+
+    async def _rollback(self) -> None:
+        try:
+            await self.db.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:  # SQLite may already have rolled back (I/O error)
+            if "no transaction is active" not in str(exc):
+                raise
 
     async def close(self) -> None:
         await self.db.close()
