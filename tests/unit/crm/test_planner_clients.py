@@ -248,3 +248,15 @@ def test_ringing_pops_the_known_client_for_the_rung_employee() -> None:
     )
     assert (pop.employee, pop.subject) == ("anna", Ref("c1"))
     assert "Иван" in pop.text
+
+
+def test_the_default_region_comes_from_the_line_so_8_916_on_a_moscow_line_is_russian() -> None:
+    settings = crm_settings(
+        CLIENTS + '[crm.phone]\ndefault_region = "UA"\n[crm.phone.line_regions]\n"74951234567" = "RU"\n'
+    )
+    on_moscow_line = missed(line="74951234567", external={"raw": "8 916 123-45-67", "e164": None})
+    [client] = actions_of(plan_outcome(on_moscow_line, NO_FACTS, settings), CreateClient)
+    assert (client.phone_e164, client.phone_raw) == ("+79161234567", "8 916 123-45-67")
+    on_kyiv_line = missed(external={"raw": "0981234567", "e164": None})
+    [client] = actions_of(plan_outcome(on_kyiv_line, NO_FACTS, settings), CreateClient)
+    assert client.phone_e164 == "+380981234567"

@@ -234,3 +234,19 @@ async def test_a_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database at all, just text" * 100)
     with pytest.raises(StoreError):
         await open_store(path)
+
+
+async def test_pruning_forgets_old_finished_messages_but_keeps_pending_and_unsent_dead_ones(
+    store: Store,
+) -> None:
+    settings = settings_from_toml(RULES).crm
+    proc = Processor(Inbox(store), SqliteCrm(store), settings, clock=lambda: NOW)
+    await proc.inbox.receive(*outcome_message(missed(id="pbx1:old")), NOW)
+    await proc.run_pending()
+    await proc.inbox.receive("pbxlink/v1/pbx1/call/outcome", b"junk", NOW)
+    await proc.inbox.receive(*outcome_message(missed(id="pbx1:waiting")), NOW)
+    removed = await proc.inbox.prune(datetime(2026, 2, 1, tzinfo=UTC))
+    assert removed == 1
+    assert await proc.inbox.counts() == {"dead": 1, "pending": 1}
+    # A pruned id no longer dedupes: that is what inbox_retention_days bounds.
+    assert await proc.inbox.receive(*outcome_message(missed(id="pbx1:old")), NOW) is Receipt.NEW
