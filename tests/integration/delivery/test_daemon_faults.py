@@ -58,11 +58,13 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     proxy = AmiProxy(asterisk_lab.ami_port)
     daemon = new_daemon(tmp_path, asterisk_lab.instance, mosquitto_broker.port,
                         ami_port=proxy.port)
-    load = CallLoad(asterisk_lab.instance, tmp_path / "sipp")
     try:
-        yield Rig(asterisk_lab, mosquitto_broker, daemon, load, proxy)
+        load = CallLoad(asterisk_lab.instance, tmp_path / "sipp")
+        try:
+            yield Rig(asterisk_lab, mosquitto_broker, daemon, load, proxy)
+        finally:
+            load.close()
     finally:
-        load.close()
         daemon.stop()
         proxy.close()
 
