@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 from pbxlink.adapters.crm.store import open_store
@@ -51,3 +53,23 @@ async def test_a_task_cancelled_inside_its_transaction_rolls_it_back(tmp_path: P
         assert await store.db.execute_fetchall("SELECT * FROM request_queues") == []
     finally:
         await store.close()
+
+
+def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Path) -> None:
+    # The adapter and an admin's `pbxlink crm …` open the same fresh file together: the one that
+    # waited for the write lock must see the other's migration, not run it again.
+    path = tmp_path / "crm.sqlite3"
+    code = (
+        "import asyncio, sys\n"
+        "from pbxlink.adapters.crm.store import open_store\n"
+        "async def main():\n"
+        "    store = await open_store(sys.argv[1])\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    for _ in range(5):
+        path.unlink(missing_ok=True)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        errors = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+        assert [rc for rc, _ in errors] == [0, 0, 0, 0], errors

@@ -253,6 +253,11 @@ async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
         return
     await db.execute("BEGIN IMMEDIATE")
     try:
+        # Another process (the adapter, `pbxlink crm`) may have migrated while we waited for
+        # the write lock: read the version again under the lock.
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in _statements(script):
                 await db.execute(statement)
