@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pbxlink.daemon.config import load_settings, to_toml
-from pbxlink.daemon.errors import EX_CONFIG, ConfigError
+from pbxlink.daemon.config import Settings, load_settings, to_toml
+from pbxlink.daemon.errors import EX_CONFIG, ConfigError, ConfigProblem
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="print nothing when the config is valid")
 
 
+def _check_adapter_sections(settings: Settings) -> None:
+    """The CRM adapter's [adapter]/[crm] sections, when the file has them, by the adapter's rules."""
+    if not settings.adapter and not settings.crm:
+        return
+    from pbxlink.adapters.crm.settings import SettingsError, parse_settings  # noqa: PLC0415
+
+    try:
+        parse_settings({"adapter": dict(settings.adapter), "crm": dict(settings.crm)})
+    except SettingsError as exc:
+        raise ConfigError([_problem(text) for text in exc.problems]) from exc
+
+
+def _problem(text: str) -> ConfigProblem:
+    path, sep, reason = text.partition(": ")
+    return ConfigProblem(path, reason) if sep else ConfigProblem("", text)
+
+
 def main(args: argparse.Namespace) -> int:
     path: Path | None = args.file or args.config
     if args.file is not None and args.config is not None and args.file != args.config:
@@ -39,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
         return EX_CONFIG
     try:
         settings = load_settings(path, overrides=args.overrides)
+        _check_adapter_sections(settings)
     except ConfigError as exc:
         source = str(path) if path is not None else "embedded defaults"
         print(f"pbxlink: {source}: {len(exc.problems)} problem(s):", file=sys.stderr)

@@ -435,9 +435,10 @@ def _convert(tp: Any, value: Any, path: str, problems: list[ConfigProblem]) -> t
         problems.append(ConfigProblem(path, f"expected a table, got {_describe(value)}"))
         return False, None
     if dataclasses.is_dataclass(tp):
-        before = len(problems)
+        # Keep what parsed even when some keys were bad, so the value checks that follow still
+        # see the good keys and every problem is reported in one go.
         parsed = parse_section(typing.cast(type[Any], tp), value, path, problems)
-        return parsed is not None and len(problems) == before, parsed
+        return parsed is not None, parsed
     if tp is bool:
         if isinstance(value, bool):
             return True, value

@@ -164,3 +164,23 @@ def test_effective_config_round_trips_through_toml(tmp_path: Path) -> None:
     dumped = tmp_path / "dump.toml"
     dumped.write_text(to_toml(settings).replace('secret = "<redacted>"', ""))
     assert load_settings(dumped, environ={}) == settings
+
+
+def test_an_unknown_key_does_not_hide_a_bad_value_beside_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text("[ami]\nport = 70000\nhots = 1\n[agi]\ndeadline_ms = -1\nbogus = true\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    paths = [p.path for p in info.value.problems]
+    assert paths == ["ami.hots", "agi.bogus", "ami.port", "agi.deadline_ms"]
+
+
+def test_check_config_validates_the_adapter_sections_too(tmp_path: Path) -> None:
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('[adapter]\nname = "crm"\ndatabse = "x"\n[crm.tasks]\nmode = "sometimes"\n')
+    result = run_cli("check-config", str(cfg))
+    assert result.returncode == EX_CONFIG
+    assert "adapter.databse: unknown key" in result.stderr
+    assert "crm.tasks.mode: must be one of" in result.stderr
+    cfg.write_text('[adapter]\nname = "crm"\n[crm.tasks]\nmode = "one_each"\n')
+    assert run_cli("check-config", "-q", str(cfg)).returncode == 0
