@@ -55,7 +55,7 @@ ATXFER_NOANSWER_TIMEOUT="${PBXLAB_ATXFER_NOANSWER_TIMEOUT:-5}"  # consultation r
 
 # ---- AMI credentials ---------------------------------------------------------
 AMI_USER="${PBXLAB_AMI_USER:-pbxlink}"
-AMI_SECRET="${PBXLAB_AMI_SECRET:-pbxlink}"
+AMI_SECRET="${PBXLAB_AMI_SECRET:-lab-ami-7f3c9e}"
 
 # ---- directories -------------------------------------------------------------
 CONF_SRC="${PBXLAB_CONF_SRC:-$LAB_DIR/asterisk}"
