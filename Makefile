@@ -32,10 +32,11 @@ check: venv
 	$(BIN)/mypy daemon adapters routing
 	$(BIN)/lint-imports
 	@tests/lab/host-packages.sh systemd
-	@sed "s|/usr/local/bin/pbxlink|$(CURDIR)/$(BIN)/pbxlink|g" systemd/pbxlink.service > $(VENV)/pbxlink.service
-	@out=$$(systemd-analyze verify $(VENV)/pbxlink.service 2>&1); \
-	  if [ -n "$$out" ]; then echo "$$out"; echo "systemd-analyze verify: not clean"; exit 1; fi; \
-	  echo "systemd-analyze verify: clean"
+	@for unit in systemd/*.service; do \
+	  sed "s|/usr/local/bin/pbxlink|$(CURDIR)/$(BIN)/pbxlink|g" $$unit > $(VENV)/$$(basename $$unit); \
+	  out=$$(systemd-analyze verify $(VENV)/$$(basename $$unit) 2>&1); \
+	  if [ -n "$$out" ]; then echo "$$out"; echo "systemd-analyze verify $$unit: not clean"; exit 1; fi; \
+	  echo "systemd-analyze verify $$unit: clean"; done
 
 test: lab check
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
