@@ -201,7 +201,7 @@ class OutcomeWatcher:
 def describe(outcome: dict[str, Any]) -> str:
     data = outcome.get("data", outcome)
     external = (data.get("external") or {}).get("e164") or (data.get("external") or {}).get("raw")
-    who = data.get("initiator") if data.get("direction") == "outbound" else external
+    who = f"{data.get('initiator')} → {external}" if data.get("direction") == "outbound" else external
     status = "answered" if data.get("answered") else f"missed at {data.get('missed_at')}"
     handled = ""
     if data.get("first_answered_by"):
@@ -210,7 +210,7 @@ def describe(outcome: dict[str, Any]) -> str:
     route = f", routing: {routing.get('reason')} → {routing.get('target') or 'group'}" if routing else ""
     transfers = "".join(f", {t['kind']} transfer {t['from']}→{t['to']}" for t in data.get("transfers", []))
     talk = f", talk {data.get('talk_seconds', 0):.1f} s" if data.get("answered") else ""
-    return f"{data.get('direction'):8} {who or '?':>14}  {status}{handled}{transfers}{route}{talk}"
+    return f"{data.get('direction'):8} {who or '?':>20}  {status}{handled}{transfers}{route}{talk}"
 
 
 def main() -> int:
@@ -252,7 +252,8 @@ def main() -> int:
             f"127.0.0.1:{instance.agi_port}, metrics on http://127.0.0.1:{http_port}/metrics")
         adapter = procs.start("pbxlink adapter", [str(PBXLINK), "adapter", "-c", str(config)],
                               WORK / "adapter.log")
-        say(f"   adapter pid {adapter.pid}: shared subscription $share/demo-crm/pbxlink/v1/+/call/#")
+        say(f"   adapter pid {adapter.pid}: consumes pbxlink/v1/+/call/outcome and …/call/event, "
+            f"CRM in {(WORK / 'crm.sqlite3').relative_to(REPO)}")
         watcher = OutcomeWatcher(broker)
         cleanup.callback(watcher.close)
 
