@@ -49,7 +49,7 @@ demo: lab
 	PYTHONPATH=tests/lab $(BIN)/python -m pbxlab.demo
 
 bench: lab
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
