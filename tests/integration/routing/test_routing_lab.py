@@ -29,6 +29,7 @@ from pbxlink.routing.directory import directory_topic, encode_directory_entry, p
 from pbxlink.routing.directory_feed import DirectoryFeed
 from pbxlink.routing.directory_store import DirectoryStore
 from pbxlink.routing.model import (
+    Availability,
     ClientOwners,
     DirectoryEntry,
     Responsible,
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.lab
 
 DID = "4930100200"
 KNOWN = "0501230001"  # +380501230001, owned by 101 (written the national way on purpose)
+OWNED_BY_OFFLINE = "0501230104"  # +380501230104, owned by 104: an endpoint with no contact
 UNKNOWN = "380509990001"
 Frame = dict[str, str]
 
@@ -107,13 +109,14 @@ class Routing:
 @asynccontextmanager
 async def pbxlink_routing(lab: LabSession, tmp_path: Path, *, load: bool = True,
                           deadline_ms: float = 300.0) -> AsyncIterator[Routing]:
-    """pbxlink's AGI server on the lab's AGI port, directory: KNOWN → 101."""
+    """pbxlink's AGI server on the lab's AGI port, directory: KNOWN → 101, OWNED_BY_OFFLINE → 104."""
     tracker = PresenceTracker()
     presence = LivePresence(lab, tracker, asyncio.get_running_loop())
     try:
         async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
-            await store.apply([parse_directory_message(directory_topic("+380501230001"),
-                                                       owned_by("+380501230001", "101"))])
+            await store.apply([
+                parse_directory_message(directory_topic(number), owned_by(number, agent))
+                for number, agent in (("+380501230001", "101"), ("+380501230104", "104"))])
             if load:
                 await store.load()
             decisions = RoutingDecisions()
@@ -300,6 +303,38 @@ async def test_unavailable_owner_sends_the_call_to_the_group_at_once(
     agi_at = stamp(app_started(call, "AGI"))
     queue_at = stamp(first(call, Event="QueueCallerJoin"))
     assert queue_at - agi_at < 1.0, "straight to the group, no ring timeout spent on 101"
+    assert bridged_agents(call) == ["102"]
+
+
+async def test_offline_owner_sends_the_call_to_the_group_at_once(
+    asterisk_lab: LabSession, tmp_path: Path,
+) -> None:
+    """104's AOR has no contact (a phone that never registered): Asterisk 22 lists device
+    PJSIP/104 as UNAVAILABLE in DeviceStateList, so presence knows it is offline before the
+    call, and the caller it owns goes to the group without 104 ever being dialled."""
+    async with pbxlink_routing(asterisk_lab, tmp_path) as routing:
+        await asyncio.sleep(0)  # the snapshot is applied on the loop
+        assert routing.presence.availability("104") is Availability.OFFLINE
+        frames = await run_call(
+            asterisk_lab, tmp_path / "sipp",
+            {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500),
+             "a103": Phone.never_answers()},
+            Call(DID, OWNED_BY_OFFLINE, "Owned By Offline", hold_ms=4000))
+    linkedid = caller_linkedid(frames, OWNED_BY_OFFLINE)
+    call = of_call(frames, linkedid)
+    decision = routing.decisions.get(linkedid)
+    assert decision is not None
+    assert (decision.target, decision.reason, decision.owner, decision.caller_e164) == (
+        None, "owner_offline", "104", "+380501230104")
+    assert agi_status(call) == "SUCCESS"
+    assert not [f for f in call if f.get("Event") == "Newexten" and f.get("Application") == "Dial"]
+    assert not [f for f in frames if f.get("Channel", "").startswith("PJSIP/104")], \
+        "the offline agent is never dialled"
+    agi_at = stamp(app_started(call, "AGI"))
+    rings = agent_rings(call)
+    assert rings, "the group rang"
+    assert {agent for agent, _ in rings} == {"101", "102", "103"}  # the queue's members
+    assert rings[0][1] - agi_at < 1.0, "a group agent got the INVITE within 1 s of the AGI"
     assert bridged_agents(call) == ["102"]
 
 
