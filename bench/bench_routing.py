@@ -1,26 +1,31 @@
 """Routing benchmark: FastAGI request → answer latency with a 1,000,000-number directory.
 
-    .venv/bin/python bench/bench_routing.py [--numbers 1000000] [--requests 20000]
-                                            [--concurrency 1 50 500] [--rebuild]
+    .venv/bin/python bench/bench_routing.py [--numbers 1000000] [--open-requests 5000]
+        [--requests 5000] [--concurrency 1 50 500] [--rate 200] [--modes open closed]
+        [--servers raw constant pbxlink pbxlink-nofreeze] [--no-pin] [--rebuild]
 
 What it does:
 1. builds a directory SQLite file of N numbers through the real path (contract payloads →
    parse_directory_message → DirectoryStore.apply, batches of 1,000) and caches it under
    /tmp/pbxlink-bench (rebuilt with --rebuild);
 2. starts, each in its own process: the pbxlink FastAGI server (DirectoryStore.load() of the
-   file, PresenceTracker, decide()) and two baselines answering a constant: our server with a
+   file, PresenceTracker, decide()) as the daemon runs it (gc.freeze() after the load), the
+   same without the freeze, and two baselines answering a constant: our server with a
    constant resolver, and a bare asyncio server that writes the three SET VARIABLEs (the
    transport floor);
-3. for each concurrency level, runs that many client sessions behaving like res_agi (env block,
-   200 replies); latency = connect → server close. Two load models: open loop (Poisson
-   arrivals at --rate/s spread over the sessions: how calls reach a PBX) and closed loop
-   (each session asks again at once: saturation throughput; latency there is queueing,
-   sessions / throughput by Little's law, whatever the server).
+3. the load generator is this process (never the server's): by default the server process
+   is pinned to one CPU and this one to the others, so each has a core; for each concurrency
+   level it runs that many client sessions behaving like res_agi (a new TCP connection, the
+   env block, a 200 reply to each command); latency = connect → server close. Two load
+   models: open loop (Poisson arrivals at --rate/s spread over the sessions: how calls reach a
+   PBX) and closed loop (each session asks again at once: saturation throughput; latency
+   there is queueing, sessions / throughput by Little's law, whatever the server).
 
-Prints: build and load times, RSS of the loaded directory, p50/p90/p99/max per server and level,
-and "shed": sessions the server closed without an answer (past its 300 ms deadline when
-overloaded; Asterisk then takes the normal route).
-Latency here includes the client's own work on a shared 2-core machine; compare columns.
+Prints: build and load times, RSS of the loaded directory, p50/p99/p99.9/max per server and
+level, "shed": sessions the server closed without an answer (past its 300 ms deadline when
+overloaded; Asterisk then takes the normal route), the server-side time (accept → close),
+the cyclic-GC pauses seen inside the server and the load generator during each row (to tell
+GC from scheduling), and the 1-minute load average.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from pbxlink.daemon.agi.probe import agi_environment
+from pbxlink.daemon.agi.router import freeze_long_lived
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingService
 from pbxlink.routing.decide import decide
@@ -109,6 +115,25 @@ def rss_mb() -> float:
 
 # server-side time of each session, accept callback -> close (no client-side scheduling in it)
 SERVER_TIMES: list[float] = []
+# every cyclic-GC collection in this process: (generation, seconds the event loop stood still)
+GC_PAUSES: list[tuple[int, float]] = []
+_gc_started = [0.0]
+
+
+def record_gc_pauses() -> None:
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            _gc_started[0] = time.perf_counter()
+        else:
+            GC_PAUSES.append((info["generation"], time.perf_counter() - _gc_started[0]))
+
+    gc.callbacks.append(on_gc)
+
+
+def take(values: list[Any]) -> list[Any]:
+    taken = values[:]
+    del values[: len(taken)]
+    return taken
 
 
 class TimedAgiServer(FastAgiServer):
@@ -119,13 +144,11 @@ class TimedAgiServer(FastAgiServer):
 
 
 def answer_stats_requests(control: Any) -> None:
-    """Thread: on "stats", send the session times collected since the last request."""
+    """Thread: on "stats", send the session times and GC pauses since the last request."""
     while True:
         if control.recv() != "stats":
             return
-        taken = SERVER_TIMES[:]
-        del SERVER_TIMES[: len(taken)]
-        control.send(taken)
+        control.send((take(SERVER_TIMES), take(GC_PAUSES), os.getloadavg()[0]))
 
 
 
@@ -180,6 +203,8 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
     load_s = time.perf_counter() - started
     gc.collect()
     after = rss_mb()
+    if kind == "pbxlink":
+        freeze_long_lived()  # what the daemon does once the directory is loaded
     presence = PresenceTracker()
     for manager in MANAGERS:  # everyone idle, except a few busy ones
         state = DeviceState.INUSE if manager.extension in {"101", "102"} else DeviceState.NOT_INUSE
@@ -203,12 +228,14 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
             "rss_after_mb": after,
             "distinct": store.index.distinct_entries(),
             "decide_us": decide_us,
+            "frozen": gc.get_freeze_count(),
         }
     )
     await asyncio.Event().wait()
 
 
-def serve(kind: str, db: Path, report: Any, control: Any, callers: list[str]) -> None:
+def serve(kind: str, db: Path, report: Any, control: Any, callers: list[str],
+          cpu: int | None) -> None:
     import logging  # noqa: PLC0415
 
     import structlog  # noqa: PLC0415
@@ -217,6 +244,9 @@ def serve(kind: str, db: Path, report: Any, control: Any, callers: list[str]) ->
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     import threading  # noqa: PLC0415
 
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    record_gc_pauses()
     threading.Thread(target=answer_stats_requests, args=(control,), daemon=True).start()
     asyncio.run(_serve(kind, db, report, callers))
 
@@ -291,6 +321,16 @@ def main() -> int:
         help="open-loop arrival rate, requests/s (the lab's Asterisk tops out near 100 calls/s)",
     )
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument(
+        "--servers", nargs="+", default=["raw", "constant", "pbxlink", "pbxlink-nofreeze"],
+        choices=["raw", "constant", "pbxlink", "pbxlink-nofreeze"],
+        help="pbxlink = as the daemon runs it (gc.freeze() after the load); "
+             "pbxlink-nofreeze = the same without the freeze",
+    )
+    parser.add_argument("--modes", nargs="+", default=["open", "closed"], choices=["open", "closed"])
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin the server process to one CPU and the load generator "
+                             "to the others (pinned by default: each has a core of its own)")
     args = parser.parse_args()
 
     import logging  # noqa: PLC0415
@@ -326,14 +366,23 @@ def main() -> int:
         )
 
     ctx = mp.get_context("spawn")
+    server_cpu: int | None = None
+    if args.pin:  # the server on one core, this load generator on the other
+        cpus = sorted(os.sched_getaffinity(0))
+        server_cpu = cpus[0]
+        os.sched_setaffinity(0, set(cpus[1:]) or {cpus[0]})
+    record_gc_pauses()  # the load generator's own GC pauses, to tell them from the server's
     results: dict[tuple[str, str, int], tuple[list[float | None], float]] = {}
-    server_side: dict[tuple[str, str, int], list[float]] = {}
-    modes = {"open": args.rate, "closed": None}
+    server_side: dict[tuple[str, str, int], tuple[list[float], list[tuple[int, float]], float]] = {}
+    client_gc: dict[tuple[str, str, int], list[tuple[int, float]]] = {}
+    all_modes = {"open": args.rate, "closed": None}
+    modes = {mode: all_modes[mode] for mode in args.modes}
     info: dict[str, Any] = {}
-    for kind in ("raw", "constant", "pbxlink"):
+    for kind in args.servers:
         report = ctx.Queue()
         control, server_end = ctx.Pipe()
-        process = ctx.Process(target=serve, args=(kind, db, report, server_end, callers), daemon=True)
+        process = ctx.Process(target=serve, args=(kind, db, report, server_end, callers, server_cpu),
+                              daemon=True)
         process.start()
         try:
             info[kind] = report.get(timeout=600)
@@ -344,7 +393,10 @@ def main() -> int:
             for mode, rate in modes.items():
                 count = args.open_requests if rate is not None else args.requests
                 for level in args.concurrency:
+                    gc.collect()
+                    take(GC_PAUSES)
                     results[(mode, kind, level)] = asyncio.run(run_level(port, level, count, envs, rate))
+                    client_gc[(mode, kind, level)] = take(GC_PAUSES)
                     control.send("stats")
                     server_side[(mode, kind, level)] = control.recv()
         finally:
@@ -352,54 +404,71 @@ def main() -> int:
             process.terminate()
             process.join(10)
 
-    loaded = info["pbxlink"]
-    print(
-        f"\ndirectory: {loaded['entries']:,} numbers loaded from SQLite in "
-        f"{loaded['load_s']:.2f} s; RSS {loaded['rss_before_mb']:.0f} → "
-        f"{loaded['rss_after_mb']:.0f} MiB (+{loaded['rss_after_mb'] - loaded['rss_before_mb']:.0f}"
-        f" MiB for the directory); {loaded['distinct']:,} distinct routing entries shared"
-    )
-    us = loaded["decide_us"]
-    print(
-        f"decide() alone (normalize + lookup + presence), {len(us):,} callers: "
-        f"p50 {statistics.median(us):.0f} us, p99 {percentile(us, 0.99):.0f} us, max {max(us):.0f} us"
-    )
+    for kind in ("pbxlink", "pbxlink-nofreeze"):
+        if kind not in info:
+            continue
+        loaded = info[kind]
+        print(
+            f"\n{kind}: {loaded['entries']:,} numbers loaded from SQLite in "
+            f"{loaded['load_s']:.2f} s; RSS {loaded['rss_before_mb']:.0f} → "
+            f"{loaded['rss_after_mb']:.0f} MiB (+{loaded['rss_after_mb'] - loaded['rss_before_mb']:.0f}"
+            f" MiB for the directory); {loaded['distinct']:,} distinct routing entries shared; "
+            f"{loaded['frozen']:,} objects frozen out of the GC"
+        )
+        us = loaded["decide_us"]
+        print(
+            f"  decide() alone (normalize + lookup + presence), {len(us):,} callers: "
+            f"p50 {statistics.median(us):.0f} us, p99 {percentile(us, 0.99):.0f} us, "
+            f"max {max(us):.0f} us"
+        )
     names = {
         "raw": "bare asyncio, constant (floor)",
         "constant": "pbxlink server, constant",
-        "pbxlink": "pbxlink server + decide, dir",
+        "pbxlink": "pbxlink + decide, dir, gc frozen",
+        "pbxlink-nofreeze": "pbxlink + decide, dir, no freeze",
     }
     titles = {
         "open": f"open loop: Poisson arrivals at {args.rate:.0f} requests/s in total",
         "closed": "closed loop (saturation): each session asks again at once",
     }
-    print(f"\nload average at the end: {os.getloadavg()[0]:.2f} (2 cores shared with other work); "
-          "'srv' = server-side accept -> close")
+    print(
+        f"\n{os.cpu_count()} cores; server pinned to CPU {server_cpu}, load generator on the rest"
+        if server_cpu is not None else f"\n{os.cpu_count()} cores, no pinning"
+    )
+    print("'srv' = inside the server process, accept -> close; 'gc2' = full collections in the "
+          "server during the row, 'gc max' = its longest GC pause (any generation), 'cli gc' = "
+          "the load generator's longest GC pause; 'load' = 1-min load average after the row")
     for mode in modes:
         print(
             f"\n{titles[mode]}; latency = AGI connect -> answer -> close, ms; "
             f"90% known callers in 3 written forms, 10% unknown"
         )
         header = (
-            f"{'server':<34}{'sessions':>9}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'req/s':>8}"
-            f"{'shed':>7}{'srv p50':>9}{'srv p99':>9}"
+            f"{'server':<34}{'sess':>5}{'p50':>7}{'p99':>7}{'p99.9':>8}{'max':>8}{'req/s':>6}"
+            f"{'shed':>5}{'srv p50':>8}{'srv p99':>8}{'srv 99.9':>9}{'gc2':>4}{'gc max':>7}"
+            f"{'cli gc':>7}{'load':>5}"
         )
         print(header)
         print("-" * len(header))
         for level in args.concurrency:
-            for kind in ("raw", "constant", "pbxlink"):
+            for kind in args.servers:
                 samples, elapsed = results[(mode, kind, level)]
                 values = [v * 1000 for v in samples if v is not None]
                 shed = len(samples) - len(values)
-                srv = [v * 1000 for v in server_side[(mode, kind, level)]] or [float("nan")]
+                times, pauses, load = server_side[(mode, kind, level)]
+                srv = [v * 1000 for v in times] or [float("nan")]
+                full = sum(1 for generation, _ in pauses if generation == 2)
+                gc_max = max((p * 1000 for _, p in pauses), default=0.0)
+                cli_gc = max((p * 1000 for _, p in client_gc[(mode, kind, level)]), default=0.0)
                 if not values:
-                    print(f"{names[kind]:<34}{level:>9}  every session shed ({shed})")
+                    print(f"{names[kind]:<34}{level:>5}  every session shed ({shed})")
                     continue
                 print(
-                    f"{names[kind]:<34}{level:>9}{statistics.median(values):>8.2f}"
-                    f"{percentile(values, 0.90):>8.2f}{percentile(values, 0.99):>8.2f}"
-                    f"{max(values):>8.2f}{len(values) / elapsed:>8.0f}{shed:>7}"
-                    f"{statistics.median(srv):>9.2f}{percentile(srv, 0.99):>9.2f}"
+                    f"{names[kind]:<34}{level:>5}{statistics.median(values):>7.2f}"
+                    f"{percentile(values, 0.99):>7.2f}{percentile(values, 0.999):>8.2f}"
+                    f"{max(values):>8.2f}{len(values) / elapsed:>6.0f}{shed:>5}"
+                    f"{statistics.median(srv):>8.2f}{percentile(srv, 0.99):>8.2f}"
+                    f"{percentile(srv, 0.999):>9.2f}{full:>4}{gc_max:>7.2f}{cli_gc:>7.2f}{load:>5.2f}"
                 )
     return 0
 

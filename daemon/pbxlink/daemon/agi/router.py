@@ -14,6 +14,7 @@ it up to the deadline, then fall through (reason ``deadline``) instead of answer
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -39,10 +40,22 @@ from pbxlink.routing.presence import (
 if TYPE_CHECKING:
     from pbxlink.daemon.config import Settings
 
-__all__ = ["DIRECTORY_FILE", "Router"]
+__all__ = ["DIRECTORY_FILE", "Router", "freeze_long_lived"]
 
 log = structlog.get_logger()
 DIRECTORY_FILE = "directory.sqlite3"
+
+
+def freeze_long_lived() -> None:
+    """Take every object alive now (above all the loaded directory) out of the cyclic GC's scans.
+
+    A full collection traverses every tracked container, and the directory's dict of a million
+    numbers costs about 15 ms of stopped event loop per full collection; frozen, it is skipped.
+    Collected first, so no garbage that exists now is kept for good. The directory changes
+    later (the MQTT feed) are plain dict writes of acyclic entries, freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class Router:
@@ -94,9 +107,11 @@ class Router:
         loop = asyncio.get_running_loop()
         started = loop.time()
         count = await self.store.load()
-        log.info("directory_loaded", numbers=count,
-                 seconds=round(loop.time() - started, 3),
-                 distinct_entries=self.store.index.distinct_entries())
+        loaded_in = loop.time() - started
+        freeze_long_lived()
+        log.info("directory_loaded", numbers=count, seconds=round(loaded_in, 3),
+                 distinct_entries=self.store.index.distinct_entries(),
+                 gc_frozen=gc.get_freeze_count())
         return count
 
     async def wait_ready(self) -> None:
