@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -197,8 +198,12 @@ class CallPipeline:
         metrics: DaemonMetrics,
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        routing_lookup: Callable[[Iterable[str]], Mapping[str, object] | None] | None = None,
     ) -> None:
         self.tracker = tracker
+        # The FastAGI side's own record of a call's decision (by linkedid): it knows what the
+        # channel variables seen on AMI do not carry (how long the decision took, the rule).
+        self._routing_lookup = routing_lookup
         self._decoder = AmiDecoder()
         self._writer = writer
         self._node = node
@@ -287,6 +292,7 @@ class CallPipeline:
         for output in outputs:
             data = to_json(output)
             if isinstance(output, CallOutcome):
+                self._complete_routing(data, output)
                 kind = MessageKind.OUTCOME
                 self._metrics.outcomes.inc(direction=output.direction.value,
                                            answered=str(output.answered).lower())
@@ -296,6 +302,21 @@ class CallPipeline:
             envelopes.append(build_envelope(kind, data, node=self._node, now=now,
                                             prefix=self._prefix))
         self._writer.submit(envelopes)
+
+
+    def _complete_routing(self, data: dict[str, Any], outcome: CallOutcome) -> None:
+        """Fill what the AMI variables left unknown from the AGI server's decision, never
+        overriding what the dialplan really received (a restarted daemon has no such record and
+        keeps the tracker's view)."""
+        routing = data.get("routing")
+        if self._routing_lookup is None or not isinstance(routing, dict):
+            return
+        decided = self._routing_lookup(outcome.linkedids)
+        if decided is None or decided.get("target") != routing.get("target"):
+            return
+        for key, value in decided.items():
+            if routing.get(key) is None and value is not None:
+                routing[key] = value
 
 
 def _log_finished_call(outcome: dict[str, object]) -> None:

@@ -24,7 +24,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -187,6 +187,9 @@ class Daemon:
         finally:
             await outbox.close()
 
+    def _routing_for(self, keys: Iterable[str]) -> Mapping[str, object] | None:
+        return self._router.routing_for(keys) if self._router is not None else None
+
     async def _run_with(self, outbox: Outbox, shutdown: asyncio.Event,
                         reload: asyncio.Event) -> int:
         settings = self.settings
@@ -197,7 +200,8 @@ class Daemon:
             clock=self._clock)
         self._pipeline = CallPipeline(
             CallTracker(tracker_settings(settings)), self._writer, node=settings.node.name,
-            metrics=self.metrics, topic_prefix=settings.mqtt.topic_prefix)
+            metrics=self.metrics, topic_prefix=settings.mqtt.topic_prefix,
+            routing_lookup=self._routing_for)
         journal = await outbox.journal()
         if journal:
             # The previous run's tracker, rebuilt from its journal; the first AMI snapshot then

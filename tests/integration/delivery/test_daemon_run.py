@@ -170,3 +170,6 @@ async def test_with_routing_on_ready_waits_for_fastagi_and_the_outcome_carries_i
     assert outcome["direction"] == "inbound"
     assert outcome["routing"] is not None
     assert outcome["routing"]["reason"] == "unknown_caller"
+    # what only the AGI server knows is filled in from its own record of the decision
+    assert isinstance(outcome["routing"]["decided_in_ms"], float)
+    assert 0.0 < outcome["routing"]["decided_in_ms"] < 1000.0
