@@ -21,6 +21,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from pbxlab.mosquitto import BrokerHandle
 
 from pbxlink.adapters.crm.consumer import CrmAdapter
 from pbxlink.adapters.crm.samples import (
@@ -105,15 +106,17 @@ async def _collect(client: aiomqtt.Client, watcher: Watcher) -> None:
 
 
 @pytest.fixture
-async def running(tmp_path: Path, broker: Any) -> AsyncIterator[tuple[CrmAdapter, Watcher, Path]]:
+async def running(
+    tmp_path: Path, mosquitto_broker: BrokerHandle
+) -> AsyncIterator[tuple[CrmAdapter, Watcher, Path]]:
     database = tmp_path / "crm.sqlite3"
     await seed_employees(database)
-    settings: Settings = settings_from_toml(config_text(broker.port, database))
+    settings: Settings = settings_from_toml(config_text(mosquitto_broker.port, database))
     store = await open_store(database)
     adapter = CrmAdapter(settings, store)
     shutdown = asyncio.Event()
     watcher = Watcher()
-    async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as sub:
+    async with aiomqtt.Client("127.0.0.1", mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5) as sub:
         for topic in ("pbxlink/v1/crm/#", "pbxlink/v1/directory/#"):
             await sub.subscribe(topic, qos=1)
         collector = asyncio.create_task(_collect(sub, watcher))
@@ -127,11 +130,11 @@ async def running(tmp_path: Path, broker: Any) -> AsyncIterator[tuple[CrmAdapter
 
 
 async def test_outcomes_over_mqtt_are_applied_once_and_duplicates_dropped(
-    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+    running: tuple[CrmAdapter, Watcher, Path], mosquitto_broker: BrokerHandle
 ) -> None:
     adapter, _, database = running
     message = outcome_message(missed())
-    await publish(broker.port, [message, message, message])
+    await publish(mosquitto_broker.port, [message, message, message])
     await wait_for(lambda: query(database, "SELECT count(*) FROM inbox WHERE state='done'") == [(1,)])
     await wait_for(lambda: sum(adapter.received.values()) == 3)
     assert query(database, "SELECT number, client_name, description FROM inquiries") == [
@@ -141,10 +144,10 @@ async def test_outcomes_over_mqtt_are_applied_once_and_duplicates_dropped(
 
 
 async def test_screen_pop_and_retained_directory_entry_are_published(
-    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+    running: tuple[CrmAdapter, Watcher, Path], mosquitto_broker: BrokerHandle
 ) -> None:
     _, watcher, _ = running
-    await publish(broker.port, [event_message(event(agent="101"))])
+    await publish(mosquitto_broker.port, [event_message(event(agent="101"))])
     await wait_for(lambda: any(t.startswith("pbxlink/v1/directory/") for t, _, _ in watcher.seen))
     await wait_for(lambda: any(t == "pbxlink/v1/crm/notify/anna" for t, _, _ in watcher.seen))
     [(_, pop, _)] = [s for s in watcher.seen if s[0] == "pbxlink/v1/crm/notify/anna"]
@@ -160,7 +163,9 @@ async def test_screen_pop_and_retained_directory_entry_are_published(
         "deleted": False,
     }
     # A later subscriber (the daemon after a restart) still gets it: it is retained.
-    async with aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as late:
+    async with aiomqtt.Client(
+        "127.0.0.1", mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5
+    ) as late:
         await late.subscribe("pbxlink/v1/directory/380981234567", qos=1)
         async with asyncio.timeout(5):
             async for message in late.messages:
@@ -169,11 +174,11 @@ async def test_screen_pop_and_retained_directory_entry_are_published(
 
 
 async def test_bad_payload_goes_to_the_dead_letter_topic_and_the_consumer_goes_on(
-    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+    running: tuple[CrmAdapter, Watcher, Path], mosquitto_broker: BrokerHandle
 ) -> None:
     _, watcher, database = running
     await publish(
-        broker.port,
+        mosquitto_broker.port,
         [
             ("pbxlink/v1/pbx1/call/outcome", b"\x00garbage"),
             outcome_message(missed(id="pbx1:7", started_at="not a time")),
@@ -197,12 +202,12 @@ def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(
-    tmp_path: Path, broker: Any
+    tmp_path: Path, mosquitto_broker: BrokerHandle
 ) -> None:
     database = tmp_path / "crm.sqlite3"
     await seed_employees(database)
     config = tmp_path / "adapter.toml"
-    config.write_text(config_text(broker.port, database))
+    config.write_text(config_text(mosquitto_broker.port, database))
     log = tmp_path / "adapter.log"
     total = 300
     messages = [
@@ -215,7 +220,7 @@ async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_noth
     adapter = _start_adapter(config, log)
     try:
         await wait_for(lambda: b"crm.adapter.connected" in log.read_bytes(), 15)
-        publisher = asyncio.create_task(publish(broker.port, stream))
+        publisher = asyncio.create_task(publish(mosquitto_broker.port, stream))
         await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 40, 20)
         os.kill(adapter.pid, signal.SIGKILL)  # mid-stream, no goodbye
         adapter.wait()
@@ -238,10 +243,10 @@ async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_noth
 
 
 async def test_an_email_request_over_mqtt_becomes_a_support_ticket_for_its_user(
-    running: tuple[CrmAdapter, Watcher, Path], broker: Any
+    running: tuple[CrmAdapter, Watcher, Path], mosquitto_broker: BrokerHandle
 ) -> None:
     _, watcher, database = running
-    await publish(broker.port, [request_message(request())])
+    await publish(mosquitto_broker.port, [request_message(request())])
     await wait_for(lambda: query(database, "SELECT count(*) FROM tickets") == [(1,)])
     assert query(database, "SELECT subject, assignees FROM tickets") == [("Сломался телефон", "boris")]
     assert query(database, "SELECT name, potential FROM clients") == [("Ольга", 1)]
@@ -250,7 +255,7 @@ async def test_an_email_request_over_mqtt_becomes_a_support_ticket_for_its_user(
 
 @pytest.mark.parametrize("shared", [False, True])
 async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
-    tmp_path: Path, mosquitto_broker: Any, shared: bool
+    tmp_path: Path, mosquitto_broker: BrokerHandle, shared: bool
 ) -> None:
     database = tmp_path / "crm.sqlite3"
     await seed_employees(database)
