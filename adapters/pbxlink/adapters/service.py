@@ -20,8 +20,10 @@ from pbxlink.adapters.crm.consumer import CrmAdapter
 from pbxlink.adapters.crm.settings import Settings, SettingsError, load_settings
 from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
 from pbxlink.adapters.crm.store import StoreError, open_store
+from pbxlink.daemon.config import LogSettings, Secret, read_secret
+from pbxlink.daemon.errors import EX_CONFIG, ConfigError
+from pbxlink.daemon.logs import configure_logging
 
-EX_CONFIG = 78
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 
 log = structlog.get_logger()
@@ -56,26 +58,27 @@ def load(args: argparse.Namespace, command: str) -> Settings | None:
     return settings
 
 
-def _password(settings: Settings) -> str | None:
-    if settings.adapter.password_file is None:
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        candidate = Path(credentials) / "mqtt-password" if credentials else None
-        if candidate is not None and candidate.exists():
-            return candidate.read_text().strip()
-        return None
-    return Path(settings.adapter.password_file).read_text().strip()
+def _password(settings: Settings) -> Secret | None:
+    """The broker password: adapter.password_file, else the systemd credential mqtt-password."""
+    if settings.adapter.password_file is not None:
+        return read_secret(Path(settings.adapter.password_file), "adapter.password_file")
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidate = Path(credentials) / "mqtt-password" if credentials else None
+    if candidate is not None and candidate.is_file():
+        return read_secret(candidate, "$CREDENTIALS_DIRECTORY/mqtt-password")
+    return None
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
 
 
-async def serve(settings: Settings, *, shutdown: asyncio.Event) -> None:
+async def serve(settings: Settings, *, shutdown: asyncio.Event, password: Secret | None = None) -> None:
     store = await open_store(settings.adapter.database)
     try:
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
-        adapter = CrmAdapter(settings, store, password=_password(settings))
+        adapter = CrmAdapter(settings, store, password=None if password is None else password.reveal())
         await adapter.run(shutdown)
     finally:
         await store.close()
@@ -86,19 +89,19 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return EX_CONFIG
     try:
-        from pbxlink.daemon.config import LogSettings  # noqa: PLC0415
-        from pbxlink.daemon.logs import configure_logging  # noqa: PLC0415
-
-        configure_logging(LogSettings())
-    except ImportError:  # the adapter may be installed without the daemon's logging setup
-        pass
+        password = _password(settings)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"pbxlink adapter: {problem}", file=sys.stderr)
+        return EX_CONFIG
+    configure_logging(LogSettings(), secrets=[password])
 
     async def run() -> None:
         shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
-        await serve(settings, shutdown=shutdown)
+        await serve(settings, shutdown=shutdown, password=password)
 
     try:
         asyncio.run(run())

@@ -316,6 +316,16 @@ def _resolve_secrets(
     return dataclasses.replace(settings, **updates) if updates else settings
 
 
+def read_secret(path: Path, where: str) -> Secret:
+    """Read one secret file by the same rules as the config's own secrets (a trailing newline is
+    dropped; an empty, unreadable or non-UTF-8 file is a :class:`ConfigError` naming ``where``)."""
+    problems: list[ConfigProblem] = []
+    value = _read_secret(path, where, problems)
+    if value is None:
+        raise ConfigError(problems)
+    return Secret(value)
+
+
 def _read_secret(path: Path, where: str, problems: list[ConfigProblem]) -> str | None:
     try:
         text = path.read_text(encoding="utf-8")

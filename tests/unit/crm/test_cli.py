@@ -109,3 +109,19 @@ def test_explain_json_lists_every_action_with_its_rule_and_unknown_managers(
     assert [a["action"] for a in outcome["actions"]] == ["RecordCall", "CreateInquiry", "NoAction"]
     assert outcome["actions"][1]["rule"] == "inquiries"
     assert "manager 'anna' is not an active employee" in outcome["actions"][2]["reason"]
+
+
+def test_adapter_refuses_an_empty_broker_password_file_with_exit_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Same rules as the daemon's own secrets: an empty file is a config error, named by its key,
+    # found before anything connects or opens the database.
+    (tmp_path / "mqtt.password").write_text("\n")
+    config = tmp_path / "adapter.toml"
+    config.write_text(f'[adapter]\nname = "crm"\npassword_file = "{tmp_path / "mqtt.password"}"\n')
+    code, out, err = run(capsys, "adapter", "-c", str(config), "--database", str(tmp_path / "crm.sqlite3"))
+    assert code == 78
+    assert out == ""
+    assert "adapter.password_file: secret file" in err
+    assert "is empty" in err
+    assert not (tmp_path / "crm.sqlite3").exists()
