@@ -25,7 +25,8 @@ from pbxlink.adapters.crm.identity import PhoneKind, display, identify
 from pbxlink.adapters.crm.settings import Settings
 from pbxlink.adapters.crm.sqlite_crm import CrmDataError, SqliteCrm
 from pbxlink.adapters.crm.store import Store, StoreError, open_store
-from pbxlink.adapters.service import EX_CONFIG, add_config_argument, load
+from pbxlink.adapters.service import add_config_argument, load
+from pbxlink.daemon.errors import EX_CONFIG
 
 # Each view: (title, SQL, column names). Times are stored in UTC and shown in the CRM time zone.
 VIEWS: dict[str, tuple[str, list[str]]] = {

@@ -32,7 +32,8 @@ from pbxlink.adapters.crm.processing import Processor
 from pbxlink.adapters.crm.settings import Settings
 from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
 from pbxlink.adapters.crm.store import open_store
-from pbxlink.adapters.service import EX_CONFIG, add_config_argument, load
+from pbxlink.adapters.service import add_config_argument, load
+from pbxlink.daemon.errors import EX_CONFIG
 
 
 @dataclass(frozen=True, slots=True)
