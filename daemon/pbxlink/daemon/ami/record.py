@@ -35,6 +35,7 @@ from pbxlink.daemon.ami.shell import (
     ConnectionLost,
     Resynced,
 )
+from pbxlink.daemon.errors import EX_CONFIG
 
 __all__ = [
     "RecordSummary",
@@ -260,7 +261,7 @@ def main(args: argparse.Namespace) -> int:
             secret = args.secret_file.read_text(encoding="utf-8").splitlines()[0].strip()
         except (OSError, IndexError) as exc:
             print(f"pbxlink record: cannot read --secret-file: {exc}", file=sys.stderr)
-            return 78
+            return EX_CONFIG
     try:
         settings = AmiSettings(
             host=args.host,
@@ -271,10 +272,10 @@ def main(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         print(f"pbxlink record: {exc}", file=sys.stderr)
-        return 78
+        return EX_CONFIG
     if args.duration is not None and args.duration <= 0:
         print("pbxlink record: --duration must be > 0", file=sys.stderr)
-        return 78
+        return EX_CONFIG
     return asyncio.run(_run(settings, args.out, args.duration))
 
 
