@@ -29,7 +29,7 @@ lab: venv
 
 check: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy daemon adapters routing
+	$(BIN)/mypy common daemon adapters routing
 	$(BIN)/lint-imports
 	@tests/lab/host-packages.sh systemd
 	@for unit in systemd/*.service; do \

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from panoramisk.ami_protocol import AMIProtocol
 
-from pbxlink.daemon.ami.framing import AmiFramer
+from pbxlink.ami.framing import AmiFramer
 
 TRANSCRIPT = Path(__file__).resolve().parent.parent / "tests/unit/ami/data/inbound_answered_cyrillic.ami"
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
-from pbxlink.adapters.crm.calls import parse_outcome
-from pbxlink.adapters.crm.consumer import CrmAdapter
-from pbxlink.adapters.crm.facts import ClientFact, CrmFacts, OpenItem
-from pbxlink.adapters.crm.planner import plan_call
-from pbxlink.adapters.crm.samples import EMPLOYEES, at, missed, outcome, outcome_message
-from pbxlink.adapters.crm.settings import settings_from_toml
-from pbxlink.adapters.crm.sqlite_crm import ImportedClient, SqliteCrm
-from pbxlink.adapters.crm.store import open_store
+from pbxlink.adapters.backends.sqlite_crm import ImportedClient, SqliteCrm
+from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.store import open_store
+from pbxlink.rules.calls import parse_outcome
+from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
+from pbxlink.rules.planner import plan_call
+from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome, outcome_message
+from pbxlink.rules.settings import settings_from_toml
 
 RULES = """
 [crm.inquiries]

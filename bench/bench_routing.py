@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.probe import agi_environment
 from pbxlink.daemon.agi.router import freeze_long_lived
 from pbxlink.daemon.agi.server import FastAgiServer
@@ -54,7 +55,6 @@ from pbxlink.routing.directory import (
     encode_directory_entry,
     parse_directory_message,
 )
-from pbxlink.routing.directory_store import DirectoryStore
 from pbxlink.routing.model import (
     ClientOwners,
     DirectoryEntry,
@@ -151,7 +151,6 @@ def answer_stats_requests(control: Any) -> None:
         control.send((take(SERVER_TIMES), take(GC_PAUSES), os.getloadavg()[0]))
 
 
-
 async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
     if kind == "raw":
 
@@ -234,8 +233,7 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
     await asyncio.Event().wait()
 
 
-def serve(kind: str, db: Path, report: Any, control: Any, callers: list[str],
-          cpu: int | None) -> None:
+def serve(kind: str, db: Path, report: Any, control: Any, callers: list[str], cpu: int | None) -> None:
     import logging  # noqa: PLC0415
 
     import structlog  # noqa: PLC0415
@@ -322,15 +320,21 @@ def main() -> int:
     )
     parser.add_argument("--rebuild", action="store_true")
     parser.add_argument(
-        "--servers", nargs="+", default=["raw", "constant", "pbxlink", "pbxlink-nofreeze"],
+        "--servers",
+        nargs="+",
+        default=["raw", "constant", "pbxlink", "pbxlink-nofreeze"],
         choices=["raw", "constant", "pbxlink", "pbxlink-nofreeze"],
         help="pbxlink = as the daemon runs it (gc.freeze() after the load); "
-             "pbxlink-nofreeze = the same without the freeze",
+        "pbxlink-nofreeze = the same without the freeze",
     )
     parser.add_argument("--modes", nargs="+", default=["open", "closed"], choices=["open", "closed"])
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="do not pin the server process to one CPU and the load generator "
-                             "to the others (pinned by default: each has a core of its own)")
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the server process to one CPU and the load generator "
+        "to the others (pinned by default: each has a core of its own)",
+    )
     args = parser.parse_args()
 
     import logging  # noqa: PLC0415
@@ -381,8 +385,9 @@ def main() -> int:
     for kind in args.servers:
         report = ctx.Queue()
         control, server_end = ctx.Pipe()
-        process = ctx.Process(target=serve, args=(kind, db, report, server_end, callers, server_cpu),
-                              daemon=True)
+        process = ctx.Process(
+            target=serve, args=(kind, db, report, server_end, callers, server_cpu), daemon=True
+        )
         process.start()
         try:
             info[kind] = report.get(timeout=600)
@@ -433,11 +438,14 @@ def main() -> int:
     }
     print(
         f"\n{os.cpu_count()} cores; server pinned to CPU {server_cpu}, load generator on the rest"
-        if server_cpu is not None else f"\n{os.cpu_count()} cores, no pinning"
+        if server_cpu is not None
+        else f"\n{os.cpu_count()} cores, no pinning"
     )
-    print("'srv' = inside the server process, accept -> close; 'gc2' = full collections in the "
-          "server during the row, 'gc max' = its longest GC pause (any generation), 'cli gc' = "
-          "the load generator's longest GC pause; 'load' = 1-min load average after the row")
+    print(
+        "'srv' = inside the server process, accept -> close; 'gc2' = full collections in the "
+        "server during the row, 'gc max' = its longest GC pause (any generation), 'cli gc' = "
+        "the load generator's longest GC pause; 'load' = 1-min load average after the row"
+    )
     for mode in modes:
         print(
             f"\n{titles[mode]}; latency = AGI connect -> answer -> close, ms; "

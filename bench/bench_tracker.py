@@ -29,11 +29,11 @@ from typing import Any
 
 from panoramisk.ami_protocol import AMIProtocol
 
-from pbxlink.daemon.ami.decode import AmiDecoder
-from pbxlink.daemon.ami.framing import AmiFramer
-from pbxlink.daemon.calls.model import CallOutcome
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
+from pbxlink.ami.decode import AmiDecoder
+from pbxlink.ami.framing import AmiFramer
+from pbxlink.calls.model import CallOutcome
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,11 +35,23 @@ def main() -> int:
     runs: list[list[str]] = [
         ["bench_tracker.py", "--repeat", "2" if quick else "20", "--rounds", "1" if quick else "3"],
         ["bench_ami_framing.py", "--repeat", "5" if quick else "50", "--runs", "1" if quick else "3"],
-        ["bench_routing.py", "--numbers", "10000" if quick else "1000000",
-         "--requests", "500" if quick else "5000", "--open-requests", "200" if quick else "2000"],
+        [
+            "bench_routing.py",
+            "--numbers",
+            "10000" if quick else "1000000",
+            "--requests",
+            "500" if quick else "5000",
+            "--open-requests",
+            "200" if quick else "2000",
+        ],
         ["bench_delivery.py", "throughput", "--messages", "300" if quick else "3000"],
-        ["bench_crm.py", "--clients", "10000" if quick else "1000000",
-         "--outcomes", "200" if quick else "2000"],
+        [
+            "bench_crm.py",
+            "--clients",
+            "10000" if quick else "1000000",
+            "--outcomes",
+            "200" if quick else "2000",
+        ],
     ]
     if args.lab:
         runs.append(["bench_delivery.py", "latency", "--rate", "20", "--seconds", "10" if quick else "60"])

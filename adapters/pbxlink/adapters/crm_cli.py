@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pbxlink.adapters.crm.directory import mark_all_dirty
-from pbxlink.adapters.crm.identity import PhoneKind, display, identify
-from pbxlink.adapters.crm.settings import Settings
-from pbxlink.adapters.crm.sqlite_crm import CrmDataError, SqliteCrm
-from pbxlink.adapters.crm.store import Store, StoreError, open_store
+from pbxlink.adapters.backends.sqlite_crm import CrmDataError, SqliteCrm
+from pbxlink.adapters.directory import mark_all_dirty
 from pbxlink.adapters.service import add_config_argument, load
-from pbxlink.daemon.errors import EX_CONFIG
+from pbxlink.adapters.store import Store, StoreError, open_store
+from pbxlink.foundation.errors import EX_CONFIG
+from pbxlink.rules.identity import PhoneKind, display, identify
+from pbxlink.rules.settings import Settings
 
 # Each view: (title, SQL, column names). Times are stored in UTC and shown in the CRM time zone.
 VIEWS: dict[str, tuple[str, list[str]]] = {

@@ -24,16 +24,16 @@ from typing import Any
 
 import structlog
 
-from pbxlink.adapters.crm.actions import Action
-from pbxlink.adapters.crm.calls import envelope_for
-from pbxlink.adapters.crm.describe import describe
-from pbxlink.adapters.crm.inbox import Inbox
-from pbxlink.adapters.crm.processing import Processor
-from pbxlink.adapters.crm.settings import Settings
-from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
-from pbxlink.adapters.crm.store import open_store
+from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.inbox import Inbox
+from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.service import add_config_argument, load
-from pbxlink.daemon.errors import EX_CONFIG
+from pbxlink.adapters.store import open_store
+from pbxlink.foundation.errors import EX_CONFIG
+from pbxlink.rules.actions import Action
+from pbxlink.rules.calls import envelope_for
+from pbxlink.rules.describe import describe
+from pbxlink.rules.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +156,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
-    from pbxlink.daemon.calls.parties import PartyRules  # noqa: PLC0415 - daemon part, lazily
-    from pbxlink.daemon.calls.tracker import CallTrackerSettings  # noqa: PLC0415
+    from pbxlink.calls.parties import PartyRules  # noqa: PLC0415 - daemon part, lazily
+    from pbxlink.calls.tracker import CallTrackerSettings  # noqa: PLC0415
     from pbxlink.daemon.replay import read_chunks, replay_outcomes  # noqa: PLC0415
 
     path: Path = args.transcript

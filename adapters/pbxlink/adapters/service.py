@@ -16,13 +16,13 @@ from pathlib import Path
 
 import structlog
 
-from pbxlink.adapters.crm.consumer import CrmAdapter
-from pbxlink.adapters.crm.settings import Settings, SettingsError, load_settings
-from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
-from pbxlink.adapters.crm.store import StoreError, open_store
+from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.store import StoreError, open_store
 from pbxlink.daemon.config import LogSettings, Secret, read_secret
-from pbxlink.daemon.errors import EX_CONFIG, ConfigError
 from pbxlink.daemon.logs import configure_logging
+from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.rules.settings import Settings, SettingsError, load_settings
 
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 

@@ -11,32 +11,39 @@ import sys
 from pathlib import Path
 
 from pbxlink.daemon.config import Settings, load_settings, to_toml
-from pbxlink.daemon.errors import EX_CONFIG, ConfigError, ConfigProblem
+from pbxlink.foundation.errors import EX_CONFIG, ConfigError, ConfigProblem
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The config flags every command that reads the config shares."""
-    parser.add_argument("-c", "--config", type=Path, default=None,
-                        help="main TOML file; conf.d/*.toml beside it is read too "
-                             "(default: embedded defaults only)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE",
-                        help="override one setting (repeatable), e.g. --set ami.port=5039")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="main TOML file; conf.d/*.toml beside it is read too (default: embedded defaults only)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable), e.g. --set ami.port=5039",
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("file", nargs="?", type=Path, default=None,
-                        help="the config file (same as -c)")
-    parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print nothing when the config is valid")
+    parser.add_argument("file", nargs="?", type=Path, default=None, help="the config file (same as -c)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing when the config is valid")
 
 
 def _check_adapter_sections(settings: Settings) -> None:
     """The CRM adapter's [adapter]/[crm] sections, when the file has them, by the adapter's rules."""
     if not settings.adapter and not settings.crm:
         return
-    from pbxlink.adapters.crm.settings import SettingsError, parse_settings  # noqa: PLC0415
+    from pbxlink.rules.settings import SettingsError, parse_settings  # noqa: PLC0415
 
     try:
         parse_settings({"adapter": dict(settings.adapter), "crm": dict(settings.crm)})
@@ -64,9 +71,11 @@ def main(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return EX_CONFIG
     if settings.ami.secret is None:
-        print("pbxlink: warning: no AMI secret found (set ami.secret_file or the systemd "
-              f"credential '{settings.ami.secret_credential}'); `pbxlink run` will refuse to start",
-              file=sys.stderr)
+        print(
+            "pbxlink: warning: no AMI secret found (set ami.secret_file or the systemd "
+            f"credential '{settings.ami.secret_credential}'); `pbxlink run` will refuse to start",
+            file=sys.stderr,
+        )
     if not args.quiet:
         sys.stdout.write(to_toml(settings))
     return 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pbxlink.daemon.errors import ConfigError, ConfigProblem
+from pbxlink.foundation.errors import ConfigError, ConfigProblem
 
 T = TypeVar("T")
 
@@ -174,7 +174,7 @@ class Settings:
     # Sections owned by other parts (the CRM adapter) stay raw here and are parsed by their owner
     # with parse_section(); they are still checked for TOML syntax and shape.
     adapter: Mapping[str, Any] = field(default_factory=dict)
-    crm: Mapping[str, Any] = field(default_factory=dict)  # the CRM rules (pbxlink.adapters.crm.settings)
+    crm: Mapping[str, Any] = field(default_factory=dict)  # the CRM rules (pbxlink.rules.settings)
 
 
 # Fields that hold secrets, filled by _resolve_secrets: (section, field, file key, credential key).
@@ -307,8 +307,7 @@ def _resolve_secrets(
             problems.append(
                 ConfigProblem(
                     where,
-                    "no AMI secret: set ami.secret_file or provide the systemd credential "
-                    f"'{credential}'",
+                    f"no AMI secret: set ami.secret_file or provide the systemd credential '{credential}'",
                 )
             )
         if value is not None:
@@ -344,8 +343,12 @@ def _read_secret(path: Path, where: str, problems: list[ConfigProblem]) -> str |
 
 def _check_values(settings: Settings, problems: list[ConfigProblem]) -> None:
     """Checks that types alone cannot express."""
-    ports = (("ami.port", settings.ami.port), ("mqtt.port", settings.mqtt.port),
-             ("agi.port", settings.agi.port), ("http.port", settings.http.port))
+    ports = (
+        ("ami.port", settings.ami.port),
+        ("mqtt.port", settings.mqtt.port),
+        ("agi.port", settings.agi.port),
+        ("http.port", settings.http.port),
+    )
     for where, port in ports:
         if not 0 < port < 65536:
             problems.append(ConfigProblem(where, f"{port} is not a TCP port (1-65535)"))
@@ -354,8 +357,11 @@ def _check_values(settings: Settings, problems: list[ConfigProblem]) -> None:
     except re.error as exc:
         problems.append(ConfigProblem("tracker.agent_endpoints", f"not a valid regex: {exc}"))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", settings.node.name):
-        problems.append(ConfigProblem("node.name", "use letters, digits, '_', '.', '-' only "
-                                      "(it becomes part of MQTT topics)"))
+        problems.append(
+            ConfigProblem(
+                "node.name", "use letters, digits, '_', '.', '-' only (it becomes part of MQTT topics)"
+            )
+        )
     if not re.fullmatch(r"[A-Z]{2}", settings.node.default_region):
         problems.append(ConfigProblem("node.default_region", "an ISO 3166 two-letter code, e.g. UA"))
     try:
@@ -368,9 +374,10 @@ def _check_values(settings: Settings, problems: list[ConfigProblem]) -> None:
         problems.append(ConfigProblem("agi.deadline_ms", "must be > 0"))
     for i, rule in enumerate(settings.routing.rules):
         if rule.action == "target" and not rule.target:
-            problems.append(ConfigProblem(f"routing.rules[{i}].target",
-                                          "action 'target' needs a dial string"))
-    from pbxlink.daemon.agi.policy import routing_problems  # noqa: PLC0415 - avoids a cycle
+            problems.append(
+                ConfigProblem(f"routing.rules[{i}].target", "action 'target' needs a dial string")
+            )
+    from pbxlink.routing.policy import routing_problems  # noqa: PLC0415 - avoids a cycle
 
     problems.extend(routing_problems(settings))
 
@@ -403,8 +410,11 @@ def parse_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
         if ok:
             kwargs[key] = converted
     for name, f in fields.items():
-        if (name not in kwargs and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING):
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
             problems.append(ConfigProblem(f"{path}.{name}" if path else name, "required key is missing"))
             return None
     try:
@@ -470,13 +480,19 @@ def _convert(tp: Any, value: Any, path: str, problems: list[ConfigProblem]) -> t
     return False, None
 
 
-_TYPE_NAMES: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number",
-                               str: "a string", Path: "a non-empty path string"}
+_TYPE_NAMES: dict[Any, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    Path: "a non-empty path string",
+}
 
 
 def _describe(value: Any) -> str:
-    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
-            dict: "table"}.get(type(value), type(value).__name__)
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
+        type(value), type(value).__name__
+    )
     shown = repr(value)
     return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
 

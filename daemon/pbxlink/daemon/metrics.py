@@ -26,8 +26,24 @@ log = structlog.get_logger(__name__)
 LabelValues = tuple[str, ...]
 
 # Seconds from an outcome's commit to its PUBACK, and AMI/MQTT round-trips in general.
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                          2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 
 
 def _escape(value: str) -> str:
@@ -196,47 +212,73 @@ class DaemonMetrics:
         r = self.registry = Registry()
         self.build_info = r.add(Gauge("pbxlink_build_info", "pbxlink version", ["version"]))
         self.build_info.set(1, version=__version__)
-        self.ami_events = r.add(Counter(
-            "pbxlink_ami_events_total", "AMI events received, by event name", ["event"]))
-        self.ami_frames_rejected = r.add(Counter(
-            "pbxlink_ami_frames_rejected_total",
-            "AMI frames that could not be used (malformed, oversized, undecodable)", ["reason"]))
-        self.ami_connected = r.add(Gauge(
-            "pbxlink_ami_connected", "1 while logged in to AMI"))
-        self.mqtt_connected = r.add(Gauge(
-            "pbxlink_mqtt_connected", "1 while connected to the MQTT broker"))
-        self.reconnects = r.add(Counter(
-            "pbxlink_reconnects_total", "connection attempts after a failure", ["link"]))
-        self.active_calls = r.add(Gauge(
-            "pbxlink_active_calls", "calls the tracker is following"))
-        self.outcomes = r.add(Counter(
-            "pbxlink_outcomes_total", "call outcomes committed to the outbox",
-            ["direction", "answered"]))
-        self.outbox_written = r.add(Counter(
-            "pbxlink_outbox_written_total", "messages committed to the outbox", ["kind"]))
-        self.outbox_write_errors = r.add(Counter(
-            "pbxlink_outbox_write_errors_total",
-            "outbox writes that failed (disk full, read-only, I/O error)"))
-        self.outbox_pending = r.add(Gauge(
-            "pbxlink_outbox_pending", "messages committed but not yet acknowledged by the broker",
-            ["kind"]))
-        self.outbox_oldest_pending_age = r.add(Gauge(
-            "pbxlink_outbox_oldest_pending_age_seconds",
-            "age of the oldest unacknowledged message (0 when none)"))
-        self.published = r.add(Counter(
-            "pbxlink_published_total", "messages acknowledged by the broker (PUBACK)", ["kind"]))
-        self.publish_failures = r.add(Counter(
-            "pbxlink_publish_failures_total",
-            "publishes without a successful PUBACK (timeout, disconnect, broker refusal)",
-            ["reason"]))
-        self.expired = r.add(Counter(
-            "pbxlink_events_expired_total",
-            "live events dropped because their expiry passed before the broker was reachable"))
-        self.publish_latency = r.add(Histogram(
-            "pbxlink_publish_latency_seconds",
-            "time from a message's commit to the outbox to its PUBACK", ["kind"]))
-        self.config_reloads = r.add(Counter(
-            "pbxlink_config_reloads_total", "SIGHUP reloads", ["result"]))
+        self.ami_events = r.add(
+            Counter("pbxlink_ami_events_total", "AMI events received, by event name", ["event"])
+        )
+        self.ami_frames_rejected = r.add(
+            Counter(
+                "pbxlink_ami_frames_rejected_total",
+                "AMI frames that could not be used (malformed, oversized, undecodable)",
+                ["reason"],
+            )
+        )
+        self.ami_connected = r.add(Gauge("pbxlink_ami_connected", "1 while logged in to AMI"))
+        self.mqtt_connected = r.add(Gauge("pbxlink_mqtt_connected", "1 while connected to the MQTT broker"))
+        self.reconnects = r.add(
+            Counter("pbxlink_reconnects_total", "connection attempts after a failure", ["link"])
+        )
+        self.active_calls = r.add(Gauge("pbxlink_active_calls", "calls the tracker is following"))
+        self.outcomes = r.add(
+            Counter(
+                "pbxlink_outcomes_total", "call outcomes committed to the outbox", ["direction", "answered"]
+            )
+        )
+        self.outbox_written = r.add(
+            Counter("pbxlink_outbox_written_total", "messages committed to the outbox", ["kind"])
+        )
+        self.outbox_write_errors = r.add(
+            Counter(
+                "pbxlink_outbox_write_errors_total",
+                "outbox writes that failed (disk full, read-only, I/O error)",
+            )
+        )
+        self.outbox_pending = r.add(
+            Gauge(
+                "pbxlink_outbox_pending",
+                "messages committed but not yet acknowledged by the broker",
+                ["kind"],
+            )
+        )
+        self.outbox_oldest_pending_age = r.add(
+            Gauge(
+                "pbxlink_outbox_oldest_pending_age_seconds",
+                "age of the oldest unacknowledged message (0 when none)",
+            )
+        )
+        self.published = r.add(
+            Counter("pbxlink_published_total", "messages acknowledged by the broker (PUBACK)", ["kind"])
+        )
+        self.publish_failures = r.add(
+            Counter(
+                "pbxlink_publish_failures_total",
+                "publishes without a successful PUBACK (timeout, disconnect, broker refusal)",
+                ["reason"],
+            )
+        )
+        self.expired = r.add(
+            Counter(
+                "pbxlink_events_expired_total",
+                "live events dropped because their expiry passed before the broker was reachable",
+            )
+        )
+        self.publish_latency = r.add(
+            Histogram(
+                "pbxlink_publish_latency_seconds",
+                "time from a message's commit to the outbox to its PUBACK",
+                ["kind"],
+            )
+        )
+        self.config_reloads = r.add(Counter("pbxlink_config_reloads_total", "SIGHUP reloads", ["result"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,8 +296,13 @@ class Readiness:
         return all(self.checks.values())
 
 
-_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found",
-                   405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 _MAX_REQUEST_HEAD: Final = 8192
 _READ_TIMEOUT: Final = 5.0
 

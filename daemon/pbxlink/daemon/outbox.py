@@ -24,7 +24,7 @@ from typing import Final
 import aiosqlite
 
 from pbxlink.daemon.envelope import Envelope, MessageKind
-from pbxlink.daemon.errors import PbxlinkError
+from pbxlink.foundation.errors import PbxlinkError
 
 APPLICATION_ID: Final = 0x70626C6B  # "pblk": marks the file as a pbxlink outbox
 
@@ -138,8 +138,8 @@ def pack_frames(frames: Iterable[bytes]) -> bytes:
 def unpack_frames(blob: bytes) -> list[bytes]:
     out, pos = [], 0
     while pos < len(blob):
-        size = int.from_bytes(blob[pos:pos + 4], "big")
-        out.append(blob[pos + 4:pos + 4 + size])
+        size = int.from_bytes(blob[pos : pos + 4], "big")
+        out.append(blob[pos + 4 : pos + 4 + size])
         pos += 4 + size
     return out
 
@@ -151,9 +151,7 @@ class OutboxStats:
     oldest_pending_created_at: float | None
 
 
-async def _apply_migrations(
-    conn: aiosqlite.Connection, path: Path, migrations: Sequence[str]
-) -> int:
+async def _apply_migrations(conn: aiosqlite.Connection, path: Path, migrations: Sequence[str]) -> int:
     """Bring the schema to ``len(migrations)`` in one transaction; return the version found."""
     (found,) = await _one(conn, "PRAGMA user_version")
     (app_id,) = await _one(conn, "PRAGMA application_id")
@@ -209,9 +207,7 @@ class Outbox:
         self.migrated_from = migrated_from
 
     @classmethod
-    async def open(
-        cls, path: Path, *, migrations: Sequence[str] = MIGRATIONS
-    ) -> Outbox:
+    async def open(cls, path: Path, *, migrations: Sequence[str] = MIGRATIONS) -> Outbox:
         """Open (creating if needed) and migrate the outbox at ``path``.
 
         Raises :class:`OutboxError` with a clear message when the directory is missing or not
@@ -235,9 +231,7 @@ class Outbox:
             async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
                 row = await cursor.fetchone()
             if row is None or str(row[0]).lower() != "wal":
-                raise OutboxError(
-                    f"cannot switch the database to WAL mode (got {row!r})", path=path
-                )
+                raise OutboxError(f"cannot switch the database to WAL mode (got {row!r})", path=path)
             await conn.execute("PRAGMA synchronous = FULL")
             migrated_from = await _apply_migrations(conn, path, migrations)
         except sqlite3.Error as exc:
@@ -290,14 +284,20 @@ class Outbox:
         if reset_journal:
             steps.append(("DELETE FROM ami_journal WHERE ?", [(1,)]))
         if journal:
-            steps.append(("INSERT INTO ami_journal (kind, data, at) VALUES (?, ?, ?)",
-                          [(j.kind.value, j.data, j.at) for j in journal]))
+            steps.append(
+                (
+                    "INSERT INTO ami_journal (kind, data, at) VALUES (?, ?, ?)",
+                    [(j.kind.value, j.data, j.at) for j in journal],
+                )
+            )
         if rows:
-            steps.append((
-                "INSERT OR IGNORE INTO outbox (message_id, kind, topic, payload, direction,"
-                " answered, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            ))
+            steps.append(
+                (
+                    "INSERT OR IGNORE INTO outbox (message_id, kind, topic, payload, direction,"
+                    " answered, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            )
         if not steps:
             return 0
         async with self._lock:
@@ -306,20 +306,24 @@ class Outbox:
 
     async def journal(self) -> list[JournalEntry]:
         """The AMI journal in the order it was written."""
-        async with self._lock, self._conn.execute(
-            "SELECT kind, data, at FROM ami_journal ORDER BY seq"
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute("SELECT kind, data, at FROM ami_journal ORDER BY seq") as cursor,
+        ):
             rows = await cursor.fetchall()
         return [JournalEntry(JournalKind(r[0]), bytes(r[1]), r[2]) for r in rows]
 
     async def pending(self, *, limit: int, after_seq: int = 0) -> list[PendingMessage]:
         """Pending rows in the order they were committed."""
-        async with self._lock, self._conn.execute(
-            "SELECT seq, message_id, kind, topic, payload, direction, answered, created_at,"
-            " expires_at, attempts FROM outbox WHERE status = 'pending' AND seq > ?"
-            " ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT seq, message_id, kind, topic, payload, direction, answered, created_at,"
+                " expires_at, attempts FROM outbox WHERE status = 'pending' AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ) as cursor,
+        ):
             rows = await cursor.fetchall()
         return [
             PendingMessage(
@@ -347,23 +351,21 @@ class Outbox:
 
     async def count_attempt(self, seqs: Sequence[int]) -> None:
         """Count a publish attempt that got no PUBACK."""
-        await self._write(
-            "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
-        )
+        await self._write("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs])
 
     async def prune(self, *, done_before: float) -> int:
         """Delete rows sent (or expired) before ``done_before``; return how many."""
         before = self._conn.total_changes
-        await self._write(
-            "DELETE FROM outbox WHERE status != 'pending' AND sent_at < ?", [(done_before,)]
-        )
+        await self._write("DELETE FROM outbox WHERE status != 'pending' AND sent_at < ?", [(done_before,)])
         return self._conn.total_changes - before
 
     async def stats(self) -> OutboxStats:
-        async with self._lock, self._conn.execute(
-            "SELECT kind, count(*), min(created_at) FROM outbox WHERE status = 'pending'"
-            " GROUP BY kind"
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT kind, count(*), min(created_at) FROM outbox WHERE status = 'pending' GROUP BY kind"
+            ) as cursor,
+        ):
             rows = await cursor.fetchall()
         counts = {MessageKind(r[0]): int(r[1]) for r in rows}
         oldest = [float(r[2]) for r in rows if r[2] is not None]
@@ -374,9 +376,10 @@ class Outbox:
         )
 
     async def status_of(self, message_id: str) -> MessageStatus | None:
-        async with self._lock, self._conn.execute(
-            "SELECT status FROM outbox WHERE message_id = ?", (message_id,)
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute("SELECT status FROM outbox WHERE message_id = ?", (message_id,)) as cursor,
+        ):
             row = await cursor.fetchone()
         return None if row is None else MessageStatus(row[0])
 
@@ -389,9 +392,10 @@ class Outbox:
         )
 
     async def load_tracker_state(self, name: str) -> bytes | None:
-        async with self._lock, self._conn.execute(
-            "SELECT state FROM tracker_state WHERE name = ?", (name,)
-        ) as cursor:
+        async with (
+            self._lock,
+            self._conn.execute("SELECT state FROM tracker_state WHERE name = ?", (name,)) as cursor,
+        ):
             row = await cursor.fetchone()
         return None if row is None else bytes(row[0])
 
@@ -408,9 +412,7 @@ class Outbox:
         async with self._lock:
             await self._transaction([(sql, rows)])
 
-    async def _transaction(
-        self, steps: Sequence[tuple[str, Sequence[tuple[object, ...]]]]
-    ) -> list[int]:
+    async def _transaction(self, steps: Sequence[tuple[str, Sequence[tuple[object, ...]]]]) -> list[int]:
         """Run the steps in one transaction; return the rows each step changed."""
         changes: list[int] = []
         try:

@@ -22,12 +22,12 @@ from typing import Any
 
 import structlog
 
-from pbxlink.daemon.ami.decode import AmiDecoder, FrameLike, MalformedEvent
-from pbxlink.daemon.ami.events import CoreShowChannel, CoreShowChannelsComplete, FullyBooted
-from pbxlink.daemon.ami.framing import Frame
-from pbxlink.daemon.calls.model import CallOutcome, TrackerOutput
-from pbxlink.daemon.calls.outcome import to_json
-from pbxlink.daemon.calls.tracker import CallTracker
+from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent
+from pbxlink.ami.events import CoreShowChannel, CoreShowChannelsComplete, FullyBooted
+from pbxlink.ami.framing import Frame
+from pbxlink.calls.model import CallOutcome, TrackerOutput
+from pbxlink.calls.outcome import to_json
+from pbxlink.calls.tracker import CallTracker
 from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, MessageKind, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import (
@@ -97,16 +97,22 @@ class OutboxWriter:
         self._queued.set()
         if len(self._queue) >= self._max_backlog and self._room.is_set():
             self._room.clear()
-            log.error("outbox_backlog_full", held_in_memory=len(self._queue),
-                      action="AMI reading paused until the outbox accepts writes")
+            log.error(
+                "outbox_backlog_full",
+                held_in_memory=len(self._queue),
+                action="AMI reading paused until the outbox accepts writes",
+            )
 
     def journal(self, entry: JournalEntry) -> None:
         """Keep a tracker input so that a restart can replay it (committed lazily)."""
         self._journal.append(entry)
         self._journal_length += 1
         if self._journal_length > MAX_JOURNAL:
-            log.warning("ami_journal_dropped", entries=self._journal_length,
-                        reason="no idle moment; crash recovery falls back to the AMI snapshot")
+            log.warning(
+                "ami_journal_dropped",
+                entries=self._journal_length,
+                reason="no idle moment; crash recovery falls back to the AMI snapshot",
+            )
             self.reset_journal(entry.at or 0.0)
         self._queued.set()
 
@@ -151,18 +157,23 @@ class OutboxWriter:
             reset = self._journal_reset
             generation = self._journal_generation
             try:
-                await self._outbox.add(batch, now=self._clock(), event_ttl=self._event_ttl,
-                                       journal=journal, reset_journal=reset)
+                await self._outbox.add(
+                    batch, now=self._clock(), event_ttl=self._event_ttl, journal=journal, reset_journal=reset
+                )
             except OutboxWriteError as exc:
                 self._metrics.outbox_write_errors.inc()
                 if self.writable or str(exc) != self.last_error:
-                    log.error("outbox_write_failed", error=str(exc), held_in_memory=len(batch),
-                              retry_in=retry)
+                    log.error(
+                        "outbox_write_failed", error=str(exc), held_in_memory=len(batch), retry_in=retry
+                    )
                 self.writable = False
                 self.last_error = str(exc)
                 if self._stopping:
-                    log.error("outbox_unwritten_at_shutdown", lost=len(batch),
-                              ids=[e.message_id for e in batch[:20]])
+                    log.error(
+                        "outbox_unwritten_at_shutdown",
+                        lost=len(batch),
+                        ids=[e.message_id for e in batch[:20]],
+                    )
                     return
                 await asyncio.sleep(retry)
                 retry = min(WRITE_RETRY_MAX, retry * 2)
@@ -170,7 +181,7 @@ class OutboxWriter:
             for _ in batch:
                 self._queue.popleft()
             if generation == self._journal_generation:
-                del self._journal[:len(journal)]
+                del self._journal[: len(journal)]
                 self._journal_reset = False
             if not self._room.is_set() and len(self._queue) < self._max_backlog // 2:
                 self._room.set()
@@ -221,8 +232,12 @@ class CallPipeline:
             event = self._decoder.decode(frame)
         except MalformedEvent as exc:
             self._metrics.ami_frames_rejected.inc(reason="malformed_event")
-            log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc),
-                        head=bytes(frame.raw[:96]).decode("utf-8", "replace"))
+            log.warning(
+                "ami_frame_rejected",
+                reason="malformed_event",
+                error=str(exc),
+                head=bytes(frame.raw[:96]).decode("utf-8", "replace"),
+            )
             return
         if event is None:
             return
@@ -237,13 +252,13 @@ class CallPipeline:
         if self.tracker.active_calls == 0 and not self._listing and not replaying:
             self._writer.reset_journal(self.tracker.clock)
 
-    def resync(self, channels: Sequence[FrameLike], now: float, *,
-               replaying: bool = False) -> None:
+    def resync(self, channels: Sequence[FrameLike], now: float, *, replaying: bool = False) -> None:
         """Reconcile the tracker with a ``CoreShowChannels`` snapshot taken after a (re)login:
         calls that ended while AMI was away get their outcome now (``reconstructed``)."""
         if not replaying:
-            self._writer.journal(JournalEntry(JournalKind.RESYNC,
-                                              pack_frames(bytes(f.raw) for f in channels), now))
+            self._writer.journal(
+                JournalEntry(JournalKind.RESYNC, pack_frames(bytes(f.raw) for f in channels), now)
+            )
         listed: list[CoreShowChannel] = []
         for frame in channels:
             try:
@@ -294,15 +309,14 @@ class CallPipeline:
             if isinstance(output, CallOutcome):
                 self._complete_routing(data, output)
                 kind = MessageKind.OUTCOME
-                self._metrics.outcomes.inc(direction=output.direction.value,
-                                           answered=str(output.answered).lower())
+                self._metrics.outcomes.inc(
+                    direction=output.direction.value, answered=str(output.answered).lower()
+                )
                 _log_finished_call(data)
             else:
                 kind = MessageKind.EVENT
-            envelopes.append(build_envelope(kind, data, node=self._node, now=now,
-                                            prefix=self._prefix))
+            envelopes.append(build_envelope(kind, data, node=self._node, now=now, prefix=self._prefix))
         self._writer.submit(envelopes)
-
 
     def _complete_routing(self, data: dict[str, Any], outcome: CallOutcome) -> None:
         """Fill what the AMI variables left unknown from the AGI server's decision, never
@@ -328,8 +342,7 @@ def _log_finished_call(outcome: dict[str, object]) -> None:
         direction=outcome.get("direction"),
         answered=outcome.get("answered"),
         missed_at=outcome.get("missed_at"),
-        external=external.get("e164") or external.get("raw") if isinstance(external, dict)
-        else None,
+        external=external.get("e164") or external.get("raw") if isinstance(external, dict) else None,
         line=outcome.get("line"),
         initiator=outcome.get("initiator"),
         first_answered_by=outcome.get("first_answered_by"),

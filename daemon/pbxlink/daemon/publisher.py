@@ -122,8 +122,8 @@ class _AckingClient(aiomqtt.Client):
                 disconnected: asyncio.Future[Any] = self._disconnected
                 try:
                     done, _ = await asyncio.wait(
-                        {waiter, disconnected}, timeout=puback_timeout,
-                        return_when=asyncio.FIRST_COMPLETED)
+                        {waiter, disconnected}, timeout=puback_timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     waiter.cancel()
                 if waiter not in done:
@@ -136,9 +136,7 @@ class _AckingClient(aiomqtt.Client):
             raise PublishRefused(topic, reason)
 
 
-def _publish_properties(
-    message: PendingMessage | None, *, expiry: int | None = None
-) -> Properties:
+def _publish_properties(message: PendingMessage | None, *, expiry: int | None = None) -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.PayloadFormatIndicator = 1
     props.ContentType = CONTENT_TYPE
@@ -281,25 +279,39 @@ class OutcomePublisher:
         return client
 
     def _presence(self, state: str) -> bytes:
-        body = {"schema": ENVELOPE_SCHEMA, "state": state, "node": self._node,
-                "session": self.session, "connection": self._connections,
-                "since": self._since, "version": __version__}
+        body = {
+            "schema": ENVELOPE_SCHEMA,
+            "state": state,
+            "node": self._node,
+            "session": self.session,
+            "connection": self._connections,
+            "since": self._since,
+            "version": __version__,
+        }
         return json.dumps(body, separators=(",", ":")).encode()
 
     async def _announce(self, client: _AckingClient, state: str) -> None:
         await client.publish_acked(
-            self._topics.status, self._presence(state), retain=True,
-            properties=_publish_properties(None), puback_timeout=self._publish_timeout)
-        log.info("mqtt_presence", state=state, session=self.session,
-                 connection=self._connections)
+            self._topics.status,
+            self._presence(state),
+            retain=True,
+            properties=_publish_properties(None),
+            puback_timeout=self._publish_timeout,
+        )
+        log.info("mqtt_presence", state=state, session=self.session, connection=self._connections)
 
     def _on_connected(self) -> None:
         self._connected = True
         self._connected_once.set()
         self.last_error = None
         self._metrics.mqtt_connected.set(1)
-        log.info("mqtt_connected", host=self._settings.host, port=self._settings.port,
-                 session=self.session, connection=self._connections)
+        log.info(
+            "mqtt_connected",
+            host=self._settings.host,
+            port=self._settings.port,
+            session=self.session,
+            connection=self._connections,
+        )
 
     def _on_disconnected(self, exc: BaseException | None) -> None:
         was = self._connected
@@ -309,8 +321,11 @@ class OutcomePublisher:
             log.info("mqtt_disconnected", reason="stopping")
             return
         self.last_error = str(exc)
-        log.warning("mqtt_connection_failed" if not was else "mqtt_connection_lost",
-                    error=str(exc), error_type=type(exc).__name__)
+        log.warning(
+            "mqtt_connection_failed" if not was else "mqtt_connection_lost",
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
 
     # -- draining ---------------------------------------------------------------------------
 
@@ -347,8 +362,7 @@ class OutcomePublisher:
             await self._outbox.mark_sent([m.seq for m in acked], now=acked_at)
             for m in acked:
                 self._metrics.published.inc(kind=m.kind.value)
-                self._metrics.publish_latency.observe(max(0.0, acked_at - m.created_at),
-                                                      kind=m.kind.value)
+                self._metrics.publish_latency.observe(max(0.0, acked_at - m.created_at), kind=m.kind.value)
         if failed:
             await self._outbox.count_attempt([m.seq for m, _ in failed])
             for _m, error in failed:
@@ -356,22 +370,27 @@ class OutcomePublisher:
                 self._metrics.publish_failures.inc(reason=reason)
             first_message, first = failed[0]
             if isinstance(first, PublishRefused):
-                log.error("mqtt_publish_refused", error=str(first),
-                          message_id=first_message.message_id,
-                          hint="check the broker ACL for this node's topics")
+                log.error(
+                    "mqtt_publish_refused",
+                    error=str(first),
+                    message_id=first_message.message_id,
+                    hint="check the broker ACL for this node's topics",
+                )
             if isinstance(first, aiomqtt.MqttError):
                 raise first  # the connection is suspect: reconnect, republish what is pending
             raise first
 
-    async def _publish_one(self, client: _AckingClient, message: PendingMessage,
-                           now: float) -> None:
+    async def _publish_one(self, client: _AckingClient, message: PendingMessage, now: float) -> None:
         expiry = None
         if message.kind is MessageKind.EVENT and message.expires_at is not None:
             expiry = max(1, math.ceil(message.expires_at - now))
         await client.publish_acked(
-            message.topic, message.payload, retain=False,
+            message.topic,
+            message.payload,
+            retain=False,
             properties=_publish_properties(message, expiry=expiry),
-            puback_timeout=self._publish_timeout)
+            puback_timeout=self._publish_timeout,
+        )
 
 
 def _will_properties() -> Properties:

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pbxlink.daemon.ami.decode import AmiDecoder, MalformedEvent
-from pbxlink.daemon.ami.framing import AmiFramer
-from pbxlink.daemon.calls.model import CallOutcome
-from pbxlink.daemon.calls.outcome import to_json
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
+from pbxlink.ami.decode import AmiDecoder, MalformedEvent
+from pbxlink.ami.framing import AmiFramer
+from pbxlink.calls.model import CallOutcome
+from pbxlink.calls.outcome import to_json
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 
 _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -30,21 +30,21 @@ from typing import Final
 
 import structlog
 
+from pbxlink.ami.framing import Frame
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.agi.router import Router
-from pbxlink.daemon.ami.framing import Frame
-from pbxlink.daemon.ami.shell import AmiError, AmiLoginError, AmiShell, Resynced
-from pbxlink.daemon.ami.shell import AmiSettings as ShellSettings
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import CallTracker, CallTrackerSettings
+from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, Resynced
+from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
 from pbxlink.daemon.check_config import add_config_arguments
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
-from pbxlink.daemon.errors import EX_CONFIG, ConfigError
 from pbxlink.daemon.logs import configure_logging
 from pbxlink.daemon.metrics import DaemonMetrics, HealthServer, Readiness
 from pbxlink.daemon.outbox import SCHEMA_VERSION, Outbox, OutboxError
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
+from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +55,19 @@ TICK_SECONDS: Final = 0.2  # how often settled calls are finalized while AMI is 
 HOUSEKEEPING_SECONDS: Final = 5.0  # gauges, STATUS=, pruning
 PRUNE_EVERY: Final = 720  # housekeeping rounds between prunes (an hour)
 # AMI events the routing presence tracker reads (pbxlink.routing.presence), lower case.
-PRESENCE_EVENTS: Final = frozenset({
-    "devicestatechange", "contactstatus", "contactstatusdetail", "extensionstatus",
-    "queuememberstatus", "queuememberpause", "queuememberadded", "queuemember",
-    "queuememberremoved",
-})
+PRESENCE_EVENTS: Final = frozenset(
+    {
+        "devicestatechange",
+        "contactstatus",
+        "contactstatusdetail",
+        "extensionstatus",
+        "queuememberstatus",
+        "queuememberpause",
+        "queuememberadded",
+        "queuemember",
+        "queuememberremoved",
+    }
+)
 
 
 AmiShellFactory = Callable[[ShellSettings], AmiShell]
@@ -68,11 +76,16 @@ AmiShellFactory = Callable[[ShellSettings], AmiShell]
 def shell_settings(ami: AmiSettings) -> ShellSettings:
     """The AMI shell's settings from the ``[ami]`` section (the secret revealed only here)."""
     return ShellSettings(
-        host=ami.host, port=ami.port, username=ami.username,
+        host=ami.host,
+        port=ami.port,
+        username=ami.username,
         secret=ami.secret.reveal() if ami.secret is not None else "",
-        ping_interval=ami.ping_interval, ping_timeout=ami.ping_timeout,
-        action_timeout=ami.action_timeout, connect_timeout=ami.connect_timeout,
-        backoff_initial=ami.backoff_initial, backoff_max=ami.backoff_max,
+        ping_interval=ami.ping_interval,
+        ping_timeout=ami.ping_timeout,
+        action_timeout=ami.action_timeout,
+        connect_timeout=ami.connect_timeout,
+        backoff_initial=ami.backoff_initial,
+        backoff_max=ami.backoff_max,
         max_frame_bytes=ami.max_frame_bytes,
     )
 
@@ -80,8 +93,10 @@ def shell_settings(ami: AmiSettings) -> ShellSettings:
 def tracker_settings(settings: Settings) -> CallTrackerSettings:
     return CallTrackerSettings(
         node=settings.node.name,
-        parties=PartyRules(agent_endpoints=settings.tracker.agent_endpoints,
-                           trunk_endpoints=frozenset(settings.tracker.trunk_endpoints)),
+        parties=PartyRules(
+            agent_endpoints=settings.tracker.agent_endpoints,
+            trunk_endpoints=frozenset(settings.tracker.trunk_endpoints),
+        ),
         settle_seconds=settings.tracker.settle_seconds,
         default_region=settings.node.default_region,
     )
@@ -124,17 +139,18 @@ class Daemon:
 
     def readiness(self) -> Readiness:
         writer = self._writer
-        return Readiness({
-            "ami": self._ami is not None and self._ami.connected,
-            "mqtt": self._publisher is not None and self._publisher.connected,
-            "outbox_writable": writer is not None and writer.writable,
-            **({"agi": self._router is not None} if self.settings.agi.enabled else {}),
-        })
+        return Readiness(
+            {
+                "ami": self._ami is not None and self._ami.connected,
+                "mqtt": self._publisher is not None and self._publisher.connected,
+                "outbox_writable": writer is not None and writer.writable,
+                **({"agi": self._router is not None} if self.settings.agi.enabled else {}),
+            }
+        )
 
     def _status_line(self, pending: int | None = None) -> str:
         checks = self.readiness().checks
-        parts = [f"AMI {'up' if checks['ami'] else 'down'}",
-                 f"MQTT {'up' if checks['mqtt'] else 'down'}"]
+        parts = [f"AMI {'up' if checks['ami'] else 'down'}", f"MQTT {'up' if checks['mqtt'] else 'down'}"]
         if not checks["outbox_writable"]:
             parts.append("OUTBOX NOT WRITABLE")
         if pending is not None:
@@ -165,8 +181,12 @@ class Daemon:
             self._notifier.status(f"cannot open the outbox: {exc}")
             return EX_CANTCREAT
         if 0 < outbox.migrated_from < SCHEMA_VERSION:
-            log.info("outbox_migrated", path=str(path), from_version=outbox.migrated_from,
-                     to_version=SCHEMA_VERSION)
+            log.info(
+                "outbox_migrated",
+                path=str(path),
+                from_version=outbox.migrated_from,
+                to_version=SCHEMA_VERSION,
+            )
         try:
             if not settings.agi.enabled:
                 return await self._run_with(outbox, shutdown, reload or asyncio.Event())
@@ -174,8 +194,7 @@ class Daemon:
                 router = self._router_factory(settings)
                 await router.__aenter__()
             except OSError as exc:
-                log.error("agi_unavailable", error=str(exc), host=settings.agi.host,
-                          port=settings.agi.port)
+                log.error("agi_unavailable", error=str(exc), host=settings.agi.host, port=settings.agi.port)
                 self._notifier.status(f"cannot listen for FastAGI: {exc}")
                 return EX_CANTCREAT
             self._router = router
@@ -190,28 +209,40 @@ class Daemon:
     def _routing_for(self, keys: Iterable[str]) -> Mapping[str, object] | None:
         return self._router.routing_for(keys) if self._router is not None else None
 
-    async def _run_with(self, outbox: Outbox, shutdown: asyncio.Event,
-                        reload: asyncio.Event) -> int:
+    async def _run_with(self, outbox: Outbox, shutdown: asyncio.Event, reload: asyncio.Event) -> int:
         settings = self.settings
         self._publisher = self._new_publisher(outbox)
         self._writer = OutboxWriter(
-            outbox, metrics=self.metrics, event_ttl=settings.mqtt.event_expiry_seconds,
+            outbox,
+            metrics=self.metrics,
+            event_ttl=settings.mqtt.event_expiry_seconds,
             on_commit=lambda: self._publisher.wake() if self._publisher else None,
-            clock=self._clock)
+            clock=self._clock,
+        )
         self._pipeline = CallPipeline(
-            CallTracker(tracker_settings(settings)), self._writer, node=settings.node.name,
-            metrics=self.metrics, topic_prefix=settings.mqtt.topic_prefix,
-            routing_lookup=self._routing_for)
+            CallTracker(tracker_settings(settings)),
+            self._writer,
+            node=settings.node.name,
+            metrics=self.metrics,
+            topic_prefix=settings.mqtt.topic_prefix,
+            routing_lookup=self._routing_for,
+        )
         journal = await outbox.journal()
         if journal:
             # The previous run's tracker, rebuilt from its journal; the first AMI snapshot then
             # ends the calls that finished while no daemon was watching.
             replayed = self._pipeline.replay_journal(journal)
-            log.info("tracker_restored", journal_entries=replayed,
-                     open_calls=self._pipeline.tracker.active_calls)
+            log.info(
+                "tracker_restored", journal_entries=replayed, open_calls=self._pipeline.tracker.active_calls
+            )
         stats = await outbox.stats()
-        log.info("daemon_starting", node=settings.node.name, outbox=str(outbox.path),
-                 pending_outcomes=stats.pending_outcomes, pending_events=stats.pending_events)
+        log.info(
+            "daemon_starting",
+            node=settings.node.name,
+            outbox=str(outbox.path),
+            pending_outcomes=stats.pending_outcomes,
+            pending_events=stats.pending_events,
+        )
         failed = False
         exit_status = 1
         try:
@@ -227,8 +258,9 @@ class Daemon:
                     tg.create_task(self._run_reloads(reload), name="reload"),
                 ]
                 if self._router is not None:
-                    others.append(tg.create_task(self._run_directory_feed(self._router),
-                                                 name="directory-feed"))
+                    others.append(
+                        tg.create_task(self._run_directory_feed(self._router), name="directory-feed")
+                    )
                 await shutdown.wait()
                 await self._drain(ami_task, writer_task, publisher_task)
                 for task in others:
@@ -243,16 +275,19 @@ class Daemon:
         except* Exception as group:
             failed = True
             for exc in group.exceptions:
-                log.error("daemon_task_failed", error=str(exc), error_type=type(exc).__name__,
-                          exc_info=exc)
+                log.error("daemon_task_failed", error=str(exc), error_type=type(exc).__name__, exc_info=exc)
         if failed:
             self._notifier.stopping("failed")
             return exit_status
         log.info("daemon_stopped")
         return 0
 
-    async def _drain(self, ami_task: asyncio.Task[None], writer_task: asyncio.Task[None],
-                     publisher_task: asyncio.Task[None]) -> None:
+    async def _drain(
+        self,
+        ami_task: asyncio.Task[None],
+        writer_task: asyncio.Task[None],
+        publisher_task: asyncio.Task[None],
+    ) -> None:
         self._notifier.stopping()
         log.info("daemon_stopping", drain_seconds=DRAIN_SECONDS)
         ami_task.cancel()
@@ -268,8 +303,9 @@ class Daemon:
             self._publisher.stop()
         done, _ = await asyncio.wait({publisher_task}, timeout=DRAIN_SECONDS)
         if not done:
-            log.warning("drain_timeout", seconds=DRAIN_SECONDS,
-                        pending="kept in the outbox for the next start")
+            log.warning(
+                "drain_timeout", seconds=DRAIN_SECONDS, pending="kept in the outbox for the next start"
+            )
             publisher_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await publisher_task
@@ -277,8 +313,9 @@ class Daemon:
     # -- tasks --------------------------------------------------------------------------------
 
     def _new_publisher(self, outbox: Outbox) -> OutcomePublisher:
-        return OutcomePublisher(self.settings.mqtt, outbox, node=self.settings.node.name,
-                                metrics=self.metrics, clock=self._clock)
+        return OutcomePublisher(
+            self.settings.mqtt, outbox, node=self.settings.node.name, metrics=self.metrics, clock=self._clock
+        )
 
     async def _run_publisher(self, outbox: Outbox) -> None:
         """The publisher; replaced by a new one when a reload changes ``[mqtt]``."""
@@ -354,8 +391,12 @@ class Daemon:
                 if item.session > 1:
                     metrics.reconnects.inc(link="ami")
                 pipeline.resync(item.channels, item.taken_at)
-                log.info("ami_resynced", session=item.session, channels=len(item.channels),
-                         asterisk=item.asterisk_version)
+                log.info(
+                    "ami_resynced",
+                    session=item.session,
+                    channels=len(item.channels),
+                    asterisk=item.asterisk_version,
+                )
                 self._maybe_ready()
             else:
                 metrics.ami_connected.set(0)
@@ -374,11 +415,14 @@ class Daemon:
         """The ownership directory from MQTT (retained messages), own connection."""
         mqtt = self.settings.mqtt
         await router.feed.run(
-            host=mqtt.host, port=mqtt.port,
+            host=mqtt.host,
+            port=mqtt.port,
             identifier=f"{mqtt.client_id or 'pbxlink-' + self.settings.node.name}-directory",
             username=mqtt.username or None,
             password=mqtt.password.reveal() if mqtt.password is not None else None,
-            backoff_initial=mqtt.backoff_initial, backoff_max=mqtt.backoff_max)
+            backoff_initial=mqtt.backoff_initial,
+            backoff_max=mqtt.backoff_max,
+        )
 
     def _sync_shell_counters(self) -> None:
         """Carry the shell's framing counters into the metrics (oversized, not-AMI frames)."""
@@ -410,16 +454,15 @@ class Daemon:
             m.outbox_pending.set(stats.pending_outcomes, kind="call.outcome")
             m.outbox_pending.set(stats.pending_events, kind="call.event")
             oldest = stats.oldest_pending_created_at
-            m.outbox_oldest_pending_age.set(0 if oldest is None else
-                                            max(0.0, self._clock() - oldest))
-            self._notifier.status(self._status_line(stats.pending_outcomes
-                                                    + stats.pending_events))
+            m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
+            self._notifier.status(self._status_line(stats.pending_outcomes + stats.pending_events))
             if rounds % PRUNE_EVERY == 0:
                 with contextlib.suppress(OutboxError):  # a full disk is reported by the writer
                     pruned = await outbox.prune(done_before=self._clock() - retention)
                     if pruned:
-                        log.info("outbox_pruned", rows=pruned,
-                                 retention_hours=self.settings.state.retention_hours)
+                        log.info(
+                            "outbox_pruned", rows=pruned, retention_hours=self.settings.state.retention_hours
+                        )
             rounds += 1
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
@@ -431,8 +474,7 @@ class Daemon:
                 self._http_listening = True
                 await self._http_restart.wait()
                 continue
-            async with HealthServer(self.metrics.registry, self.readiness,
-                                    host=http.host, port=http.port):
+            async with HealthServer(self.metrics.registry, self.readiness, host=http.host, port=http.port):
                 self._http_listening = True
                 self._maybe_ready()
                 await self._http_restart.wait()
@@ -453,20 +495,26 @@ class Daemon:
             new = self._reload_settings()
         except ConfigError as exc:
             self.metrics.config_reloads.inc(result="error")
-            log.error("config_reload_refused", problems=[str(p) for p in exc.problems],
-                      keeping="the running configuration")
+            log.error(
+                "config_reload_refused",
+                problems=[str(p) for p in exc.problems],
+                keeping="the running configuration",
+            )
             self._notifier.ready(f"{self._status_line()}; reload refused: {exc.problems[0]}")
             return False
         old = self.settings
         self.settings = new
-        changed = [f.name for f in dataclasses.fields(Settings)
-                   if getattr(old, f.name) != getattr(new, f.name)]
+        changed = [
+            f.name for f in dataclasses.fields(Settings) if getattr(old, f.name) != getattr(new, f.name)
+        ]
         needs_restart = [name for name in changed if name in ("node", "state", "tracker")]
         if needs_restart:
-            self.settings = dataclasses.replace(
-                new, **{name: getattr(old, name) for name in needs_restart})
-            log.warning("config_reload_needs_restart", sections=needs_restart,
-                        keeping="the running values of these sections")
+            self.settings = dataclasses.replace(new, **{name: getattr(old, name) for name in needs_restart})
+            log.warning(
+                "config_reload_needs_restart",
+                sections=needs_restart,
+                keeping="the running values of these sections",
+            )
         if "log" in changed:
             configure_logging(new.log, secrets=(new.ami.secret, new.mqtt.password))
         if "mqtt" in changed:
@@ -513,8 +561,12 @@ def main(args: argparse.Namespace) -> int:
     return asyncio.run(serve(settings, reload_settings=load))
 
 
-async def serve(settings: Settings, *, reload_settings: Callable[[], Settings] | None = None,
-                ami_shell: AmiShellFactory = AmiShell) -> int:
+async def serve(
+    settings: Settings,
+    *,
+    reload_settings: Callable[[], Settings] | None = None,
+    ami_shell: AmiShellFactory = AmiShell,
+) -> int:
     """Run the daemon with signal handling: SIGTERM/SIGINT stop, SIGHUP reloads."""
     loop = asyncio.get_running_loop()
     shutdown = asyncio.Event()

@@ -85,9 +85,7 @@ class SystemdNotifier:
         return self.notify("WATCHDOG=1")
 
 
-async def keep_watchdog_fed(
-    notifier: SystemdNotifier, *, healthy: Callable[[], bool] = lambda: True
-) -> None:
+async def keep_watchdog_fed(notifier: SystemdNotifier, *, healthy: Callable[[], bool] = lambda: True) -> None:
     """Ping the watchdog from the event loop at half the interval, while ``healthy()``.
 
     When the loop is wedged nothing is sent, and systemd kills and restarts the daemon: that is

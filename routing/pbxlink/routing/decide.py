@@ -30,7 +30,7 @@ from pbxlink.routing.model import (
     RoutingPolicy,
     RuleAction,
 )
-from pbxlink.routing.phone import NumberKind, normalize
+from pbxlink.wire.phone import NumberKind, normalize
 
 __all__ = ["decide"]
 
@@ -58,10 +58,12 @@ def decide(
     """Decide who rings first for `request`. Never raises on bad input."""
     line = request.line
 
-    def no_route(reason: str, *, rule: str | None = None, e164: str | None = None,
-                 owner: str | None = None) -> RouteDecision:
-        return RouteDecision(target=None, agent=None, reason=str(reason), owner=owner, rule=rule,
-                             caller_e164=e164, line=line)
+    def no_route(
+        reason: str, *, rule: str | None = None, e164: str | None = None, owner: str | None = None
+    ) -> RouteDecision:
+        return RouteDecision(
+            target=None, agent=None, reason=str(reason), owner=owner, rule=rule, caller_e164=e164, line=line
+        )
 
     if not rules.enabled:
         return no_route(RouteReason.ROUTING_OFF)
@@ -74,12 +76,18 @@ def decide(
     caller = normalize(request.caller, region, internal_max_digits=rules.internal_max_digits)
 
     if rule is not None and rule.action is RuleAction.TARGET:
-        return RouteDecision(target=rule.target or None, agent=None, reason=f"rule:{rule.name}",
-                             owner=None, rule=rule.name, caller_e164=caller.e164, line=line)
+        return RouteDecision(
+            target=rule.target or None,
+            agent=None,
+            reason=f"rule:{rule.name}",
+            owner=None,
+            rule=rule.name,
+            caller_e164=caller.e164,
+            line=line,
+        )
 
     if caller.e164 is None:
-        return no_route(_CALLER_REASON.get(caller.kind, RouteReason.INVALID_CALLER),
-                        rule=rule_name)
+        return no_route(_CALLER_REASON.get(caller.kind, RouteReason.INVALID_CALLER), rule=rule_name)
     entry = directory.lookup(caller.e164)
     if entry is None:
         return no_route(RouteReason.UNKNOWN_CALLER, rule=rule_name, e164=caller.e164)

@@ -82,8 +82,9 @@ def _str(value: Any, topic: str, where: str, *, optional: bool = False) -> str |
     if value is None and optional:
         return None
     if not isinstance(value, str) or (not optional and not value):
-        raise DirectoryPayloadError(topic, where, "expected a non-empty string"
-                                    + (" or null" if optional else ""))
+        raise DirectoryPayloadError(
+            topic, where, "expected a non-empty string" + (" or null" if optional else "")
+        )
     return value
 
 
@@ -136,12 +137,10 @@ def parse_directory_entry(document: Any, topic: str = "directory") -> DirectoryE
     if not isinstance(document, Mapping):
         raise DirectoryPayloadError(topic, "$", "expected a JSON object")
     if document.get("schema") != SCHEMA:
-        raise DirectoryPayloadError(topic, "schema", f"expected {SCHEMA}, got "
-                                    f"{document.get('schema')!r}")
+        raise DirectoryPayloadError(topic, "schema", f"expected {SCHEMA}, got {document.get('schema')!r}")
     number = document.get("number")
     if not isinstance(number, str) or not _E164.match(number):
-        raise DirectoryPayloadError(topic, "number", f"expected E.164 like +380981234567, "
-                                    f"got {number!r}")
+        raise DirectoryPayloadError(topic, "number", f"expected E.164 like +380981234567, got {number!r}")
     clients = document.get("clients", [])
     if not isinstance(clients, list):
         raise DirectoryPayloadError(topic, "clients", "expected a list")
@@ -160,10 +159,9 @@ def parse_directory_message(
     """One MQTT message → DirectoryUpdate; an empty payload is a deletion."""
     if not topic.startswith(prefix):
         raise DirectoryPayloadError(topic, "topic", f"not under {prefix}")
-    digits = topic[len(prefix):]
+    digits = topic[len(prefix) :]
     if not _DIGITS.match(digits):
-        raise DirectoryPayloadError(topic, "topic", "the last level must be E.164 digits "
-                                    "without '+'")
+        raise DirectoryPayloadError(topic, "topic", "the last level must be E.164 digits without '+'")
     if not payload:
         return DirectoryUpdate(digits=digits, entry=None)
     if len(payload) > _MAX_PAYLOAD:

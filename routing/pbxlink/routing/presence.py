@@ -73,8 +73,7 @@ EXT_RINGING = 8
 EXT_ONHOLD = 16
 
 _BUSY_DEVICE = frozenset(
-    {DeviceState.INUSE, DeviceState.BUSY, DeviceState.RINGING, DeviceState.RINGINUSE,
-     DeviceState.ONHOLD}
+    {DeviceState.INUSE, DeviceState.BUSY, DeviceState.RINGING, DeviceState.RINGINUSE, DeviceState.ONHOLD}
 )
 _OFFLINE_DEVICE = frozenset({DeviceState.UNAVAILABLE, DeviceState.INVALID})
 _DND_OFF = frozenset({DeviceState.NOT_INUSE, DeviceState.UNKNOWN, DeviceState.INVALID})
@@ -114,9 +113,7 @@ class QueueMemberRemoval:
     interface: str
 
 
-PresenceUpdate = (
-    DeviceStateUpdate | ContactUpdate | ExtensionUpdate | QueueMemberUpdate | QueueMemberRemoval
-)
+PresenceUpdate = DeviceStateUpdate | ContactUpdate | ExtensionUpdate | QueueMemberUpdate | QueueMemberRemoval
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +125,7 @@ class PresenceFrameProblem:
 
 
 def agent_for_device(device: str) -> str | None:
-    """"PJSIP/101" → "101"; "PJSIP/101-00000001" is a channel, not a device → None.
+    """ "PJSIP/101" → "101"; "PJSIP/101-00000001" is a channel, not a device → None.
 
     Local, Queue, Custom and other pseudo devices are not agents → None.
     """
@@ -155,7 +152,7 @@ class PresenceTracker:
     # --- inputs -------------------------------------------------------------------------
     def device_state(self, device: str, state: DeviceState) -> None:
         if device.startswith(DND_PREFIX):
-            dnd_agent = device[len(DND_PREFIX):]
+            dnd_agent = device[len(DND_PREFIX) :]
             if dnd_agent:
                 self._dnd[dnd_agent] = state not in _DND_OFF
             return
@@ -249,6 +246,7 @@ class PresenceTracker:
 
 # --- AMI frames → updates (pure functions over header dicts) ---------------------------
 
+
 def _header(frame: Mapping[str, str], name: str) -> str | None:
     value = frame.get(name)
     if value is None:
@@ -270,9 +268,7 @@ def _flag(value: str | None) -> bool | None:
     return None
 
 
-_QUEUE_MEMBER_EVENTS = frozenset(
-    {"queuememberstatus", "queuememberpause", "queuememberadded", "queuemember"}
-)
+_QUEUE_MEMBER_EVENTS = frozenset({"queuememberstatus", "queuememberpause", "queuememberadded", "queuemember"})
 
 
 def presence_update_from_frame(
@@ -318,9 +314,7 @@ def presence_update_from_frame(
     if kind in _QUEUE_MEMBER_EVENTS or kind == "queuememberremoved":
         queue = _header(frame, "Queue")
         interface = (
-            _header(frame, "StateInterface")
-            or _header(frame, "Interface")
-            or _header(frame, "Location")
+            _header(frame, "StateInterface") or _header(frame, "Interface") or _header(frame, "Location")
         )
         if not queue or not interface:
             return PresenceFrameProblem(event, "missing Queue or Interface")

@@ -108,13 +108,13 @@ class LoopbackAmi:
         elif action == "ping":
             writer.write(frame("Response: Success", aid, "Ping: Pong", "Timestamp: 1.0"))
         elif action == "coresettings":
-            writer.write(
-                frame("Response: Success", aid, "AMIversion: 9.0.0", "AsteriskVersion: 22.0.0")
-            )
+            writer.write(frame("Response: Success", aid, "AMIversion: 9.0.0", "AsteriskVersion: 22.0.0"))
         elif action == "coreshowchannels":
             writer.write(
                 frame(
-                    "Response: Success", aid, "EventList: start",
+                    "Response: Success",
+                    aid,
+                    "EventList: start",
                     "Message: Channels will follow",
                 )
             )
@@ -122,18 +122,17 @@ class LoopbackAmi:
                 writer.write(frame("Event: CoreShowChannel", aid, *channel))
             writer.write(
                 frame(
-                    "Event: CoreShowChannelsComplete", aid, "EventList: Complete",
+                    "Event: CoreShowChannelsComplete",
+                    aid,
+                    "EventList: Complete",
                     f"ListItems: {len(self.channels)}",
                 )
             )
         elif action == "bridgelist":
             writer.write(
-                frame("Response: Success", aid, "EventList: start",
-                      "Message: Bridge listing will follow")
+                frame("Response: Success", aid, "EventList: start", "Message: Bridge listing will follow")
             )
-            writer.write(
-                frame("Event: BridgeListComplete", aid, "EventList: Complete", "ListItems: 0")
-            )
+            writer.write(frame("Event: BridgeListComplete", aid, "EventList: Complete", "ListItems: 0"))
             self.snapshot_served.set()
         elif action == "logoff":
             writer.write(frame("Response: Goodbye", aid, "Message: Thanks for all the fish."))

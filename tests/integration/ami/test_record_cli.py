@@ -12,15 +12,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from loopback_ami import LoopbackAmi, frame  # type: ignore[import-not-found]
 
-from pbxlink.daemon.ami.framing import AmiFramer, Frame
-from pbxlink.daemon.ami.record import iter_transcript
+from pbxlink.ami.framing import AmiFramer, Frame
+from pbxlink.daemon.amiclient.record import iter_transcript
 
 NAME = "Иван Петров"
 
 
 async def run_record(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pbxlink.daemon", "record", *args,
+        sys.executable,
+        "-m",
+        "pbxlink.cli",
+        "record",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -38,9 +42,7 @@ async def test_record_command_saves_the_wire_bytes_until_sigterm(tmp_path: Path)
     secret_file.write_text("pbxlink\n")
     out = tmp_path / "session.ami"
     try:
-        proc = await run_record(
-            "--out", str(out), "--port", str(port), "--secret-file", str(secret_file)
-        )
+        proc = await run_record("--out", str(out), "--port", str(port), "--secret-file", str(secret_file))
         async with asyncio.timeout(15):
             await server.snapshot_served.wait()
             event = frame("Event: Newchannel", f"CallerIDName: {NAME}")
@@ -74,8 +76,14 @@ async def test_record_command_with_a_wrong_secret_exits_69_and_leaves_no_file(
     out = tmp_path / "session.ami.gz"
     try:
         proc = await run_record(
-            "--out", str(out), "--port", str(port), "--secret-file", str(secret_file),
-            "--duration", "5",
+            "--out",
+            str(out),
+            "--port",
+            str(port),
+            "--secret-file",
+            str(secret_file),
+            "--duration",
+            "5",
         )
         async with asyncio.timeout(15):
             _, stderr = await proc.communicate()

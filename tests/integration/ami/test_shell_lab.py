@@ -18,9 +18,9 @@ from pbxlab.context import ScenarioContext
 from pbxlab.session import LabSession
 from structlog.testing import capture_logs
 
-from pbxlink.daemon.ami.framing import AmiFramer, Frame
-from pbxlink.daemon.ami.record import TranscriptItems, iter_transcript, record
-from pbxlink.daemon.ami.shell import (
+from pbxlink.ami.framing import AmiFramer, Frame
+from pbxlink.daemon.amiclient.record import TranscriptItems, iter_transcript, record
+from pbxlink.daemon.amiclient.shell import (
     AmiItem,
     AmiLoginError,
     AmiSettings,
@@ -62,7 +62,8 @@ def call_context(asterisk_lab: LabSession, tmp_path: Path) -> Iterator[ScenarioC
 
 
 async def until(
-    items: AsyncIterator[AmiItem], match: type[Resynced] | type[ConnectionLost] | str,
+    items: AsyncIterator[AmiItem],
+    match: type[Resynced] | type[ConnectionLost] | str,
     within: float = 15.0,
 ) -> AmiItem:
     async with asyncio.timeout(within):
@@ -111,12 +112,8 @@ async def test_reconnect_during_a_live_call_resyncs_the_channels_already_up(
         first = await until(items, Resynced)
         assert isinstance(first, Resynced)
         assert first.channels == ()
-        await asyncio.to_thread(
-            call_context.phones, a101=Phone.answers(ring_ms=500, talk_ms=60000)
-        )
-        await asyncio.to_thread(
-            call_context.call, Call(ROUTING_DID, CALLER, CALLER_NAME, hold_ms=9000)
-        )
+        await asyncio.to_thread(call_context.phones, a101=Phone.answers(ring_ms=500, talk_ms=60000))
+        await asyncio.to_thread(call_context.call, Call(ROUTING_DID, CALLER, CALLER_NAME, hold_ms=9000))
         trunk = await until(items, "Newchannel")
         assert isinstance(trunk, Frame)
         assert trunk.get("CallerIDName") == CALLER_NAME
@@ -210,8 +207,10 @@ async def test_replaying_a_recording_yields_what_the_live_shell_queued(
             async with asyncio.timeout(30):
                 async for item in items:
                     live.append(item)
-                    if isinstance(item, Frame) and item.event == "Hangup" and (
-                        item.get("CallerIDName") == CALLER_NAME
+                    if (
+                        isinstance(item, Frame)
+                        and item.event == "Hangup"
+                        and (item.get("CallerIDName") == CALLER_NAME)
                     ):
                         break
     replay = TranscriptItems()

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from loopback_ami import LoopbackAmi, frame  # type: ignore[import-not-found]
 from panoramisk.actions import Action
 
-from pbxlink.daemon.ami.framing import Frame
-from pbxlink.daemon.ami.protocol import FramingProtocol, LinkCounters
-from pbxlink.daemon.ami.shell import (
+from pbxlink.ami.framing import Frame
+from pbxlink.daemon.amiclient.protocol import FramingProtocol, LinkCounters
+from pbxlink.daemon.amiclient.shell import (
     AmiActionTimeout,
     AmiConnectError,
     AmiItem,
@@ -99,7 +99,11 @@ async def test_first_login_queues_a_resync_marker_with_the_channels(peer: Peer) 
         assert [f.get("Channel") for f in marker.channels] == ["PJSIP/101-00000001"]
         assert shell.connected
     assert [a["action"] for a in server.actions] == [
-        "Login", "CoreSettings", "CoreShowChannels", "BridgeList", "Logoff",
+        "Login",
+        "CoreSettings",
+        "CoreShowChannels",
+        "BridgeList",
+        "Logoff",
     ]
 
 

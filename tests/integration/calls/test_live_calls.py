@@ -20,13 +20,13 @@ from pbxlab.context import ScenarioContext
 from pbxlab.route_stub import StubRoute
 from pbxlab.session import LabSession
 
-from pbxlink.daemon.ami.decode import AmiDecoder, MalformedEvent
-from pbxlink.daemon.ami.framing import Frame
-from pbxlink.daemon.ami.shell import AmiSettings, AmiShell, Resynced
-from pbxlink.daemon.calls.model import CallOutcome
-from pbxlink.daemon.calls.outcome import to_json
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
+from pbxlink.ami.decode import AmiDecoder, MalformedEvent
+from pbxlink.ami.framing import Frame
+from pbxlink.calls.model import CallOutcome
+from pbxlink.calls.outcome import to_json
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
+from pbxlink.daemon.amiclient.shell import AmiSettings, AmiShell, Resynced
 
 TRACKER = CallTrackerSettings(
     parties=PartyRules(r"^1\d\d$", frozenset({"trunk"})), settle_seconds=1.0, default_region="UA"

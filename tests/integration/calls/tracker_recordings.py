@@ -54,8 +54,10 @@ class RawAmiSession:
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="resync-ami", daemon=True)
         self._reader.start()
-        self.send(f"Action: Login\r\nUsername: {instance.ami_user}\r\n"
-                  f"Secret: {instance.ami_secret}\r\nEvents: on\r\n\r\n")
+        self.send(
+            f"Action: Login\r\nUsername: {instance.ami_user}\r\n"
+            f"Secret: {instance.ami_secret}\r\nEvents: on\r\n\r\n"
+        )
         self.wait_for(b"FullyBooted")
 
     def _read(self) -> None:
@@ -110,10 +112,19 @@ def _answered_by_101(
     """
     routing = {"target": TO_101.target, "reason": TO_101.reason, "owner": TO_101.owner}
     return {
-        "direction": "inbound", "answered": True, "missed_at": None,
-        "external": {"raw": caller}, "line": DID, "initiator": None,
-        "first_answered_by": "101", "last_handled_by": "101", "handlers": ["101"],
-        "rang": rang, "transfers": [], "queue": None, "hangup_by": hangup_by,
+        "direction": "inbound",
+        "answered": True,
+        "missed_at": None,
+        "external": {"raw": caller},
+        "line": DID,
+        "initiator": None,
+        "first_answered_by": "101",
+        "last_handled_by": "101",
+        "handlers": ["101"],
+        "rang": rang,
+        "transfers": [],
+        "queue": None,
+        "hangup_by": hangup_by,
         "routing": routing if routing_seen else None,
         "reconstructed": True,
     }
@@ -168,14 +179,14 @@ def record_call_ended_while_down(driver: LabDriver, workdir: Path, out: Path) ->
     return _truth(
         "resync_call_ended_while_down",
         [_answered_by_101("+380501110022", ["101"], None, routing_seen=True)],
-        {"note": "session 1 cut while the call was bridged; the call ended with no session; "
-                 "session 2 lists no channels"},
+        {
+            "note": "session 1 cut while the call was bridged; the call ended with no session; "
+            "session 2 lists no channels"
+        },
     )
 
 
-def record_queue_local_member_answered(
-    driver: LabDriver, workdir: Path, out: Path
-) -> dict[str, Any]:
+def record_queue_local_member_answered(driver: LabDriver, workdir: Path, out: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     ami = driver.ami
     for member in ("PJSIP/102", "PJSIP/103"):  # static members: paused, not removed
@@ -199,20 +210,29 @@ def record_queue_local_member_answered(
             ami.checked("QueuePause", Queue="sales", Interface=member, Paused="false")
     return _truth(
         "queue_local_member_answered",
-        [{
-            "direction": "inbound", "answered": True, "missed_at": None,
-            "external": {"raw": caller}, "line": IVR_DID, "initiator": None,
-            "first_answered_by": "102", "last_handled_by": "102", "handlers": ["102"],
-            "rang": ["102"], "transfers": [], "queue": "sales", "hangup_by": "external",
-            "routing": None,
-        }],
+        [
+            {
+                "direction": "inbound",
+                "answered": True,
+                "missed_at": None,
+                "external": {"raw": caller},
+                "line": IVR_DID,
+                "initiator": None,
+                "first_answered_by": "102",
+                "last_handled_by": "102",
+                "handlers": ["102"],
+                "rang": ["102"],
+                "transfers": [],
+                "queue": "sales",
+                "hangup_by": "external",
+                "routing": None,
+            }
+        ],
         {"note": "sales members replaced by Local/102@from-agents (optimizable) for this call"},
     )
 
 
-def record_click_to_call_agent_no_answer(
-    driver: LabDriver, workdir: Path, out: Path
-) -> dict[str, Any]:
+def record_click_to_call_agent_no_answer(driver: LabDriver, workdir: Path, out: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = ScenarioContext(driver, workdir)
     customer = "0671234569"
@@ -221,8 +241,11 @@ def record_click_to_call_agent_no_answer(
         session.list_channels()
         ctx.phones(a101=Phone.never_answers())
         driver.ami.originate(
-            "PJSIP/101", context="from-agents", exten=customer,
-            caller_id='"Agent 101" <101>', timeout_ms=4000,
+            "PJSIP/101",
+            context="from-agents",
+            exten=customer,
+            caller_id='"Agent 101" <101>',
+            timeout_ms=4000,
         )
         session.wait_for(b"Event: OriginateResponse", timeout=20)
         driver.ami.wait_idle(timeout=20)
@@ -232,21 +255,29 @@ def record_click_to_call_agent_no_answer(
         ctx.close()
     return _truth(
         "click_to_call_agent_no_answer",
-        [{
-            "direction": "outbound", "answered": False, "missed_at": "agent",
-            "external": {"raw": customer}, "line": None, "initiator": "101",
-            "first_answered_by": None, "last_handled_by": None, "handlers": [],
-            "rang": [], "transfers": [], "queue": None, "hangup_by": "system",
-            "routing": None,
-        }],
-        {"note": "AMI Originate to PJSIP/101 (never answers, 4 s timeout): the customer "
-                 "is never dialed"},
+        [
+            {
+                "direction": "outbound",
+                "answered": False,
+                "missed_at": "agent",
+                "external": {"raw": customer},
+                "line": None,
+                "initiator": "101",
+                "first_answered_by": None,
+                "last_handled_by": None,
+                "handlers": [],
+                "rang": [],
+                "transfers": [],
+                "queue": None,
+                "hangup_by": "system",
+                "routing": None,
+            }
+        ],
+        {"note": "AMI Originate to PJSIP/101 (never answers, 4 s timeout): the customer is never dialed"},
     )
 
 
-def record_inbound_answered_recorded(
-    driver: LabDriver, workdir: Path, out: Path
-) -> dict[str, Any]:
+def record_inbound_answered_recorded(driver: LabDriver, workdir: Path, out: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = ScenarioContext(driver, workdir)
     caller = "+380501110024"
@@ -267,14 +298,25 @@ def record_inbound_answered_recorded(
         ctx.close()
     return _truth(
         "inbound_answered_recorded",
-        [{
-            "direction": "inbound", "answered": True, "missed_at": None,
-            "external": {"raw": caller}, "line": DID, "initiator": None,
-            "first_answered_by": "101", "last_handled_by": "101", "handlers": ["101"],
-            "rang": ["101"], "transfers": [], "queue": None, "hangup_by": "external",
-            "routing": {"target": TO_101.target, "reason": TO_101.reason, "owner": TO_101.owner},
-            "recordings": [recording],
-        }],
+        [
+            {
+                "direction": "inbound",
+                "answered": True,
+                "missed_at": None,
+                "external": {"raw": caller},
+                "line": DID,
+                "initiator": None,
+                "first_answered_by": "101",
+                "last_handled_by": "101",
+                "handlers": ["101"],
+                "rang": ["101"],
+                "transfers": [],
+                "queue": None,
+                "hangup_by": "external",
+                "routing": {"target": TO_101.target, "reason": TO_101.reason, "owner": TO_101.owner},
+                "recordings": [recording],
+            }
+        ],
         {"note": "AMI MixMonitor started on 101's channel once bridged"},
     )
 
@@ -288,9 +330,7 @@ RECORDERS = {
 }
 
 
-def record_all(
-    driver: LabDriver, workdir: Path, out_dir: Path, only: list[str] | None = None
-) -> list[Path]:
+def record_all(driver: LabDriver, workdir: Path, out_dir: Path, only: list[str] | None = None) -> list[Path]:
     written = []
     for name, record in RECORDERS.items():
         if only and name not in only:
@@ -308,8 +348,8 @@ if __name__ == "__main__":
     from pbxlab.instance import start_asterisk, stop_asterisk
 
     offset = int(sys.argv[1]) if len(sys.argv) > 1 else 23
-    out_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else (
-        Path(__file__).resolve().parents[2] / "data" / "ami"
+    out_dir = (
+        Path(sys.argv[2]) if len(sys.argv) > 2 else (Path(__file__).resolve().parents[2] / "data" / "ami")
     )
     stop_asterisk(offset)
     instance = start_asterisk(offset)

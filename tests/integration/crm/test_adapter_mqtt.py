@@ -23,8 +23,10 @@ import aiomqtt
 import pytest
 from pbxlab.mosquitto import BrokerHandle
 
-from pbxlink.adapters.crm.consumer import CrmAdapter
-from pbxlink.adapters.crm.samples import (
+from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.store import open_store
+from pbxlink.rules.samples import (
     EMPLOYEES,
     event,
     event_message,
@@ -33,9 +35,7 @@ from pbxlink.adapters.crm.samples import (
     request,
     request_message,
 )
-from pbxlink.adapters.crm.settings import Settings, settings_from_toml
-from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
-from pbxlink.adapters.crm.store import open_store
+from pbxlink.rules.settings import Settings, settings_from_toml
 
 RULES = """
 [crm.inquiries]
@@ -195,7 +195,7 @@ async def test_bad_payload_goes_to_the_dead_letter_topic_and_the_consumer_goes_o
 
 def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pbxlink.daemon", "adapter", "--config", str(config)],
+        [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(config)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )

@@ -54,8 +54,11 @@ class DaemonConfig:
             "backoff_initial = 0.2\nbackoff_max = 2.0\n"
             f'[state]\ndirectory = "{self.state_dir}"\n'
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n'
-            + ("[agi]\nenabled = false\n" if self.agi_port is None else
-               f'[agi]\nenabled = true\nhost = "127.0.0.1"\nport = {self.agi_port}\n')
+            + (
+                "[agi]\nenabled = false\n"
+                if self.agi_port is None
+                else f'[agi]\nenabled = true\nhost = "127.0.0.1"\nport = {self.agi_port}\n'
+            )
             + '[log]\nformat = "json"\n'
             + "[tracker]\nsettle_seconds = 1.0\n"
         )
@@ -82,7 +85,9 @@ class DaemonProcess:
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(PBXLINK), "run", "-c", str(self.config_file)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})},
             )
 
@@ -92,8 +97,7 @@ class DaemonProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"the daemon exited {self.process.returncode}:\n"
-                                     f"{self.log_tail()}")
+                raise AssertionError(f"the daemon exited {self.process.returncode}:\n{self.log_tail()}")
             if self.readyz()[0] == 200:
                 return
             time.sleep(0.1)
@@ -102,7 +106,8 @@ class DaemonProcess:
     def readyz(self) -> tuple[int, dict[str, Any]]:
         try:
             with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.config.http_port}/readyz", timeout=2) as resp:
+                f"http://127.0.0.1:{self.config.http_port}/readyz", timeout=2
+            ) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
@@ -111,8 +116,7 @@ class DaemonProcess:
 
     def metrics(self) -> dict[str, float]:
         """The /metrics samples without histogram buckets: ``name{labels}`` → value."""
-        with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.config.http_port}/metrics", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.config.http_port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
         out = {}
         for line in text.splitlines():
@@ -153,14 +157,20 @@ class DaemonProcess:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
 
 
-def new_daemon(workdir: Path, lab: LabInstance, mqtt_port: int, *,
-               ami_port: int | None = None) -> DaemonProcess:
+def new_daemon(
+    workdir: Path, lab: LabInstance, mqtt_port: int, *, ami_port: int | None = None
+) -> DaemonProcess:
     state = workdir / "state"
     state.mkdir(exist_ok=True)
     secret = workdir / "ami-secret"
     secret.write_text(lab.ami_secret)
-    config = DaemonConfig(ami_port=ami_port or lab.ami_port, mqtt_port=mqtt_port,
-                          state_dir=state, secret_file=secret, http_port=free_port())
+    config = DaemonConfig(
+        ami_port=ami_port or lab.ami_port,
+        mqtt_port=mqtt_port,
+        state_dir=state,
+        secret_file=secret,
+        http_port=free_port(),
+    )
     return DaemonProcess(workdir, config)
 
 
@@ -193,8 +203,9 @@ class AmiProxy:
                     with contextlib.suppress(OSError, KeyError, ValueError):
                         self._selector.unregister(sock)
                     with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                        )
                         sock.close()
                     self._peer.pop(sock, None)
                     self._tail.pop(sock, None)
@@ -294,19 +305,27 @@ class CallLoad:
 
     def __init__(self, lab: LabInstance, workdir: Path, *, ring_ms: int = 300) -> None:
         workdir.mkdir(exist_ok=True)
-        self.sipp = Sipp(lab.sip_port, PortBlock(lab.sipp_local_base, 20, lab.sipp_media_base,
-                                                 400), workdir, trace_messages=False)
-        self.phone = self.sipp.phone("102", lab.agent_ports["102"],
-                                     Phone.answers(ring_ms=ring_ms, talk_ms=600_000))
+        self.sipp = Sipp(
+            lab.sip_port,
+            PortBlock(lab.sipp_local_base, 20, lab.sipp_media_base, 400),
+            workdir,
+            trace_messages=False,
+        )
+        self.phone = self.sipp.phone(
+            "102", lab.agent_ports["102"], Phone.answers(ring_ms=ring_ms, talk_ms=600_000)
+        )
         self.callers: list[SippProcess] = []
         time.sleep(0.3)
         if not self.phone.alive():
             raise AssertionError(f"SIPp phone 102 did not start:\n{self.phone.errors()}")
 
     def place(self, count: int, *, rate: float, hold_ms: int) -> SippProcess:
-        caller = self.sipp.call(Call("102", "101", "Agent 101", hold_ms=hold_ms, count=count,
-                                     rate=rate, max_concurrent=count + 5),
-                                trace_messages=False)
+        caller = self.sipp.call(
+            Call(
+                "102", "101", "Agent 101", hold_ms=hold_ms, count=count, rate=rate, max_concurrent=count + 5
+            ),
+            trace_messages=False,
+        )
         self.callers.append(caller)
         return caller
 

@@ -63,14 +63,17 @@ class Mosquitto:
         assert self.process is None
         self.process = subprocess.Popen(
             [self.binary, "-c", str(self.config)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
                 return
             time.sleep(0.05)
         pytest.fail("mosquitto did not listen within 10 s")
@@ -145,8 +148,7 @@ def _props(message: aiomqtt.Message) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def recording_consumer(port: int, topic: str = "pbxlink/v1/#") -> AsyncIterator[
-        RecordingConsumer]:
+async def recording_consumer(port: int, topic: str = "pbxlink/v1/#") -> AsyncIterator[RecordingConsumer]:
     """A consumer like an adapter: persistent session, QoS 1, reconnects while the broker is away."""
     consumer = RecordingConsumer()
     subscribed = asyncio.Event()
@@ -157,17 +159,24 @@ async def recording_consumer(port: int, topic: str = "pbxlink/v1/#") -> AsyncIte
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 3600
             try:
-                async with aiomqtt.Client("127.0.0.1", port, identifier=identifier,
-                                          protocol=aiomqtt.ProtocolVersion.V5,
-                                          clean_start=False, properties=props) as client:
+                async with aiomqtt.Client(
+                    "127.0.0.1",
+                    port,
+                    identifier=identifier,
+                    protocol=aiomqtt.ProtocolVersion.V5,
+                    clean_start=False,
+                    properties=props,
+                ) as client:
                     await client.subscribe(topic, qos=1)
                     subscribed.set()
                     async for message in client.messages:
                         payload = message.payload
                         assert isinstance(payload, bytes | bytearray)
-                        consumer.messages.append(Received(
-                            str(message.topic), bytes(payload), bool(message.retain),
-                            _props(message)))
+                        consumer.messages.append(
+                            Received(
+                                str(message.topic), bytes(payload), bool(message.retain), _props(message)
+                            )
+                        )
                         consumer.arrived.set()
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)

@@ -45,8 +45,7 @@ class Rig:
 
 
 def _hang_up_everything(lab: LabInstance) -> None:
-    with AmiClient(lab.host, lab.ami_port, lab.ami_user, lab.ami_secret,
-                   events="off").connect() as ami:
+    with AmiClient(lab.host, lab.ami_port, lab.ami_user, lab.ami_secret, events="off").connect() as ami:
         if ami.channel_count():
             ami.action("Hangup", Channel="/.*/")
         assert ami.wait_idle(30), "the lab Asterisk still has channels up"
@@ -56,8 +55,7 @@ def _hang_up_everything(lab: LabInstance) -> None:
 def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path) -> Iterator[Rig]:
     _hang_up_everything(asterisk_lab.instance)
     proxy = AmiProxy(asterisk_lab.ami_port)
-    daemon = new_daemon(tmp_path, asterisk_lab.instance, mosquitto_broker.port,
-                        ami_port=proxy.port)
+    daemon = new_daemon(tmp_path, asterisk_lab.instance, mosquitto_broker.port, ami_port=proxy.port)
     try:
         load = CallLoad(asterisk_lab.instance, tmp_path / "sipp")
         try:
@@ -90,13 +88,14 @@ def outcomes(consumer: RecordingConsumer) -> dict[str, dict[str, object]]:
 
 async def wait_calls_up(lab: LabInstance, count: int) -> None:
     """Until Asterisk has `count` bridged calls (two channels each) up."""
+
     def channels() -> int:
-        with AmiClient(lab.host, lab.ami_port, lab.ami_user, lab.ami_secret,
-                       events="off").connect() as ami:
+        with AmiClient(lab.host, lab.ami_port, lab.ami_user, lab.ami_secret, events="off").connect() as ami:
             return ami.channel_count()
 
     async def enough() -> bool:
         return await asyncio.to_thread(channels) >= 2 * count
+
     await until(enough, within=30)
 
 
@@ -106,7 +105,8 @@ async def start_daemon(rig: Rig) -> None:
 
 
 async def test_a_broker_outage_of_20_seconds_loses_and_duplicates_nothing(
-    rig: Rig, consumer: RecordingConsumer,
+    rig: Rig,
+    consumer: RecordingConsumer,
 ) -> None:
     await start_daemon(rig)
     caller = rig.load.place(10, rate=5, hold_ms=3000)
@@ -115,8 +115,9 @@ async def test_a_broker_outage_of_20_seconds_loses_and_duplicates_nothing(
     outage_started = time.monotonic()
     assert await asyncio.to_thread(caller.wait, 60) == 0, caller.errors()
     # Calls ended during the outage: their outcomes are committed and pending, not "sent".
-    await until(lambda: rig.daemon.metrics().get(
-        'pbxlink_outbox_pending{kind="call.outcome"}', 0) >= 1, within=15)
+    await until(
+        lambda: rig.daemon.metrics().get('pbxlink_outbox_pending{kind="call.outcome"}', 0) >= 1, within=15
+    )
     status, body = rig.daemon.readyz()
     assert status == 503
     assert body["checks"]["mqtt"] is False
@@ -132,15 +133,17 @@ async def test_a_broker_outage_of_20_seconds_loses_and_duplicates_nothing(
 
 
 async def test_a_sigkilled_daemon_publishes_pending_outcomes_and_the_calls_it_missed_after_restart(
-    rig: Rig, consumer: RecordingConsumer,
+    rig: Rig,
+    consumer: RecordingConsumer,
 ) -> None:
     await start_daemon(rig)
     # Short calls end while the broker is away: their outcomes wait in the outbox.
     rig.broker.stop()
     short = rig.load.place(4, rate=4, hold_ms=1000)
     assert await asyncio.to_thread(short.wait, 30) == 0, short.errors()
-    await until(lambda: rig.daemon.metrics().get(
-        'pbxlink_outbox_pending{kind="call.outcome"}', 0) == 4, within=15)
+    await until(
+        lambda: rig.daemon.metrics().get('pbxlink_outbox_pending{kind="call.outcome"}', 0) == 4, within=15
+    )
     # Long calls are up when the daemon dies.
     long = rig.load.place(3, rate=3, hold_ms=8000)
     await wait_calls_up(rig.lab, 3)
@@ -160,7 +163,8 @@ async def test_a_sigkilled_daemon_publishes_pending_outcomes_and_the_calls_it_mi
 
 
 async def test_calls_that_end_while_the_daemon_is_dead_get_their_outcome_after_restart(
-    rig: Rig, consumer: RecordingConsumer,
+    rig: Rig,
+    consumer: RecordingConsumer,
 ) -> None:
     """SIGKILL with calls up; the calls end before the daemon is back. The restarted daemon
     rebuilds its tracker from the AMI journal in the outbox, and the first AMI snapshot ends
@@ -182,7 +186,8 @@ async def test_calls_that_end_while_the_daemon_is_dead_get_their_outcome_after_r
 
 
 async def test_an_ami_connection_cut_mid_call_resyncs_and_each_call_gets_one_outcome(
-    rig: Rig, consumer: RecordingConsumer,
+    rig: Rig,
+    consumer: RecordingConsumer,
 ) -> None:
     await start_daemon(rig)
     caller = rig.load.place(6, rate=6, hold_ms=4000)
@@ -200,7 +205,8 @@ async def test_an_ami_connection_cut_mid_call_resyncs_and_each_call_gets_one_out
 
 
 async def test_an_asterisk_crash_and_restart_ends_its_calls_with_one_outcome_each(
-    rig: Rig, consumer: RecordingConsumer,
+    rig: Rig,
+    consumer: RecordingConsumer,
 ) -> None:
     """Asterisk is SIGKILLed (no Hangup events at all), then started again.
 
@@ -245,7 +251,8 @@ def test_an_unwritable_state_directory_stops_the_daemon_with_a_clear_error(rig: 
 
 
 async def test_malformed_and_oversized_ami_frames_are_counted_and_the_stream_goes_on(
-    rig: Rig, consumer: RecordingConsumer,
+    rig: Rig,
+    consumer: RecordingConsumer,
 ) -> None:
     await start_daemon(rig)
     # A Hangup without the headers the tracker needs, and a frame over ami.max_frame_bytes
@@ -257,8 +264,10 @@ async def test_malformed_and_oversized_ami_frames_are_counted_and_the_stream_goe
 
     await until(lambda: len(outcomes(consumer)) >= 3, within=30)
     assert len(outcomes(consumer)) == 3
-    await until(lambda: rig.daemon.metrics().get(
-        'pbxlink_ami_frames_rejected_total{reason="oversized"}', 0) >= 1, within=10)
+    await until(
+        lambda: rig.daemon.metrics().get('pbxlink_ami_frames_rejected_total{reason="oversized"}', 0) >= 1,
+        within=10,
+    )
     metrics = rig.daemon.metrics()
     assert metrics['pbxlink_ami_frames_rejected_total{reason="malformed_event"}'] >= 1
     assert rig.proxy.connections == 1  # the connection survived both

@@ -21,10 +21,12 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def daemon(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle,
-           tmp_path: Path) -> Iterator[DaemonProcess]:
-    with AmiClient(asterisk_lab.host, asterisk_lab.ami_port, asterisk_lab.ami_user,
-                   asterisk_lab.ami_secret, events="off").connect() as ami:
+def daemon(
+    asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
+) -> Iterator[DaemonProcess]:
+    with AmiClient(
+        asterisk_lab.host, asterisk_lab.ami_port, asterisk_lab.ami_user, asterisk_lab.ami_secret, events="off"
+    ).connect() as ami:
         if ami.channel_count():
             ami.action("Hangup", Channel="/.*/")
         assert ami.wait_idle(30)
@@ -51,7 +53,8 @@ def outcome_ids(consumer: RecordingConsumer) -> set[str]:
 
 
 async def test_systemd_gets_ready_after_ami_login_watchdog_pings_and_stopping(
-    daemon: DaemonProcess, tmp_path: Path,
+    daemon: DaemonProcess,
+    tmp_path: Path,
 ) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(tmp_path / "notify"))
@@ -86,18 +89,19 @@ async def test_systemd_gets_ready_after_ami_login_watchdog_pings_and_stopping(
 
 
 async def test_sighup_with_a_bad_config_is_refused_and_delivery_goes_on(
-    daemon: DaemonProcess, load: CallLoad, consumer: RecordingConsumer,
+    daemon: DaemonProcess,
+    load: CallLoad,
+    consumer: RecordingConsumer,
 ) -> None:
     daemon.start()
     await asyncio.to_thread(daemon.wait_ready)
-    daemon.config_file.write_text(daemon.config.toml() + "[mqtt.oops]\nnot_a_key = 1\n"
-                                  + "[ami]\nport = 99999\n")
+    daemon.config_file.write_text(
+        daemon.config.toml() + "[mqtt.oops]\nnot_a_key = 1\n" + "[ami]\nport = 99999\n"
+    )
     assert daemon.process is not None
     daemon.process.send_signal(signal.SIGHUP)
-    await until(lambda: any(line.get("event") == "config_reload_refused"
-                            for line in daemon.log_lines()))
-    refused = next(line for line in daemon.log_lines()
-                   if line.get("event") == "config_reload_refused")
+    await until(lambda: any(line.get("event") == "config_reload_refused" for line in daemon.log_lines()))
+    refused = next(line for line in daemon.log_lines() if line.get("event") == "config_reload_refused")
     assert len(refused["problems"]) >= 2  # every problem, not just the first
     assert daemon.readyz()[0] == 200
 
@@ -108,7 +112,9 @@ async def test_sighup_with_a_bad_config_is_refused_and_delivery_goes_on(
 
 
 async def test_sighup_with_a_new_broker_moves_publishing_there_without_a_restart(
-    daemon: DaemonProcess, load: CallLoad, tmp_path: Path,
+    daemon: DaemonProcess,
+    load: CallLoad,
+    tmp_path: Path,
 ) -> None:
     daemon.start()
     await asyncio.to_thread(daemon.wait_ready)
@@ -122,22 +128,22 @@ async def test_sighup_with_a_new_broker_moves_publishing_there_without_a_restart
             assert daemon.process is not None
             pid = daemon.process.pid
             daemon.process.send_signal(signal.SIGHUP)
-            await until(lambda: any(line.get("event") == "config_reloaded"
-                                    for line in daemon.log_lines()))
+            await until(lambda: any(line.get("event") == "config_reloaded" for line in daemon.log_lines()))
             caller = load.place(1, rate=1, hold_ms=1000)
             assert await asyncio.to_thread(caller.wait, 30) == 0, caller.errors()
             await until(lambda: len(outcome_ids(moved)) == 1)
             assert daemon.process.pid == pid
             assert daemon.process.poll() is None
-            reloaded = next(line for line in daemon.log_lines()
-                            if line.get("event") == "config_reloaded")
+            reloaded = next(line for line in daemon.log_lines() if line.get("event") == "config_reloaded")
             assert reloaded["changed"] == ["mqtt"]
     finally:
         second.stop()
 
 
 async def test_each_finished_call_is_logged_once_on_one_canonical_line(
-    daemon: DaemonProcess, load: CallLoad, consumer: RecordingConsumer,
+    daemon: DaemonProcess,
+    load: CallLoad,
+    consumer: RecordingConsumer,
 ) -> None:
     daemon.start()
     await asyncio.to_thread(daemon.wait_ready)
@@ -149,13 +155,16 @@ async def test_each_finished_call_is_logged_once_on_one_canonical_line(
     assert all(line["direction"] == "internal" and line["answered"] is True for line in lines)
     assert daemon.terminate() == 0
     status = [m for m in consumer.messages if m.topic.endswith("/status")]
-    await until(lambda: any(m.body["state"] == "offline" for m in consumer.messages
-                            if m.topic.endswith("/status")))
+    await until(
+        lambda: any(m.body["state"] == "offline" for m in consumer.messages if m.topic.endswith("/status"))
+    )
     assert status[0].body["state"] == "online"
 
 
 async def test_with_routing_on_ready_waits_for_fastagi_and_the_outcome_carries_its_decision(
-    asterisk_lab: LabSession, daemon: DaemonProcess, consumer: RecordingConsumer,
+    asterisk_lab: LabSession,
+    daemon: DaemonProcess,
+    consumer: RecordingConsumer,
 ) -> None:
     """The daemon answers the lab dialplan's FastAGI itself (no stub): an unknown caller."""
     daemon.config.agi_port = asterisk_lab.agi_port

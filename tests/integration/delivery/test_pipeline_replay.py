@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from mqtt_support import Mosquitto, recording_consumer, until
 
-from pbxlink.daemon.ami.framing import AmiFramer
-from pbxlink.daemon.calls.tracker import CallTracker, CallTrackerSettings
+from pbxlink.ami.framing import AmiFramer
+from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.config import MqttSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
@@ -30,15 +30,12 @@ RECORDINGS = sorted([*_DATA.glob("*.ami"), *_DATA.glob("*.ami.gz")])
 
 
 @contextlib.asynccontextmanager
-async def daemon_path(tmp_path: Path, port: int) -> AsyncIterator[tuple[CallPipeline,
-                                                                        DaemonMetrics]]:
+async def daemon_path(tmp_path: Path, port: int) -> AsyncIterator[tuple[CallPipeline, DaemonMetrics]]:
     metrics = DaemonMetrics()
     async with await Outbox.open(tmp_path / "outbox.sqlite") as outbox:
-        publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="pbx1",
-                                     metrics=metrics)
+        publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="pbx1", metrics=metrics)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=publisher.wake)
-        pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1",
-                                metrics=metrics)
+        pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1", metrics=metrics)
         tasks = [asyncio.create_task(writer.run()), asyncio.create_task(publisher.run())]
         try:
             yield pipeline, metrics
@@ -55,19 +52,26 @@ def test_there_are_recordings_to_replay() -> None:
 
 @pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.name.split(".")[0])
 async def test_a_recorded_session_reaches_mqtt_once_per_call_as_replay_computes_it(
-    recording: Path, mosquitto: Mosquitto, tmp_path: Path,
+    recording: Path,
+    mosquitto: Mosquitto,
+    tmp_path: Path,
 ) -> None:
     expected = list(replay_outcomes(read_chunks(recording)))
-    async with recording_consumer(mosquitto.port, "pbxlink/v1/pbx1/call/#") as consumer, \
-            daemon_path(tmp_path, mosquitto.port) as (pipeline, metrics):
+    async with (
+        recording_consumer(mosquitto.port, "pbxlink/v1/pbx1/call/#") as consumer,
+        daemon_path(tmp_path, mosquitto.port) as (pipeline, metrics),
+    ):
         framer = AmiFramer()
         for chunk in read_chunks(recording, chunk_size=997):  # frames split across reads
             for frame in framer.feed(chunk):
                 pipeline.feed(frame)
         pipeline.tick(float("inf"))  # end of input: finalize what has ended (as replay does)
         await until(lambda: len(consumer.unique_ids("call/outcome")) >= len(expected))
-        await until(lambda: metrics.outbox_written.value(kind="call.event")
-                    == metrics.published.value(kind="call.event"))
+        await until(
+            lambda: (
+                metrics.outbox_written.value(kind="call.event") == metrics.published.value(kind="call.event")
+            )
+        )
 
     received: dict[str, object] = {}
     for message in consumer.messages:

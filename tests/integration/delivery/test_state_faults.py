@@ -26,10 +26,8 @@ pytestmark = pytest.mark.lab  # needs root for mount(8)
 
 
 def outcome(n: int) -> Envelope:
-    data = {"schema": 1, "id": f"pbx1:1.{n}", "direction": "inbound", "answered": True,
-            "padding": "x" * 2000}
-    return build_envelope(MessageKind.OUTCOME, data, node="pbx1",
-                          now=datetime(2026, 1, 1, tzinfo=UTC))
+    data = {"schema": 1, "id": f"pbx1:1.{n}", "direction": "inbound", "answered": True, "padding": "x" * 2000}
+    return build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -38,8 +36,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.fail("these tests mount a tmpfs and need root (deselect with -m 'not lab')")
     mount = tmp_path / "state"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-                   check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
@@ -137,8 +134,7 @@ async def test_a_full_backlog_pushes_back_until_the_disk_accepts_writes_again(
     metrics = DaemonMetrics()
     async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
         filler = fill(small_disk)
-        writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=lambda: None,
-                              max_backlog=10)
+        writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=lambda: None, max_backlog=10)
         task = asyncio.create_task(writer.run())
         writer.submit([outcome(i) for i in range(5)])
         await asyncio.wait_for(writer.wait_for_room(), 1)  # below the limit: no waiting

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.probe import agi_environment, ask
 from pbxlink.daemon.agi.probe import main as probe_main
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
-from pbxlink.routing.directory_store import DirectoryStore
 from pbxlink.routing.model import (
     ClientOwners,
     DirectoryEntry,
@@ -71,17 +71,27 @@ KNOWN = "0981234567"
 
 
 def owned_by(number: str, extension: str) -> bytes:
-    entry = DirectoryEntry(number, datetime.fromisoformat("2026-11-22T10:00:00Z"), (
-        ClientOwners("c1", "Client", datetime.fromisoformat("2025-01-01T00:00:00Z"),
-                     (Responsible("ivan", extension),)),))
+    entry = DirectoryEntry(
+        number,
+        datetime.fromisoformat("2026-11-22T10:00:00Z"),
+        (
+            ClientOwners(
+                "c1",
+                "Client",
+                datetime.fromisoformat("2025-01-01T00:00:00Z"),
+                (Responsible("ivan", extension),),
+            ),
+        ),
+    )
     return encode_directory_entry(entry)
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[DirectoryStore]:
     async with DirectoryStore(tmp_path / "directory.sqlite3") as opened:
-        await opened.apply([parse_directory_message(directory_topic("+380981234567"),
-                                                    owned_by("+380981234567", "101"))])
+        await opened.apply(
+            [parse_directory_message(directory_topic("+380981234567"), owned_by("+380981234567", "101"))]
+        )
         yield opened
 
 
@@ -91,27 +101,40 @@ def decisions() -> RoutingDecisions:
 
 
 @pytest.fixture
-async def server(store: DirectoryStore, decisions: RoutingDecisions
-                 ) -> AsyncIterator[FastAgiServer]:
+async def server(store: DirectoryStore, decisions: RoutingDecisions) -> AsyncIterator[FastAgiServer]:
     await store.load()
     service = RoutingService(store, PresenceTracker(), RoutingPolicy(default_region="UA"))
-    async with FastAgiServer(service.resolve, port=0, deadline_ms=300, io_timeout_ms=500,
-                             max_sessions=64, on_decision=decisions.record) as running:
+    async with FastAgiServer(
+        service.resolve,
+        port=0,
+        deadline_ms=300,
+        io_timeout_ms=500,
+        max_sessions=64,
+        on_decision=decisions.record,
+    ) as running:
         yield running
 
 
 async def test_known_caller_gets_the_route_variables_and_the_decision_is_kept(
-    server: FastAgiServer, decisions: RoutingDecisions, ticker: Ticker,
+    server: FastAgiServer,
+    decisions: RoutingDecisions,
+    ticker: Ticker,
 ) -> None:
     session = await ask(server.port, caller=KNOWN, uniqueid="1700.7", linkedid="1700.1")
-    assert session.variables == {"PBXLINK_ROUTE": "PJSIP/101", "PBXLINK_ROUTE_REASON": "owner",
-                                 "PBXLINK_ROUTE_OWNER": "101"}
+    assert session.variables == {
+        "PBXLINK_ROUTE": "PJSIP/101",
+        "PBXLINK_ROUTE_REASON": "owner",
+        "PBXLINK_ROUTE_OWNER": "101",
+    }
     assert session.closed_by_server
     by_channel, by_call = decisions.get("1700.7"), decisions.get("1700.1")
     assert by_channel is not None
     assert by_channel is by_call
     assert (by_channel.target, by_channel.caller_e164, by_channel.line) == (
-        "PJSIP/101", "+380981234567", "4930100200")
+        "PJSIP/101",
+        "+380981234567",
+        "4930100200",
+    )
     assert by_channel.decided_in_ms > 0
     assert server.counters.routed == 1
     assert ticker.worst() < NO_BLOCK
@@ -119,12 +142,16 @@ async def test_known_caller_gets_the_route_variables_and_the_decision_is_kept(
 
 async def test_unknown_caller_gets_an_empty_route(server: FastAgiServer) -> None:
     session = await ask(server.port, caller="0990000000")
-    assert session.variables == {"PBXLINK_ROUTE": "", "PBXLINK_ROUTE_REASON": "unknown_caller",
-                                 "PBXLINK_ROUTE_OWNER": ""}
+    assert session.variables == {
+        "PBXLINK_ROUTE": "",
+        "PBXLINK_ROUTE_REASON": "unknown_caller",
+        "PBXLINK_ROUTE_OWNER": "",
+    }
 
 
 async def test_port_scans_and_early_closes_are_dropped_without_blocking(
-    server: FastAgiServer, ticker: Ticker,
+    server: FastAgiServer,
+    ticker: Ticker,
 ) -> None:
     for _ in range(200):
         _, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -142,14 +169,19 @@ async def test_port_scans_and_early_closes_are_dropped_without_blocking(
     assert server.counters.active == 0
 
 
-@pytest.mark.parametrize("garbage", [
-    b"hello\n\n",
-    b"GET / HTTP/1.0\nHost: x\n\n",
-    b"agi_network: yes\n\x00\xff\xfe binary\n\n",
-    b"agi_channel: PJSIP/x\n\n",  # no request / script
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"hello\n\n",
+        b"GET / HTTP/1.0\nHost: x\n\n",
+        b"agi_network: yes\n\x00\xff\xfe binary\n\n",
+        b"agi_channel: PJSIP/x\n\n",  # no request / script
+    ],
+)
 async def test_garbage_requests_are_rejected_and_closed(
-    server: FastAgiServer, garbage: bytes, ticker: Ticker,
+    server: FastAgiServer,
+    garbage: bytes,
+    ticker: Ticker,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(garbage)
@@ -161,7 +193,8 @@ async def test_garbage_requests_are_rejected_and_closed(
 
 
 async def test_random_bytes_without_end_are_cut_at_the_size_limit(
-    server: FastAgiServer, ticker: Ticker,
+    server: FastAgiServer,
+    ticker: Ticker,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(os.urandom(64 * 1024).replace(b"\n", b"x"))
@@ -178,7 +211,8 @@ async def test_random_bytes_without_end_are_cut_at_the_size_limit(
 
 
 async def test_slow_client_is_cut_at_the_deadline(
-    server: FastAgiServer, ticker: Ticker,
+    server: FastAgiServer,
+    ticker: Ticker,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
 
@@ -202,7 +236,8 @@ async def test_slow_client_is_cut_at_the_deadline(
 
 
 async def test_flood_beyond_max_sessions_is_shed_and_real_requests_still_answer(
-    server: FastAgiServer, ticker: Ticker,
+    server: FastAgiServer,
+    ticker: Ticker,
 ) -> None:
     idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(300)]
     await asyncio.sleep(0.1)
@@ -211,14 +246,14 @@ async def test_flood_beyond_max_sessions_is_shed_and_real_requests_still_answer(
         writer.close()
     await asyncio.sleep(0.5)  # idle sessions end at their deadline
     assert server.counters.active == 0
-    answers = await asyncio.gather(*(ask(server.port, caller=KNOWN, uniqueid=f"1.{i}")
-                                     for i in range(40)))
+    answers = await asyncio.gather(*(ask(server.port, caller=KNOWN, uniqueid=f"1.{i}") for i in range(40)))
     assert {a.variables["PBXLINK_ROUTE"] for a in answers} == {"PJSIP/101"}
     assert ticker.worst() < NO_BLOCK
 
 
 async def test_client_that_never_acknowledges_is_dropped_after_the_io_timeout(
-    server: FastAgiServer, ticker: Ticker,
+    server: FastAgiServer,
+    ticker: Ticker,
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(agi_environment(server.port, caller=KNOWN, line="4930100200"))
@@ -247,7 +282,8 @@ async def test_unknown_script_gets_no_answer(server: FastAgiServer) -> None:
 
 
 async def test_directory_not_loaded_in_time_falls_through_at_the_deadline(
-    tmp_path: Path, ticker: Ticker,
+    tmp_path: Path,
+    ticker: Ticker,
 ) -> None:
     async with DirectoryStore(tmp_path / "never-loaded.sqlite3") as unloaded:
         service = RoutingService(unloaded, PresenceTracker(), RoutingPolicy())
@@ -256,8 +292,11 @@ async def test_directory_not_loaded_in_time_falls_through_at_the_deadline(
             started = loop.time()
             session = await ask(server.port, caller=KNOWN)
             elapsed = loop.time() - started
-    assert session.variables == {"PBXLINK_ROUTE": "", "PBXLINK_ROUTE_REASON": "deadline",
-                                 "PBXLINK_ROUTE_OWNER": ""}
+    assert session.variables == {
+        "PBXLINK_ROUTE": "",
+        "PBXLINK_ROUTE_REASON": "deadline",
+        "PBXLINK_ROUTE_OWNER": "",
+    }
     assert 0.15 <= elapsed < 1.0
     assert server.counters.deadline == 1
     assert ticker.worst() < NO_BLOCK
@@ -275,11 +314,11 @@ async def test_a_failing_resolver_falls_through_with_reason_error() -> None:
 
 
 async def test_five_hundred_concurrent_sessions_all_answer(
-    server: FastAgiServer, ticker: Ticker,
+    server: FastAgiServer,
+    ticker: Ticker,
 ) -> None:
     server.max_sessions = 1000
-    answers = await asyncio.gather(*(ask(server.port, caller=KNOWN, uniqueid=f"2.{i}")
-                                     for i in range(500)))
+    answers = await asyncio.gather(*(ask(server.port, caller=KNOWN, uniqueid=f"2.{i}") for i in range(500)))
     reasons = {a.variables.get("PBXLINK_ROUTE_REASON") for a in answers}
     assert reasons <= {"owner", "deadline"}
     assert server.counters.answered == 500
@@ -287,10 +326,12 @@ async def test_five_hundred_concurrent_sessions_all_answer(
 
 
 async def test_route_probe_command_prints_what_the_server_routes(
-    server: FastAgiServer, capsys: pytest.CaptureFixture[str],
+    server: FastAgiServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    args = argparse.Namespace(caller=KNOWN, line="4930100200", host="127.0.0.1",
-                              port=server.port, path="route")
+    args = argparse.Namespace(
+        caller=KNOWN, line="4930100200", host="127.0.0.1", port=server.port, path="route"
+    )
     assert await asyncio.to_thread(probe_main, args) == 0
     out = capsys.readouterr().out
     assert "PBXLINK_ROUTE=PJSIP/101\n" in out
@@ -298,6 +339,5 @@ async def test_route_probe_command_prints_what_the_server_routes(
 
 
 def test_route_probe_command_fails_when_nothing_listens() -> None:
-    args = argparse.Namespace(caller=KNOWN, line="4930100200", host="127.0.0.1", port=1,
-                              path="route")
+    args = argparse.Namespace(caller=KNOWN, line="4930100200", host="127.0.0.1", port=1, path="route")
     assert probe_main(args) == 1

@@ -11,9 +11,9 @@ from typing import Protocol
 import aiomqtt
 import pytest
 
+from pbxlink.daemon.agi.directory_feed import DirectoryFeed
+from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.routing.directory import directory_topic, encode_directory_entry
-from pbxlink.routing.directory_feed import DirectoryFeed
-from pbxlink.routing.directory_store import DirectoryStore
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
 
 pytestmark = pytest.mark.lab
@@ -28,16 +28,25 @@ class BrokerLike(Protocol):
 
 
 def owned_by(number: str, extension: str) -> bytes:
-    return encode_directory_entry(DirectoryEntry(
-        number, datetime.fromisoformat("2026-11-22T10:00:00Z"),
-        (ClientOwners("c1", "Client", datetime.fromisoformat("2025-01-01T00:00:00Z"),
-                      (Responsible("ivan", extension),)),)))
+    return encode_directory_entry(
+        DirectoryEntry(
+            number,
+            datetime.fromisoformat("2026-11-22T10:00:00Z"),
+            (
+                ClientOwners(
+                    "c1",
+                    "Client",
+                    datetime.fromisoformat("2025-01-01T00:00:00Z"),
+                    (Responsible("ivan", extension),),
+                ),
+            ),
+        )
+    )
 
 
 async def publish(broker: BrokerLike, messages: list[tuple[str, bytes]]) -> None:
     """The CRM side: retained QoS 1 messages."""
-    async with aiomqtt.Client(broker.host, broker.port,
-                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
         for topic, payload in messages:
             await client.publish(topic, payload, qos=1, retain=True)
 
@@ -57,8 +66,9 @@ async def store(tmp_path: Path) -> AsyncIterator[DirectoryStore]:
 
 
 async def run_feed(feed: DirectoryFeed, broker: BrokerLike) -> asyncio.Task[None]:
-    task = asyncio.create_task(feed.run(host=broker.host, port=broker.port,
-                                        backoff_initial=0.1, backoff_max=0.5))
+    task = asyncio.create_task(
+        feed.run(host=broker.host, port=broker.port, backoff_initial=0.1, backoff_max=0.5)
+    )
     await until(feed.subscribed.is_set)
     return task
 
@@ -69,7 +79,9 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 
 async def test_retained_directory_arrives_at_subscribe_and_survives_a_restart(
-    mosquitto_broker: BrokerLike, store: DirectoryStore, tmp_path: Path,
+    mosquitto_broker: BrokerLike,
+    store: DirectoryStore,
+    tmp_path: Path,
 ) -> None:
     # 2,000 > mosquitto's default max_queued_messages: at a QoS 1 subscription ~1,000 are lost
     numbers = [f"+38098{n:07d}" for n in range(2000)]
@@ -87,23 +99,27 @@ async def test_retained_directory_arrives_at_subscribe_and_survives_a_restart(
 
 
 async def test_live_update_delete_and_bad_payload(
-    mosquitto_broker: BrokerLike, store: DirectoryStore,
+    mosquitto_broker: BrokerLike,
+    store: DirectoryStore,
 ) -> None:
     feed = DirectoryFeed(store)
     task = await run_feed(feed, mosquitto_broker)
     try:
-        await publish(mosquitto_broker, [(directory_topic("+380981234567"),
-                                        owned_by("+380981234567", "101"))])
+        await publish(
+            mosquitto_broker, [(directory_topic("+380981234567"), owned_by("+380981234567", "101"))]
+        )
         await until(lambda: store.lookup("+380981234567") is not None)
         await publish(mosquitto_broker, [(directory_topic("+380981234567"), b"{broken")])
         await until(lambda: feed.counters.rejected == 1)
         kept = store.lookup("+380981234567")
         assert kept is not None  # a bad message loses nothing
         assert kept.first[0].extension == "101"
-        await publish(mosquitto_broker, [(directory_topic("+380981234567"),
-                                        owned_by("+380981234567", "102"))])
-        await until(lambda: (e := store.lookup("+380981234567")) is not None
-                    and e.first[0].extension == "102")
+        await publish(
+            mosquitto_broker, [(directory_topic("+380981234567"), owned_by("+380981234567", "102"))]
+        )
+        await until(
+            lambda: (e := store.lookup("+380981234567")) is not None and e.first[0].extension == "102"
+        )
         await publish(mosquitto_broker, [(directory_topic("+380981234567"), b"")])
         await until(lambda: store.lookup("+380981234567") is None)
     finally:
@@ -112,7 +128,8 @@ async def test_live_update_delete_and_bad_payload(
 
 
 async def test_feed_reconnects_after_the_broker_restarts(
-    mosquitto_broker: BrokerLike, store: DirectoryStore,
+    mosquitto_broker: BrokerLike,
+    store: DirectoryStore,
 ) -> None:
     feed = DirectoryFeed(store)
     task = await run_feed(feed, mosquitto_broker)
@@ -121,8 +138,9 @@ async def test_feed_reconnects_after_the_broker_restarts(
         await until(lambda: not feed.subscribed.is_set())
         mosquitto_broker.start()
         await until(feed.subscribed.is_set)
-        await publish(mosquitto_broker, [(directory_topic("+380671112233"),
-                                        owned_by("+380671112233", "103"))])
+        await publish(
+            mosquitto_broker, [(directory_topic("+380671112233"), owned_by("+380671112233", "103"))]
+        )
         await until(lambda: store.lookup("+380671112233") is not None)
     finally:
         await stop(task)

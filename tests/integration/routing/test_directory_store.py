@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from pbxlink.daemon.agi.directory_store import DirectoryStore, DirectoryStoreError
 from pbxlink.routing.directory import (
     DirectoryUpdate,
     directory_topic,
     encode_directory_entry,
     parse_directory_message,
 )
-from pbxlink.routing.directory_store import DirectoryStore, DirectoryStoreError
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible, RoutingEntry
 
 IVAN = Responsible("ivan", "101")
@@ -23,14 +23,12 @@ OLGA = Responsible("olga", "102")
 GONE = Responsible("gone", "103", deleted=True)
 
 
-def message(number: str, *owners: tuple[str, Responsible], employee: str | None = None
-            ) -> DirectoryUpdate:
+def message(number: str, *owners: tuple[str, Responsible], employee: str | None = None) -> DirectoryUpdate:
     clients = tuple(
         ClientOwners(f"c{i}", f"Client {i}", datetime.fromisoformat(created), (person,))
         for i, (created, person) in enumerate(owners)
     )
-    entry = DirectoryEntry(number, datetime.fromisoformat("2026-11-22T10:00:00Z"), clients,
-                           employee)
+    entry = DirectoryEntry(number, datetime.fromisoformat("2026-11-22T10:00:00Z"), clients, employee)
     return parse_directory_message(directory_topic(number), encode_directory_entry(entry))
 
 
@@ -42,12 +40,13 @@ async def test_entries_survive_a_restart_and_are_looked_up_after_load(tmp_path: 
     path = tmp_path / "directory.sqlite3"
     async with DirectoryStore(path) as store:
         await store.load()
-        await store.apply([
-            message("+380981234567", ("2025-01-01T00:00:00Z", IVAN)),
-            message("+380671112233", ("2020-01-01T00:00:00Z", IVAN),
-                    ("2026-01-01T00:00:00Z", OLGA)),
-            message("+380931112233", employee="ivan"),
-        ])
+        await store.apply(
+            [
+                message("+380981234567", ("2025-01-01T00:00:00Z", IVAN)),
+                message("+380671112233", ("2020-01-01T00:00:00Z", IVAN), ("2026-01-01T00:00:00Z", OLGA)),
+                message("+380931112233", employee="ivan"),
+            ]
+        )
         assert store.lookup("+380981234567") == RoutingEntry(None, (IVAN,), (IVAN,), 1)
     async with DirectoryStore(path) as reopened:
         assert reopened.lookup("+380981234567") is None  # nothing before load()
@@ -61,10 +60,15 @@ async def test_entries_survive_a_restart_and_are_looked_up_after_load(tmp_path: 
 async def test_flags_of_responsibles_round_trip_through_the_compact_form(tmp_path: Path) -> None:
     path = tmp_path / "d.sqlite3"
     async with DirectoryStore(path) as store:
-        await store.apply([message("+380501112233", ("2025-01-01T00:00:00Z", GONE),
-                                   ("2024-01-01T00:00:00Z",
-                                    Responsible("partner", None, is_employee=False,
-                                                blocked=True)))])
+        await store.apply(
+            [
+                message(
+                    "+380501112233",
+                    ("2025-01-01T00:00:00Z", GONE),
+                    ("2024-01-01T00:00:00Z", Responsible("partner", None, is_employee=False, blocked=True)),
+                )
+            ]
+        )
     async with DirectoryStore(path) as store:
         await store.load()
         entry = store.lookup("+380501112233")
@@ -72,10 +76,15 @@ async def test_flags_of_responsibles_round_trip_through_the_compact_form(tmp_pat
         assert entry.first == (GONE,)
         assert entry.newest == (GONE,)
     async with DirectoryStore(path) as store:
-        await store.apply([message("+380501112233", ("2020-01-01T00:00:00Z", GONE),
-                                   ("2024-01-01T00:00:00Z",
-                                    Responsible("partner", None, is_employee=False,
-                                                blocked=True)))])
+        await store.apply(
+            [
+                message(
+                    "+380501112233",
+                    ("2020-01-01T00:00:00Z", GONE),
+                    ("2024-01-01T00:00:00Z", Responsible("partner", None, is_employee=False, blocked=True)),
+                )
+            ]
+        )
     async with DirectoryStore(path) as store:
         await store.load()
         entry = store.lookup("+380501112233")
@@ -109,8 +118,7 @@ async def test_last_message_per_number_in_a_batch_wins(tmp_path: Path, delete_la
 
 async def test_equal_entries_share_one_object_in_memory(tmp_path: Path) -> None:
     async with DirectoryStore(tmp_path / "d.sqlite3") as store:
-        await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN))
-                           for n in range(100)])
+        await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN)) for n in range(100)])
         assert len(store.index) == 100
         assert store.index.distinct_entries() == 1
         assert store.lookup("+380980000001") is store.lookup("+380980000099")
@@ -138,13 +146,13 @@ async def test_a_message_applied_while_loading_is_not_overwritten_by_the_load(
 ) -> None:
     path = tmp_path / "d.sqlite3"
     async with DirectoryStore(path) as store:
-        await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN))
-                           for n in range(50_000)])
+        await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN)) for n in range(50_000)])
     async with DirectoryStore(path) as store:
         loading = asyncio.create_task(store.load())
         await asyncio.sleep(0)  # the load has started reading its snapshot
-        await store.apply([message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)),
-                           deletion("+380980000001")])
+        await store.apply(
+            [message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)), deletion("+380980000001")]
+        )
         assert await loading == 50_000
         entry = store.lookup("+380980049999")
         assert entry is not None

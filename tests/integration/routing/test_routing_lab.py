@@ -23,11 +23,11 @@ from pbxlab.mosquitto import BrokerHandle
 from pbxlab.session import LabSession
 from pbxlab.sipp import Call, Phone
 
+from pbxlink.daemon.agi.directory_feed import DirectoryFeed
+from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
-from pbxlink.routing.directory_feed import DirectoryFeed
-from pbxlink.routing.directory_store import DirectoryStore
 from pbxlink.routing.model import (
     Availability,
     ClientOwners,
@@ -52,10 +52,20 @@ Frame = dict[str, str]
 
 
 def owned_by(number: str, extension: str) -> bytes:
-    return encode_directory_entry(DirectoryEntry(
-        number, datetime.fromisoformat("2026-11-22T10:00:00Z"),
-        (ClientOwners("c1", "Client", datetime.fromisoformat("2025-01-01T00:00:00Z"),
-                      (Responsible("ivan", extension),)),)))
+    return encode_directory_entry(
+        DirectoryEntry(
+            number,
+            datetime.fromisoformat("2026-11-22T10:00:00Z"),
+            (
+                ClientOwners(
+                    "c1",
+                    "Client",
+                    datetime.fromisoformat("2025-01-01T00:00:00Z"),
+                    (Responsible("ivan", extension),),
+                ),
+            ),
+        )
+    )
 
 
 class LivePresence:
@@ -65,8 +75,7 @@ class LivePresence:
     frames arrive on the lab client's reader thread and are applied on the event loop.
     """
 
-    def __init__(self, lab: LabSession, tracker: PresenceTracker,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, lab: LabSession, tracker: PresenceTracker, loop: asyncio.AbstractEventLoop) -> None:
         self.tracker = tracker
         self.loop = loop
         self.ami = lab.ami()
@@ -107,31 +116,44 @@ class Routing:
 
 
 @asynccontextmanager
-async def pbxlink_routing(lab: LabSession, tmp_path: Path, *, load: bool = True,
-                          deadline_ms: float = 300.0) -> AsyncIterator[Routing]:
+async def pbxlink_routing(
+    lab: LabSession, tmp_path: Path, *, load: bool = True, deadline_ms: float = 300.0
+) -> AsyncIterator[Routing]:
     """pbxlink's AGI server on the lab's AGI port, directory: KNOWN → 101, OWNED_BY_OFFLINE → 104."""
     tracker = PresenceTracker()
     presence = LivePresence(lab, tracker, asyncio.get_running_loop())
     try:
         async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
-            await store.apply([
-                parse_directory_message(directory_topic(number), owned_by(number, agent))
-                for number, agent in (("+380501230001", "101"), ("+380501230104", "104"))])
+            await store.apply(
+                [
+                    parse_directory_message(directory_topic(number), owned_by(number, agent))
+                    for number, agent in (("+380501230001", "101"), ("+380501230104", "104"))
+                ]
+            )
             if load:
                 await store.load()
             decisions = RoutingDecisions()
             service = RoutingService(store, tracker, RoutingPolicy(default_region="UA"))
-            async with FastAgiServer(service.resolve, host="127.0.0.1", port=lab.agi_port,
-                                     deadline_ms=deadline_ms,
-                                     on_decision=decisions.record) as server:
+            async with FastAgiServer(
+                service.resolve,
+                host="127.0.0.1",
+                port=lab.agi_port,
+                deadline_ms=deadline_ms,
+                on_decision=decisions.record,
+            ) as server:
                 yield Routing(server, decisions, tracker)
     finally:
         presence.close()
     assert presence.problems == []
 
 
-def place_call(lab: LabSession, workdir: Path, phones: dict[str, Phone], call: Call,
-               before: Callable[[ScenarioContext], None] | None = None) -> list[Frame]:
+def place_call(
+    lab: LabSession,
+    workdir: Path,
+    phones: dict[str, Phone],
+    call: Call,
+    before: Callable[[ScenarioContext], None] | None = None,
+) -> list[Frame]:
     """Start the phones, place the call, wait until Asterisk is idle; every AMI frame seen."""
     workdir.mkdir(parents=True, exist_ok=True)
     assert lab.driver.ami.wait_idle(timeout=20), "Asterisk busy before the test"
@@ -155,18 +177,27 @@ def place_call(lab: LabSession, workdir: Path, phones: dict[str, Phone], call: C
             return frames
 
 
-async def run_call(lab: LabSession, workdir: Path, phones: dict[str, Phone], call: Call,
-                   before: Callable[[ScenarioContext], None] | None = None) -> list[Frame]:
+async def run_call(
+    lab: LabSession,
+    workdir: Path,
+    phones: dict[str, Phone],
+    call: Call,
+    before: Callable[[ScenarioContext], None] | None = None,
+) -> list[Frame]:
     # the lab driver blocks; our AGI server must keep serving meanwhile
     return await asyncio.to_thread(place_call, lab, workdir, phones, call, before)
 
 
 # --- reading the AMI events --------------------------------------------------------------
 
+
 def caller_linkedid(frames: list[Frame], caller: str) -> str:
     for f in frames:
-        if (f.get("Event") == "Newchannel" and f.get("Channel", "").startswith("PJSIP/trunk-")
-                and f.get("CallerIDNum") == caller):
+        if (
+            f.get("Event") == "Newchannel"
+            and f.get("Channel", "").startswith("PJSIP/trunk-")
+            and f.get("CallerIDNum") == caller
+        ):
             return f["Linkedid"]
     raise AssertionError(f"no trunk channel for caller {caller}")
 
@@ -184,8 +215,11 @@ def agent_rings(frames: list[Frame]) -> list[tuple[str, float]]:
     rings = []
     for f in frames:
         channel = f.get("Channel", "")
-        if (f.get("Event") == "Newstate" and f.get("ChannelStateDesc") == "Ringing"
-                and channel.startswith("PJSIP/1")):
+        if (
+            f.get("Event") == "Newstate"
+            and f.get("ChannelStateDesc") == "Ringing"
+            and channel.startswith("PJSIP/1")
+        ):
             rings.append((channel.split("/")[1].split("-")[0], stamp(f)))
     return rings
 
@@ -198,8 +232,11 @@ def first(frames: list[Frame], **match: str) -> Frame:
 
 
 def bridged_agents(frames: list[Frame]) -> list[str]:
-    return [f["Channel"].split("/")[1].split("-")[0] for f in frames
-            if f.get("Event") == "BridgeEnter" and f.get("Channel", "").startswith("PJSIP/1")]
+    return [
+        f["Channel"].split("/")[1].split("-")[0]
+        for f in frames
+        if f.get("Event") == "BridgeEnter" and f.get("Channel", "").startswith("PJSIP/1")
+    ]
 
 
 def app_started(frames: list[Frame], app: str) -> Frame:
@@ -212,21 +249,33 @@ def agi_status(frames: list[Frame]) -> str:
 
 # --- the tests ------------------------------------------------------------------------------
 
+
 async def test_known_caller_rings_the_responsible_agent_first_then_the_group(
-    asterisk_lab: LabSession, tmp_path: Path,
+    asterisk_lab: LabSession,
+    tmp_path: Path,
 ) -> None:
     async with pbxlink_routing(asterisk_lab, tmp_path) as routing:
         frames = await run_call(
-            asterisk_lab, tmp_path / "sipp",
-            {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500),
-             "a103": Phone.never_answers()},
-            Call(DID, KNOWN, "Known Caller", hold_ms=12000))
+            asterisk_lab,
+            tmp_path / "sipp",
+            {
+                "a101": Phone.never_answers(),
+                "a102": Phone.answers(ring_ms=500),
+                "a103": Phone.never_answers(),
+            },
+            Call(DID, KNOWN, "Known Caller", hold_ms=12000),
+        )
     linkedid = caller_linkedid(frames, KNOWN)
     call = of_call(frames, linkedid)
     decision = routing.decisions.get(linkedid)
     assert decision is not None, "the decision is kept under the call's linkedid"
-    assert (decision.target, decision.reason, decision.owner, decision.caller_e164,
-            decision.line) == ("PJSIP/101", "owner", "101", "+380501230001", DID)
+    assert (decision.target, decision.reason, decision.owner, decision.caller_e164, decision.line) == (
+        "PJSIP/101",
+        "owner",
+        "101",
+        "+380501230001",
+        DID,
+    )
     assert agi_status(call) == "SUCCESS"
     rings = agent_rings(call)
     assert rings[0][0] == "101", f"101 must get the INVITE first: {rings}"
@@ -238,14 +287,20 @@ async def test_known_caller_rings_the_responsible_agent_first_then_the_group(
 
 
 async def test_unknown_caller_goes_straight_to_the_group(
-    asterisk_lab: LabSession, tmp_path: Path,
+    asterisk_lab: LabSession,
+    tmp_path: Path,
 ) -> None:
     async with pbxlink_routing(asterisk_lab, tmp_path) as routing:
         frames = await run_call(
-            asterisk_lab, tmp_path / "sipp",
-            {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500),
-             "a103": Phone.never_answers()},
-            Call(DID, UNKNOWN, "Unknown Caller", hold_ms=4000))
+            asterisk_lab,
+            tmp_path / "sipp",
+            {
+                "a101": Phone.never_answers(),
+                "a102": Phone.answers(ring_ms=500),
+                "a103": Phone.never_answers(),
+            },
+            Call(DID, UNKNOWN, "Unknown Caller", hold_ms=4000),
+        )
     linkedid = caller_linkedid(frames, UNKNOWN)
     call = of_call(frames, linkedid)
     decision = routing.decisions.get(linkedid)
@@ -259,38 +314,54 @@ async def test_unknown_caller_goes_straight_to_the_group(
 
 def _busy_101(ctx: ScenarioContext) -> None:
     """101 takes another call first (an originated call it answers)."""
-    ctx.act("originate", lambda: ctx.ami.checked(
-        "Originate", Channel="PJSIP/101", Application="Wait", Data="20", Async="true"))
-    ctx.wait_event(lambda f: f.get("Event") == "Newstate"
-                   and f.get("Channel", "").startswith("PJSIP/101-")
-                   and f.get("ChannelStateDesc") == "Up", 10)
+    ctx.act(
+        "originate",
+        lambda: ctx.ami.checked(
+            "Originate", Channel="PJSIP/101", Application="Wait", Data="20", Async="true"
+        ),
+    )
+    ctx.wait_event(
+        lambda f: (
+            f.get("Event") == "Newstate"
+            and f.get("Channel", "").startswith("PJSIP/101-")
+            and f.get("ChannelStateDesc") == "Up"
+        ),
+        10,
+    )
 
 
 def _dnd_101(ctx: ScenarioContext) -> None:
     """101 turns DND on: the custom device state Custom:DND101 (FreePBX convention)."""
     ctx.ami.command("devstate change Custom:DND101 BUSY")
-    ctx.wait_event(lambda f: f.get("Event") == "DeviceStateChange"
-                   and f.get("Device") == "Custom:DND101", 5)
+    ctx.wait_event(lambda f: f.get("Event") == "DeviceStateChange" and f.get("Device") == "Custom:DND101", 5)
 
 
-@pytest.mark.parametrize(("make_unavailable", "phone_101", "reason"), [
-    # 101 answers the call that makes it busy; the group (ringinuse=no) skips it
-    (_busy_101, Phone.answers(ring_ms=200, talk_ms=30000), "owner_busy"),
-    # the lab's queue does not know about DND, so 101's phone is left unanswered there
-    (_dnd_101, Phone.never_answers(), "owner_dnd"),
-], ids=["busy", "dnd"])
+@pytest.mark.parametrize(
+    ("make_unavailable", "phone_101", "reason"),
+    [
+        # 101 answers the call that makes it busy; the group (ringinuse=no) skips it
+        (_busy_101, Phone.answers(ring_ms=200, talk_ms=30000), "owner_busy"),
+        # the lab's queue does not know about DND, so 101's phone is left unanswered there
+        (_dnd_101, Phone.never_answers(), "owner_dnd"),
+    ],
+    ids=["busy", "dnd"],
+)
 async def test_unavailable_owner_sends_the_call_to_the_group_at_once(
-    asterisk_lab: LabSession, tmp_path: Path,
-    make_unavailable: Callable[[ScenarioContext], None], phone_101: Phone, reason: str,
+    asterisk_lab: LabSession,
+    tmp_path: Path,
+    make_unavailable: Callable[[ScenarioContext], None],
+    phone_101: Phone,
+    reason: str,
 ) -> None:
     try:
         async with pbxlink_routing(asterisk_lab, tmp_path) as routing:
             frames = await run_call(
-                asterisk_lab, tmp_path / "sipp",
-                {"a101": phone_101, "a102": Phone.answers(ring_ms=500),
-                 "a103": Phone.never_answers()},
+                asterisk_lab,
+                tmp_path / "sipp",
+                {"a101": phone_101, "a102": Phone.answers(ring_ms=500), "a103": Phone.never_answers()},
                 Call(DID, KNOWN, "Known Caller", hold_ms=4000),
-                before=make_unavailable)
+                before=make_unavailable,
+            )
     finally:
         with asterisk_lab.ami() as ami:
             ami.command("devstate change Custom:DND101 NOT_INUSE")
@@ -307,7 +378,8 @@ async def test_unavailable_owner_sends_the_call_to_the_group_at_once(
 
 
 async def test_offline_owner_sends_the_call_to_the_group_at_once(
-    asterisk_lab: LabSession, tmp_path: Path,
+    asterisk_lab: LabSession,
+    tmp_path: Path,
 ) -> None:
     """104's AOR has no contact (a phone that never registered): Asterisk 22 lists device
     PJSIP/104 as UNAVAILABLE in DeviceStateList, so presence knows it is offline before the
@@ -316,20 +388,30 @@ async def test_offline_owner_sends_the_call_to_the_group_at_once(
         await asyncio.sleep(0)  # the snapshot is applied on the loop
         assert routing.presence.availability("104") is Availability.OFFLINE
         frames = await run_call(
-            asterisk_lab, tmp_path / "sipp",
-            {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500),
-             "a103": Phone.never_answers()},
-            Call(DID, OWNED_BY_OFFLINE, "Owned By Offline", hold_ms=4000))
+            asterisk_lab,
+            tmp_path / "sipp",
+            {
+                "a101": Phone.never_answers(),
+                "a102": Phone.answers(ring_ms=500),
+                "a103": Phone.never_answers(),
+            },
+            Call(DID, OWNED_BY_OFFLINE, "Owned By Offline", hold_ms=4000),
+        )
     linkedid = caller_linkedid(frames, OWNED_BY_OFFLINE)
     call = of_call(frames, linkedid)
     decision = routing.decisions.get(linkedid)
     assert decision is not None
     assert (decision.target, decision.reason, decision.owner, decision.caller_e164) == (
-        None, "owner_offline", "104", "+380501230104")
+        None,
+        "owner_offline",
+        "104",
+        "+380501230104",
+    )
     assert agi_status(call) == "SUCCESS"
     assert not [f for f in call if f.get("Event") == "Newexten" and f.get("Application") == "Dial"]
-    assert not [f for f in frames if f.get("Channel", "").startswith("PJSIP/104")], \
+    assert not [f for f in frames if f.get("Channel", "").startswith("PJSIP/104")], (
         "the offline agent is never dialled"
+    )
     agi_at = stamp(app_started(call, "AGI"))
     rings = agent_rings(call)
     assert rings, "the group rang"
@@ -339,14 +421,16 @@ async def test_offline_owner_sends_the_call_to_the_group_at_once(
 
 
 async def test_daemon_down_the_dialplan_goes_on_within_two_seconds(
-    asterisk_lab: LabSession, tmp_path: Path,
+    asterisk_lab: LabSession,
+    tmp_path: Path,
 ) -> None:
     # nothing listens on the AGI port
     frames = await run_call(
-        asterisk_lab, tmp_path / "sipp",
-        {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500),
-         "a103": Phone.never_answers()},
-        Call(DID, KNOWN, "Known Caller", hold_ms=4000))
+        asterisk_lab,
+        tmp_path / "sipp",
+        {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500), "a103": Phone.never_answers()},
+        Call(DID, KNOWN, "Known Caller", hold_ms=4000),
+    )
     call = of_call(frames, caller_linkedid(frames, KNOWN))
     assert agi_status(call) == "FAILURE"
     agi_at = stamp(app_started(call, "AGI"))
@@ -356,15 +440,21 @@ async def test_daemon_down_the_dialplan_goes_on_within_two_seconds(
 
 
 async def test_slow_directory_hits_the_deadline_and_falls_through(
-    asterisk_lab: LabSession, tmp_path: Path,
+    asterisk_lab: LabSession,
+    tmp_path: Path,
 ) -> None:
     # the directory never finishes loading: every decision waits for it until the deadline
     async with pbxlink_routing(asterisk_lab, tmp_path, load=False, deadline_ms=400) as routing:
         frames = await run_call(
-            asterisk_lab, tmp_path / "sipp",
-            {"a101": Phone.never_answers(), "a102": Phone.answers(ring_ms=500),
-             "a103": Phone.never_answers()},
-            Call(DID, KNOWN, "Known Caller", hold_ms=4000))
+            asterisk_lab,
+            tmp_path / "sipp",
+            {
+                "a101": Phone.never_answers(),
+                "a102": Phone.answers(ring_ms=500),
+                "a103": Phone.never_answers(),
+            },
+            Call(DID, KNOWN, "Known Caller", hold_ms=4000),
+        )
     linkedid = caller_linkedid(frames, KNOWN)
     call = of_call(frames, linkedid)
     decision = routing.decisions.get(linkedid)
@@ -378,9 +468,10 @@ async def test_slow_directory_hits_the_deadline_and_falls_through(
     assert bridged_agents(call) == ["102"]
 
 
-
 async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
-    asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path,
+    asterisk_lab: LabSession,
+    mosquitto_broker: BrokerHandle,
+    tmp_path: Path,
 ) -> None:
     """The whole path: CRM side publishes a retained directory message → feed → SQLite +
     memory → the next call from that number rings its owner (103) first."""
@@ -389,25 +480,30 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
     async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
         await store.load()
         feed = DirectoryFeed(store)
-        feeding = asyncio.create_task(feed.run(host=mosquitto_broker.host,
-                                               port=mosquitto_broker.port))
+        feeding = asyncio.create_task(feed.run(host=mosquitto_broker.host, port=mosquitto_broker.port))
         try:
-            async with aiomqtt.Client(mosquitto_broker.host, mosquitto_broker.port,
-                                      protocol=aiomqtt.ProtocolVersion.V5) as crm:
-                await crm.publish(directory_topic(e164), owned_by(e164, "103"), qos=1,
-                                  retain=True)
+            async with aiomqtt.Client(
+                mosquitto_broker.host, mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5
+            ) as crm:
+                await crm.publish(directory_topic(e164), owned_by(e164, "103"), qos=1, retain=True)
             async with asyncio.timeout(10):
                 while store.lookup(e164) is None:  # noqa: ASYNC110 - state of another task
                     await asyncio.sleep(0.02)
             decisions = RoutingDecisions()
             service = RoutingService(store, tracker, RoutingPolicy(default_region="UA"))
-            async with FastAgiServer(service.resolve, port=asterisk_lab.agi_port,
-                                     on_decision=decisions.record):
+            async with FastAgiServer(
+                service.resolve, port=asterisk_lab.agi_port, on_decision=decisions.record
+            ):
                 frames = await run_call(
-                    asterisk_lab, tmp_path / "sipp",
-                    {"a101": Phone.never_answers(), "a102": Phone.never_answers(),
-                     "a103": Phone.answers(ring_ms=500)},
-                    Call(DID, caller, "Published Caller", hold_ms=3000))
+                    asterisk_lab,
+                    tmp_path / "sipp",
+                    {
+                        "a101": Phone.never_answers(),
+                        "a102": Phone.never_answers(),
+                        "a103": Phone.answers(ring_ms=500),
+                    },
+                    Call(DID, caller, "Published Caller", hold_ms=3000),
+                )
         finally:
             feeding.cancel()
             await asyncio.gather(feeding, return_exceptions=True)

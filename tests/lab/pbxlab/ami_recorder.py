@@ -113,7 +113,7 @@ def record_for(host: str, port: int, user: str, secret: str, path: Path, seconds
 class PbxlinkRecorder:
     """The same recording made by pbxlink's own `pbxlink record --out FILE`.
 
-    Runs `python -m pbxlink.daemon record` (the pbxlink package must be
+    Runs `python -m pbxlink.cli record` (the pbxlink package must be
     importable by `python`) and stops it with SIGTERM.  Its file also holds
     the replies to pbxlink's resync actions (CoreSettings, CoreShowChannels,
     ...), which the lab's own recorder does not send.
@@ -149,7 +149,7 @@ class PbxlinkRecorder:
             [
                 self.python,
                 "-m",
-                "pbxlink.daemon",
+                "pbxlink.cli",
                 "record",
                 "--out",
                 str(self.path),

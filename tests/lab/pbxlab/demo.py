@@ -38,8 +38,10 @@ PBXLINK = Path(sys.executable).with_name("pbxlink")
 # The calls placed, in order: (scenario, what a person should see).
 CALLS = [
     ("inbound_answered", "a known client calls: their responsible manager 101 rings first and answers"),
-    ("inbound_agent_rings_caller_hangs_up",
-     "another known client: manager 101 rings, nobody picks up, the caller hangs up (missed at agent)"),
+    (
+        "inbound_agent_rings_caller_hangs_up",
+        "another known client: manager 101 rings, nobody picks up, the caller hangs up (missed at agent)",
+    ),
     ("ringall_one_answers", "a new number calls: no owner, the support group rings, 103 answers"),
     ("ivr_hangup", "a caller hangs up in the IVR menu (missed in the IVR)"),
     ("blind_transfer_refer", "a known client reaches 101, who blind-transfers the call to 102"),
@@ -147,8 +149,9 @@ class Processes:
 
 
 def pbxlink(*args: str) -> str:
-    result = subprocess.run([str(PBXLINK), *args], capture_output=True, text=True, check=False,
-                            timeout=60, cwd=REPO)
+    result = subprocess.run(
+        [str(PBXLINK), *args], capture_output=True, text=True, check=False, timeout=60, cwd=REPO
+    )
     if result.returncode != 0:
         raise RuntimeError(f"pbxlink {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result.stdout
@@ -174,8 +177,9 @@ class OutcomeWatcher:
         import paho.mqtt.client as mqtt  # noqa: PLC0415 - the venv has it (aiomqtt's dependency)
 
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pbxlink-demo-watcher",
-                                   protocol=mqtt.MQTTv5)
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="pbxlink-demo-watcher", protocol=mqtt.MQTTv5
+        )
         self._client.on_message = self._on_message
         self._client.on_connect = lambda client, *_: client.subscribe("pbxlink/v1/+/call/outcome", qos=1)
         self._client.connect(broker.host, broker.port)
@@ -230,10 +234,13 @@ def main() -> int:
         instance = start_asterisk(offset) if started_asterisk else running_instance(offset)
         assert instance is not None
         if started_asterisk:
-            cleanup.callback(lambda: (stop_asterisk(offset),
-                                      say(f"   stopped Asterisk (pid {instance.pid})")))
-        say(f"   Asterisk pid {instance.pid}: AMI 127.0.0.1:{instance.ami_port}, "
-            f"SIP 127.0.0.1:{instance.sip_port}")
+            cleanup.callback(
+                lambda: (stop_asterisk(offset), say(f"   stopped Asterisk (pid {instance.pid})"))
+            )
+        say(
+            f"   Asterisk pid {instance.pid}: AMI 127.0.0.1:{instance.ami_port}, "
+            f"SIP 127.0.0.1:{instance.sip_port}"
+        )
         broker = start_mosquitto(port=instance.mqtt_port, name=f"demo-{offset}", state_dir=WORK / "mosquitto")
         cleanup.callback(lambda: (stop_mosquitto(broker), say(f"   stopped mosquitto (pid {broker.pid})")))
         say(f"   mosquitto pid {broker.pid}: 127.0.0.1:{broker.port}")
@@ -248,12 +255,17 @@ def main() -> int:
         pbxlink("check-config", "--quiet", "-c", str(config))
         daemon = procs.start("pbxlink run", [str(PBXLINK), "run", "-c", str(config)], WORK / "daemon.log")
         wait_ready(http_port, daemon)
-        say(f"   daemon pid {daemon.pid} ready: AMI logged in, outbox open, FastAGI on "
-            f"127.0.0.1:{instance.agi_port}, metrics on http://127.0.0.1:{http_port}/metrics")
-        adapter = procs.start("pbxlink adapter", [str(PBXLINK), "adapter", "-c", str(config)],
-                              WORK / "adapter.log")
-        say(f"   adapter pid {adapter.pid}: consumes pbxlink/v1/+/call/outcome and …/call/event, "
-            f"CRM in {(WORK / 'crm.sqlite3').relative_to(REPO)}")
+        say(
+            f"   daemon pid {daemon.pid} ready: AMI logged in, outbox open, FastAGI on "
+            f"127.0.0.1:{instance.agi_port}, metrics on http://127.0.0.1:{http_port}/metrics"
+        )
+        adapter = procs.start(
+            "pbxlink adapter", [str(PBXLINK), "adapter", "-c", str(config)], WORK / "adapter.log"
+        )
+        say(
+            f"   adapter pid {adapter.pid}: consumes pbxlink/v1/+/call/outcome and …/call/event, "
+            f"CRM in {(WORK / 'crm.sqlite3').relative_to(REPO)}"
+        )
         watcher = OutcomeWatcher(broker)
         cleanup.callback(watcher.close)
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pbxlink.daemon.ami.framing import (
+from pbxlink.ami.framing import (
     BARE_LINE_KEY,
     AmiFramer,
     Frame,
@@ -97,9 +97,7 @@ def test_event_header_not_first_is_still_found() -> None:
 
 
 def test_repeated_headers_are_kept_in_order_and_get_is_case_insensitive() -> None:
-    frame = Frame(
-        b"Event: Newchannel\r\nChanVariable: A=1\r\nChanVariable: B=2\r\nchanvariable: C=3"
-    )
+    frame = Frame(b"Event: Newchannel\r\nChanVariable: A=1\r\nChanVariable: B=2\r\nchanvariable: C=3")
     assert frame.get_all("ChanVariable") == ("A=1", "B=2", "C=3")
     assert frame.get("CHANVARIABLE") == "A=1"
     assert frame.header_map["ChanVariable"] == "A=1"
@@ -268,9 +266,7 @@ _header_key = st.text(
     min_size=1,
     max_size=12,
 )
-_header_value = st.text(
-    st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=30
-)
+_header_value = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"), max_size=30)
 _frame = st.lists(st.tuples(_header_key, _header_value), min_size=1, max_size=8)
 
 

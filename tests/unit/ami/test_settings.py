@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbxlink.daemon.ami.shell import AmiSettings
+from pbxlink.daemon.amiclient.shell import AmiSettings
 
 
 def test_defaults_are_valid_and_match_asterisk_defaults() -> None:
@@ -34,8 +34,6 @@ def test_every_non_positive_timer_is_named() -> None:
         ({"username": "x\ny"}, "username must not contain line breaks"),
     ],
 )
-def test_bad_settings_are_refused_with_the_field_named(
-    change: dict[str, object], message: str
-) -> None:
+def test_bad_settings_are_refused_with_the_field_named(change: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AmiSettings(**change)  # type: ignore[arg-type]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.ami.framing import Frame
-from pbxlink.daemon.ami.record import TranscriptItems, iter_transcript
-from pbxlink.daemon.ami.shell import AmiItem, Resynced
+from pbxlink.ami.framing import Frame
+from pbxlink.daemon.amiclient.record import TranscriptItems, iter_transcript
+from pbxlink.daemon.amiclient.shell import AmiItem, Resynced
 
 DATA = Path(__file__).parent / "data"
 

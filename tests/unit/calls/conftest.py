@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs published
 import pytest
 
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import CallTrackerSettings
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks, replay_outcomes
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbxlink.daemon.ami.decode import (
+from pbxlink.ami.decode import (
     DECODABLE_EVENTS,
     AmiDecoder,
     MalformedEvent,
     unescape_c,
 )
-from pbxlink.daemon.ami.events import (
+from pbxlink.ami.events import (
     BridgeEnter,
     ChannelState,
     DialBegin,
@@ -26,7 +26,7 @@ from pbxlink.daemon.ami.events import (
     TrackedVariable,
     VarSet,
 )
-from pbxlink.daemon.ami.framing import AmiFramer, Frame
+from pbxlink.ami.framing import AmiFramer, Frame
 from pbxlink.daemon.replay import read_chunks
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ami"

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import CallTrackerSettings
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks, replay_outcomes
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ami"

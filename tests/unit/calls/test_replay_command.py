@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.cli import main as pbxlink
+from pbxlink.cli import main as pbxlink
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ami"
 

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs published
 import pytest
 
-from pbxlink.daemon.ami.framing import AmiFramer
+from pbxlink.ami.framing import AmiFramer
 from pbxlink.daemon.replay import read_chunks
 
 Replay = Any

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.ami.decode import AmiDecoder
-from pbxlink.daemon.ami.events import AmiEvent, CoreShowChannel, FullyBooted, Hangup
-from pbxlink.daemon.ami.framing import AmiFramer
-from pbxlink.daemon.calls.model import CallOutcome, LiveEvent, LiveEventType
-from pbxlink.daemon.calls.parties import PartyRules
-from pbxlink.daemon.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
+from pbxlink.ami.decode import AmiDecoder
+from pbxlink.ami.events import AmiEvent, CoreShowChannel, FullyBooted, Hangup
+from pbxlink.ami.framing import AmiFramer
+from pbxlink.calls.model import CallOutcome, LiveEvent, LiveEventType
+from pbxlink.calls.parties import PartyRules
+from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ami"

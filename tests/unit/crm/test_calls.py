@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from pbxlink.adapters.crm.calls import CallInputError, CallOutcome, LiveEvent, parse_envelope
-from pbxlink.adapters.crm.inbox import validate
-from pbxlink.adapters.crm.samples import event, event_message, missed, outcome, outcome_message
+from pbxlink.adapters.inbox import validate
+from pbxlink.rules.calls import CallInputError, CallOutcome, LiveEvent, parse_envelope
+from pbxlink.rules.samples import event, event_message, missed, outcome, outcome_message
 
 
 def test_a_published_outcome_and_event_parse_into_typed_records() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.cli import main
+from pbxlink.cli import main
 
 TRANSCRIPT = Path(__file__).resolve().parents[2] / "unit" / "ami" / "data" / "inbound_answered_cyrillic.ami"
 RULES = """

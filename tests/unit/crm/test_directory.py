@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.adapters.crm.directory import (
+from pbxlink.adapters.backends.sqlite_crm import ImportedClient, SqliteCrm
+from pbxlink.adapters.directory import (
     clear_dirty,
     directory_entry,
     directory_payload,
     dirty_numbers,
     mark_all_dirty,
 )
-from pbxlink.adapters.crm.sqlite_crm import ImportedClient, SqliteCrm
-from pbxlink.adapters.crm.store import Store, open_store
+from pbxlink.adapters.store import Store, open_store
 from pbxlink.routing.directory import parse_directory_message
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

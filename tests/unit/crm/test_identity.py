@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pbxlink.adapters.crm.identity import PhoneFormat, PhoneKind, display, identify
+from pbxlink.rules.identity import PhoneFormat, PhoneKind, display, identify
 
 
 @pytest.mark.parametrize(

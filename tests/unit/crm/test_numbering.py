@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from pbxlink.adapters.crm.numbering import NumberTemplateError, render_number
+from pbxlink.rules.numbering import NumberTemplateError, render_number
 
 
 def test_counter_of_three_characters_is_zero_filled_001_002_003() -> None:

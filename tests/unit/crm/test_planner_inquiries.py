@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pbxlink.adapters.crm.actions import CreateInquiry, NoAction, Notify, Ref, actions_of
-from pbxlink.adapters.crm.facts import ClientFact, CrmFacts, OpenItem
-from pbxlink.adapters.crm.planner import plan_outcome
-from pbxlink.adapters.crm.samples import EMPLOYEES, at, missed, outcome
-from pbxlink.adapters.crm.settings import CrmSettings, settings_from_toml
+from pbxlink.rules.actions import CreateInquiry, NoAction, Notify, Ref, actions_of
+from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
+from pbxlink.rules.planner import plan_outcome
+from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome
+from pbxlink.rules.settings import CrmSettings, settings_from_toml
 
 BOTH = """
 [crm.inquiries]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pbxlink.adapters.crm.actions import (
+from pbxlink.rules.actions import (
     NEW,
     CreateClient,
     CreateOrder,
@@ -11,10 +11,10 @@ from pbxlink.adapters.crm.actions import (
     Ref,
     actions_of,
 )
-from pbxlink.adapters.crm.facts import ClientFact, CrmFacts, OpenItem
-from pbxlink.adapters.crm.planner import plan_outcome
-from pbxlink.adapters.crm.samples import EMPLOYEES, at, missed, outcome
-from pbxlink.adapters.crm.settings import CrmSettings, settings_from_toml
+from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
+from pbxlink.rules.planner import plan_outcome
+from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome
+from pbxlink.rules.settings import CrmSettings, settings_from_toml
 
 ORDERS = """
 [crm.orders]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pbxlink.adapters.crm.actions import (
+from pbxlink.rules.actions import (
     NEW,
     Action,
     AdvanceQueue,
@@ -18,11 +18,11 @@ from pbxlink.adapters.crm.actions import (
     Ref,
     actions_of,
 )
-from pbxlink.adapters.crm.calls import parse_request
-from pbxlink.adapters.crm.facts import ClientFact, CrmFacts, EmployeeFact
-from pbxlink.adapters.crm.request_rules import plan_request
-from pbxlink.adapters.crm.samples import at, request
-from pbxlink.adapters.crm.settings import CrmSettings, SettingsError, settings_from_toml
+from pbxlink.rules.calls import parse_request
+from pbxlink.rules.facts import ClientFact, CrmFacts, EmployeeFact
+from pbxlink.rules.request_rules import plan_request
+from pbxlink.rules.samples import at, request
+from pbxlink.rules.settings import CrmSettings, SettingsError, settings_from_toml
 
 STAFF = (
     EmployeeFact("anna", "Анна", "101", roles=("sales",)),

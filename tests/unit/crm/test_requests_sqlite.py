@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from pbxlink.adapters.crm.inbox import Inbox, Receipt
-from pbxlink.adapters.crm.processing import Processor
-from pbxlink.adapters.crm.samples import request, request_message
-from pbxlink.adapters.crm.settings import settings_from_toml
-from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
-from pbxlink.adapters.crm.store import MIGRATIONS, Store, _statements, open_store
+from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.inbox import Inbox, Receipt
+from pbxlink.adapters.processing import Processor
+from pbxlink.adapters.store import MIGRATIONS, Store, _statements, open_store
+from pbxlink.rules.samples import request, request_message
+from pbxlink.rules.settings import settings_from_toml
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = """

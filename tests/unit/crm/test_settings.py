@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from pbxlink.adapters.crm.settings import (
+from pbxlink.rules.settings import (
     ClientCreation,
     DefaultInquiryType,
     RepeatCalls,

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from pbxlink.adapters.crm.inbox import Inbox, Receipt
-from pbxlink.adapters.crm.processing import Processor
-from pbxlink.adapters.crm.samples import (
+from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.inbox import Inbox, Receipt
+from pbxlink.adapters.processing import Processor
+from pbxlink.adapters.store import Store, StoreError, open_store
+from pbxlink.rules.samples import (
     EMPLOYEES,
     at,
     event,
@@ -20,9 +22,7 @@ from pbxlink.adapters.crm.samples import (
     outcome,
     outcome_message,
 )
-from pbxlink.adapters.crm.settings import CrmSettings, settings_from_toml
-from pbxlink.adapters.crm.sqlite_crm import SqliteCrm
-from pbxlink.adapters.crm.store import Store, StoreError, open_store
+from pbxlink.rules.settings import CrmSettings, settings_from_toml
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = """

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pbxlink.adapters.crm.store import open_store
+from pbxlink.adapters.store import open_store
 
 
 async def test_a_task_cancelled_during_begin_does_not_wedge_the_next_transaction(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Pat
     path = tmp_path / "crm.sqlite3"
     code = (
         "import asyncio, sys\n"
-        "from pbxlink.adapters.crm.store import open_store\n"
+        "from pbxlink.adapters.store import open_store\n"
         "async def main():\n"
         "    store = await open_store(sys.argv[1])\n"
         "    await store.close()\n"
@@ -69,7 +69,9 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Pat
     )
     for _ in range(5):
         path.unlink(missing_ok=True)
-        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True)
-                 for _ in range(4)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
         errors = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
         assert [rc for rc, _ in errors] == [0, 0, 0, 0], errors

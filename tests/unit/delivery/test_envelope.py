@@ -9,23 +9,39 @@ from pbxlink.daemon.envelope import MessageKind, NodeTopics, build_envelope, iso
 
 
 def test_outcome_envelope_uses_the_outcome_id_as_key_and_keeps_the_data() -> None:
-    data = {"schema": 1, "id": "pbx1:1763852000.11", "direction": "inbound", "answered": False,
-            "external": {"raw": "0981234567", "e164": "+380981234567"}}
-    env = build_envelope(MessageKind.OUTCOME, data, node="pbx1",
-                         now=datetime(2026, 11, 22, 23, 0, 5, 250000, tzinfo=UTC))
+    data = {
+        "schema": 1,
+        "id": "pbx1:1763852000.11",
+        "direction": "inbound",
+        "answered": False,
+        "external": {"raw": "0981234567", "e164": "+380981234567"},
+    }
+    env = build_envelope(
+        MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 11, 22, 23, 0, 5, 250000, tzinfo=UTC)
+    )
     body = json.loads(env.payload)
-    assert body == {"schema": 1, "id": "pbx1:1763852000.11", "type": "call.outcome",
-                    "node": "pbx1", "time": "2026-11-22T23:00:05.250Z", "data": data}
+    assert body == {
+        "schema": 1,
+        "id": "pbx1:1763852000.11",
+        "type": "call.outcome",
+        "node": "pbx1",
+        "time": "2026-11-22T23:00:05.250Z",
+        "data": data,
+    }
     assert env.topic == "pbxlink/v1/pbx1/call/outcome"
-    assert (env.message_id, env.direction, env.answered) == ("pbx1:1763852000.11", "inbound",
-                                                             False)
+    assert (env.message_id, env.direction, env.answered) == ("pbx1:1763852000.11", "inbound", False)
 
 
 def test_event_envelope_key_is_call_id_and_seq() -> None:
-    data = {"schema": 1, "type": "answered", "call_id": "pbx2:17.4", "seq": 3,
-            "direction": "outbound", "agent": "101"}
-    env = build_envelope(MessageKind.EVENT, data, node="pbx2",
-                         now=datetime(2026, 1, 1, tzinfo=UTC))
+    data = {
+        "schema": 1,
+        "type": "answered",
+        "call_id": "pbx2:17.4",
+        "seq": 3,
+        "direction": "outbound",
+        "agent": "101",
+    }
+    env = build_envelope(MessageKind.EVENT, data, node="pbx2", now=datetime(2026, 1, 1, tzinfo=UTC))
     assert env.message_id == "pbx2:17.4:3"
     assert env.topic == "pbxlink/v1/pbx2/call/event"
     assert env.answered is None
@@ -34,8 +50,7 @@ def test_event_envelope_key_is_call_id_and_seq() -> None:
 
 def test_non_ascii_text_is_sent_as_utf8_not_escaped() -> None:
     data = {"id": "pbx1:1.1", "direction": "inbound", "answered": True, "line": "Київ"}
-    env = build_envelope(MessageKind.OUTCOME, data, node="pbx1",
-                         now=datetime(2026, 1, 1, tzinfo=UTC))
+    env = build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
     assert "Київ".encode() in env.payload
 
 

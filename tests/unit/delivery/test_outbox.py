@@ -24,8 +24,7 @@ def outcome(linkedid: str, *, answered: bool = True) -> Envelope:
 
 
 def event(linkedid: str, seq: int) -> Envelope:
-    data = {"schema": 1, "type": "ringing", "call_id": f"pbx1:{linkedid}", "seq": seq,
-            "direction": "inbound"}
+    data = {"schema": 1, "type": "ringing", "call_id": f"pbx1:{linkedid}", "seq": seq, "direction": "inbound"}
     return build_envelope(MessageKind.EVENT, data, node="pbx1", now=NOW)
 
 
@@ -76,8 +75,7 @@ async def test_live_events_carry_an_expiry_and_outcomes_do_not(tmp_path: Path) -
 
 async def test_prune_deletes_only_finished_rows_older_than_the_cutoff(tmp_path: Path) -> None:
     async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
-        await outbox.add([outcome("1.1"), outcome("2.2"), outcome("3.3")], now=1.0,
-                         event_ttl=None)
+        await outbox.add([outcome("1.1"), outcome("2.2"), outcome("3.3")], now=1.0, event_ttl=None)
         one, two, _three = await outbox.pending(limit=10)
         await outbox.mark_sent([one.seq], now=10.0)
         await outbox.mark_sent([two.seq], now=50.0)
@@ -136,8 +134,14 @@ asyncio.run(main())
 
 def _run_writer_and_kill_it(path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run([sys.executable, "-c", WRITER, str(path)], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", WRITER, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 async def test_committed_rows_survive_the_writer_being_killed(tmp_path: Path) -> None:

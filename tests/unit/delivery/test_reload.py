@@ -36,14 +36,14 @@ def write_config(path: Path, body: str) -> Path:
 
 
 async def test_a_bad_config_on_reload_is_refused_and_the_running_one_stays(
-    tmp_path: Path, notify: tuple[socket.socket, SystemdNotifier],
+    tmp_path: Path,
+    notify: tuple[socket.socket, SystemdNotifier],
 ) -> None:
     sock, notifier = notify
     config = write_config(tmp_path / "pbxlink.toml", "[mqtt]\nport = 1883\n")
-    daemon = Daemon(load_settings(config), reload_settings=lambda: load_settings(config),
-                    notifier=notifier)
+    daemon = Daemon(load_settings(config), reload_settings=lambda: load_settings(config), notifier=notifier)
     before = daemon.settings
-    write_config(config, "[mqtt]\nport = 70000\nbogus = 1\n[ami]\nport = \"x\"\n")
+    write_config(config, '[mqtt]\nport = 70000\nbogus = 1\n[ami]\nport = "x"\n')
 
     assert daemon.apply_reload() is False
     assert daemon.settings is before
@@ -55,15 +55,14 @@ async def test_a_bad_config_on_reload_is_refused_and_the_running_one_stays(
 
 
 async def test_a_good_config_is_applied_but_restart_only_sections_keep_their_values(
-    tmp_path: Path, notify: tuple[socket.socket, SystemdNotifier],
+    tmp_path: Path,
+    notify: tuple[socket.socket, SystemdNotifier],
 ) -> None:
     _, notifier = notify
     config = write_config(tmp_path / "pbxlink.toml", "[mqtt]\nport = 1883\n")
-    daemon = Daemon(load_settings(config), reload_settings=lambda: load_settings(config),
-                    notifier=notifier)
+    daemon = Daemon(load_settings(config), reload_settings=lambda: load_settings(config), notifier=notifier)
     old: Settings = daemon.settings
-    write_config(config, "[mqtt]\nport = 1884\n[tracker]\nsettle_seconds = 9.0\n"
-                         "[node]\nname = \"pbx9\"\n")
+    write_config(config, '[mqtt]\nport = 1884\n[tracker]\nsettle_seconds = 9.0\n[node]\nname = "pbx9"\n')
 
     assert daemon.apply_reload() is True
     assert daemon.settings.mqtt.port == 1884
@@ -75,4 +74,3 @@ async def test_a_good_config_is_applied_but_restart_only_sections_keep_their_val
 def test_a_reload_without_a_config_source_does_nothing() -> None:
     daemon = Daemon(dataclasses.replace(Settings()), notifier=SystemdNotifier(None))
     assert daemon.apply_reload() is False
-

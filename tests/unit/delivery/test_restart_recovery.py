@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.ami.framing import AmiFramer, Frame
-from pbxlink.daemon.calls.tracker import CallTracker, CallTrackerSettings
+from pbxlink.ami.framing import AmiFramer, Frame
+from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.envelope import MessageKind
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import (
@@ -42,8 +42,7 @@ async def run_part(path: Path, frames: list[Frame], *, restore: bool, finish: bo
     metrics = DaemonMetrics()
     async with await Outbox.open(path) as outbox:
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=lambda: None)
-        pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1",
-                                metrics=metrics)
+        pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1", metrics=metrics)
         if restore:
             pipeline.replay_journal(await outbox.journal())
         task = asyncio.create_task(writer.run())
@@ -70,7 +69,9 @@ async def outcomes_in(path: Path) -> dict[str, object]:
 @pytest.mark.parametrize("cut", [0.3, 0.6, 0.9])
 @pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.name.split(".")[0])
 async def test_a_restart_mid_recording_yields_every_outcome_once(
-    recording: Path, cut: float, tmp_path: Path,
+    recording: Path,
+    cut: float,
+    tmp_path: Path,
 ) -> None:
     frames = frames_of(recording)
     at = int(len(frames) * cut)
@@ -92,20 +93,34 @@ async def test_the_journal_is_emptied_when_no_call_is_left(tmp_path: Path) -> No
     assert only.at is not None
     assert only.at > 1.7e9  # the AMI time of the recording
 
+
 async def test_journal_entries_round_trip_in_order_and_reset_in_the_same_commit(
     tmp_path: Path,
 ) -> None:
     snapshot = pack_frames([b"Event: CoreShowChannel\r\nChannel: PJSIP/101-1", b"", b"x" * 70000])
     async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
-        await outbox.add([], now=1.0, event_ttl=None, journal=[
-            JournalEntry(JournalKind.FRAME, b"Event: Newchannel"),
-            JournalEntry(JournalKind.RESYNC, snapshot, at=5.5),
-        ])
+        await outbox.add(
+            [],
+            now=1.0,
+            event_ttl=None,
+            journal=[
+                JournalEntry(JournalKind.FRAME, b"Event: Newchannel"),
+                JournalEntry(JournalKind.RESYNC, snapshot, at=5.5),
+            ],
+        )
         entries = await outbox.journal()
         assert [e.kind for e in entries] == [JournalKind.FRAME, JournalKind.RESYNC]
         assert unpack_frames(entries[1].data) == [
-            b"Event: CoreShowChannel\r\nChannel: PJSIP/101-1", b"", b"x" * 70000]
+            b"Event: CoreShowChannel\r\nChannel: PJSIP/101-1",
+            b"",
+            b"x" * 70000,
+        ]
         assert entries[1].at == 5.5
-        await outbox.add([], now=2.0, event_ttl=None, reset_journal=True,
-                         journal=[JournalEntry(JournalKind.FRAME, b"Event: Hangup")])
+        await outbox.add(
+            [],
+            now=2.0,
+            event_ttl=None,
+            reset_journal=True,
+            journal=[JournalEntry(JournalKind.FRAME, b"Event: Hangup")],
+        )
         assert [e.data for e in await outbox.journal()] == [b"Event: Hangup"]

@@ -86,10 +86,12 @@ def test_a_vanished_socket_is_reported_not_raised(tmp_path: Path) -> None:
 
 def test_watchdog_for_another_pid_is_ignored() -> None:
     notifier = SystemdNotifier.from_environment(
-        {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"})
+        {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}
+    )
     assert notifier.watchdog_interval is None
     mine = SystemdNotifier.from_environment(
-        {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())})
+        {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}
+    )
     assert mine.watchdog_interval == 15.0
 
 
@@ -98,7 +100,8 @@ async def test_watchdog_pings_from_the_loop_at_half_the_interval(
 ) -> None:
     sock, path = notify_socket
     notifier = SystemdNotifier.from_environment(
-        {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"})  # 0.2 s: ping every 0.1 s
+        {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000"}
+    )  # 0.2 s: ping every 0.1 s
     loop = asyncio.get_running_loop()
     arrivals: list[float] = []
     task = asyncio.create_task(keep_watchdog_fed(notifier))
@@ -117,8 +120,7 @@ async def test_watchdog_is_withheld_while_unhealthy(
     notify_socket: tuple[socket.socket, str],
 ) -> None:
     sock, path = notify_socket
-    notifier = SystemdNotifier.from_environment(
-        {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
+    notifier = SystemdNotifier.from_environment({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
     healthy = False
     task = asyncio.create_task(keep_watchdog_fed(notifier, healthy=lambda: healthy))
     await asyncio.sleep(0.3)

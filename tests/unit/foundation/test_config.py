@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pbxlink.daemon.config import Secret, load_settings, to_toml
-from pbxlink.daemon.errors import EX_CONFIG, ConfigError
+from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config" / "pbxlink.toml"
@@ -17,8 +17,12 @@ EXAMPLE = REPO / "config" / "pbxlink.toml"
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pbxlink.daemon", *args],
-        capture_output=True, text=True, env=env, check=False, timeout=60,
+        [sys.executable, "-m", "pbxlink.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
     )
 
 
@@ -144,8 +148,13 @@ def test_run_requires_the_ami_secret() -> None:
 def test_no_secret_appears_in_check_config_output(tmp_path: Path) -> None:
     (tmp_path / "ami.secret").write_text("s3cr3t-AMI-value")
     (tmp_path / "mqtt.pw").write_text("s3cr3t-MQTT-value")
-    result = run_cli("check-config", "--set", f'ami.secret_file="{tmp_path / "ami.secret"}"',
-                     "--set", f'mqtt.password_file="{tmp_path / "mqtt.pw"}"')
+    result = run_cli(
+        "check-config",
+        "--set",
+        f'ami.secret_file="{tmp_path / "ami.secret"}"',
+        "--set",
+        f'mqtt.password_file="{tmp_path / "mqtt.pw"}"',
+    )
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout + result.stderr
     assert 'secret = "<redacted>"' in result.stdout

@@ -54,7 +54,8 @@ def test_systemd_analyze_verify_prints_nothing(tmp_path: Path, unit_file: Path) 
     assert pbxlink.exists(), f"{pbxlink} missing: install the package (make venv)"
     unit = tmp_path / unit_file.name
     unit.write_text(unit_file.read_text().replace("/usr/local/bin/pbxlink", str(pbxlink)))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
-                            check=False, timeout=120)
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, check=False, timeout=120
+    )
     assert result.stdout + result.stderr == ""
     assert result.returncode == 0

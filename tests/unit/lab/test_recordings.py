@@ -9,7 +9,7 @@ import pytest
 from pbxlab.recording_reader import read_bytes, read_frames
 from pbxlab.scenarios import SCENARIOS
 
-from pbxlink.daemon.ami.framing import AmiFramer
+from pbxlink.ami.framing import AmiFramer
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ami"
 # other parts keep their own files here too (e.g. resync sessions): only the lab's scenarios

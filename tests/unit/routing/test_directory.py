@@ -25,11 +25,25 @@ CLIENT_NAME = "\u0422\u041e\u0412 \u0420\u043e\u043c\u0430\u0448\u043a\u0430"  #
 
 def document(**overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "schema": 1, "number": "+380981234567", "updated_at": "2026-11-22T10:00:00Z",
-        "clients": [{"client_id": "42", "name": CLIENT_NAME, "created_at": "2025-01-01T00:00:00Z",
-                     "responsibles": [{"employee": "ivan", "extension": "101",
-                                       "is_employee": True, "blocked": False,
-                                       "deleted": False}]}],
+        "schema": 1,
+        "number": "+380981234567",
+        "updated_at": "2026-11-22T10:00:00Z",
+        "clients": [
+            {
+                "client_id": "42",
+                "name": CLIENT_NAME,
+                "created_at": "2025-01-01T00:00:00Z",
+                "responsibles": [
+                    {
+                        "employee": "ivan",
+                        "extension": "101",
+                        "is_employee": True,
+                        "blocked": False,
+                        "deleted": False,
+                    }
+                ],
+            }
+        ],
         "employee": None,
     }
     doc.update(overrides)
@@ -40,35 +54,56 @@ def test_a_contract_message_parses_into_an_entry() -> None:
     update = parse_directory_message(TOPIC, json.dumps(document()).encode())
     assert update.digits == "380981234567"
     assert update.entry == DirectoryEntry(
-        number="+380981234567", updated_at=datetime(2026, 11, 22, 10, tzinfo=UTC),
-        clients=(ClientOwners("42", CLIENT_NAME, datetime(2025, 1, 1, tzinfo=UTC),
-                              (Responsible("ivan", "101"),)),),
-        employee=None)
+        number="+380981234567",
+        updated_at=datetime(2026, 11, 22, 10, tzinfo=UTC),
+        clients=(
+            ClientOwners("42", CLIENT_NAME, datetime(2025, 1, 1, tzinfo=UTC), (Responsible("ivan", "101"),)),
+        ),
+        employee=None,
+    )
 
 
 def test_an_empty_payload_is_a_deletion() -> None:
     assert parse_directory_message(TOPIC, b"").entry is None
 
 
-@pytest.mark.parametrize(("topic", "payload", "field"), [
-    ("pbxlink/v1/other/380981234567", json.dumps(document()).encode(), "topic"),
-    ("pbxlink/v1/directory/+380981234567", json.dumps(document()).encode(), "topic"),
-    ("pbxlink/v1/directory/098", json.dumps(document()).encode(), "topic"),
-    (TOPIC, b"{not json", "$"),
-    (TOPIC, b"\xff\xfe", "$"),
-    (TOPIC, b"[1, 2]", "$"),
-    (TOPIC, json.dumps(document(schema=2)).encode(), "schema"),
-    (TOPIC, json.dumps(document(number="0981234567")).encode(), "number"),
-    (TOPIC, json.dumps(document(number="+380671112233")).encode(), "number"),
-    (TOPIC, json.dumps(document(updated_at="yesterday")).encode(), "updated_at"),
-    (TOPIC, json.dumps(document(clients={})).encode(), "clients"),
-    (TOPIC, json.dumps(document(clients=[{"client_id": "", "created_at": "2025-01-01"}])).encode(),
-     "clients[0].client_id"),
-    (TOPIC, json.dumps(document(clients=[{"client_id": "1", "created_at": "2025-01-01",
-                                          "responsibles": [{"employee": "x", "blocked": "no"}]}])
-                       ).encode(), "clients[0].responsibles[0].blocked"),
-    (TOPIC, json.dumps(document(employee=7)).encode(), "employee"),
-])
+@pytest.mark.parametrize(
+    ("topic", "payload", "field"),
+    [
+        ("pbxlink/v1/other/380981234567", json.dumps(document()).encode(), "topic"),
+        ("pbxlink/v1/directory/+380981234567", json.dumps(document()).encode(), "topic"),
+        ("pbxlink/v1/directory/098", json.dumps(document()).encode(), "topic"),
+        (TOPIC, b"{not json", "$"),
+        (TOPIC, b"\xff\xfe", "$"),
+        (TOPIC, b"[1, 2]", "$"),
+        (TOPIC, json.dumps(document(schema=2)).encode(), "schema"),
+        (TOPIC, json.dumps(document(number="0981234567")).encode(), "number"),
+        (TOPIC, json.dumps(document(number="+380671112233")).encode(), "number"),
+        (TOPIC, json.dumps(document(updated_at="yesterday")).encode(), "updated_at"),
+        (TOPIC, json.dumps(document(clients={})).encode(), "clients"),
+        (
+            TOPIC,
+            json.dumps(document(clients=[{"client_id": "", "created_at": "2025-01-01"}])).encode(),
+            "clients[0].client_id",
+        ),
+        (
+            TOPIC,
+            json.dumps(
+                document(
+                    clients=[
+                        {
+                            "client_id": "1",
+                            "created_at": "2025-01-01",
+                            "responsibles": [{"employee": "x", "blocked": "no"}],
+                        }
+                    ]
+                )
+            ).encode(),
+            "clients[0].responsibles[0].blocked",
+        ),
+        (TOPIC, json.dumps(document(employee=7)).encode(), "employee"),
+    ],
+)
 def test_contract_violations_name_the_field(topic: str, payload: bytes, field: str) -> None:
     with pytest.raises(DirectoryPayloadError) as caught:
         parse_directory_message(topic, payload)

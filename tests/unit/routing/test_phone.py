@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pbxlink.routing.phone import NumberKind, PhoneNumber, e164_digits, normalize
+from pbxlink.wire.phone import NumberKind, PhoneNumber, e164_digits, normalize
 
 SAME_UA_MOBILE = [
     "0981234567",
@@ -65,9 +65,7 @@ def test_national_international_and_foreign_forms_normalize(
         ("+380981234567x12", "UA", "+380981234567", "12"),
     ],
 )
-def test_extensions_are_kept_apart_from_the_number(
-    raw: str, region: str, e164: str, extension: str
-) -> None:
+def test_extensions_are_kept_apart_from_the_number(raw: str, region: str, e164: str, extension: str) -> None:
     number = normalize(raw, region)
     assert (number.kind, number.e164, number.extension) == (NumberKind.E164, e164, extension)
 

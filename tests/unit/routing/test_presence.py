@@ -27,65 +27,127 @@ def frame(event: str, **headers: str) -> dict[str, str]:
     return {"Event": event, "Privilege": "call,all", **headers}
 
 
-@pytest.mark.parametrize(("device", "agent"), [
-    ("PJSIP/101", "101"), ("SIP/alice", "alice"), ("PJSIP/101-00000001/x", None),
-    ("Local/101@agents", None), ("Queue:support", None), ("Custom:DND101", None), ("101", None),
-])
+@pytest.mark.parametrize(
+    ("device", "agent"),
+    [
+        ("PJSIP/101", "101"),
+        ("SIP/alice", "alice"),
+        ("PJSIP/101-00000001/x", None),
+        ("Local/101@agents", None),
+        ("Queue:support", None),
+        ("Custom:DND101", None),
+        ("101", None),
+    ],
+)
 def test_agent_for_device(device: str, agent: str | None) -> None:
     assert agent_for_device(device) == agent
 
 
-@pytest.mark.parametrize(("headers", "update"), [
-    (frame("DeviceStateChange", Device="PJSIP/101", State="INUSE"),
-     DeviceStateUpdate("PJSIP/101", DeviceState.INUSE)),
-    (frame("DeviceStateChange", Device="Custom:DND102", State="BUSY"),
-     DeviceStateUpdate("Custom:DND102", DeviceState.BUSY)),
-    (frame("ContactStatus", URI="sip:101@127.0.0.1:5071", ContactStatus="Unreachable",
-           AOR="101", EndpointName="101", RoundtripUsec="0"),
-     ContactUpdate("101", "sip:101@127.0.0.1:5071", ContactState.UNREACHABLE)),
-    (frame("ContactStatusDetail", AOR="102", URI="sip:102@127.0.0.1:5072", Status="Reachable",
-           EndpointName="102"),
-     ContactUpdate("102", "sip:102@127.0.0.1:5072", ContactState.REACHABLE)),
-    (frame("ExtensionStatus", Exten="101", Context="hints", Hint="PJSIP/101", Status="8",
-           StatusText="Ringing"),
-     ExtensionUpdate("101", 8)),
-    (frame("QueueMemberStatus", Queue="support", MemberName="Agent 101", Interface="PJSIP/101",
-           StateInterface="PJSIP/101", Paused="1", PausedReason="lunch", Status="1"),
-     QueueMemberUpdate("support", "PJSIP/101", paused=True)),
-    (frame("QueueMemberPause", Queue="support", Interface="PJSIP/101", Paused="0"),
-     QueueMemberUpdate("support", "PJSIP/101", paused=False)),
-    (frame("QueueMember", Queue="sales", Name="Agent 102", Location="PJSIP/102",
-           StateInterface="PJSIP/102", Paused="0", Status="1"),
-     QueueMemberUpdate("sales", "PJSIP/102", paused=False)),
-    (frame("QueueMemberRemoved", Queue="sales", Interface="PJSIP/102"),
-     QueueMemberRemoval("sales", "PJSIP/102")),
-])
-def test_presence_frames_map_to_typed_updates(
-    headers: dict[str, str], update: object
-) -> None:
+@pytest.mark.parametrize(
+    ("headers", "update"),
+    [
+        (
+            frame("DeviceStateChange", Device="PJSIP/101", State="INUSE"),
+            DeviceStateUpdate("PJSIP/101", DeviceState.INUSE),
+        ),
+        (
+            frame("DeviceStateChange", Device="Custom:DND102", State="BUSY"),
+            DeviceStateUpdate("Custom:DND102", DeviceState.BUSY),
+        ),
+        (
+            frame(
+                "ContactStatus",
+                URI="sip:101@127.0.0.1:5071",
+                ContactStatus="Unreachable",
+                AOR="101",
+                EndpointName="101",
+                RoundtripUsec="0",
+            ),
+            ContactUpdate("101", "sip:101@127.0.0.1:5071", ContactState.UNREACHABLE),
+        ),
+        (
+            frame(
+                "ContactStatusDetail",
+                AOR="102",
+                URI="sip:102@127.0.0.1:5072",
+                Status="Reachable",
+                EndpointName="102",
+            ),
+            ContactUpdate("102", "sip:102@127.0.0.1:5072", ContactState.REACHABLE),
+        ),
+        (
+            frame(
+                "ExtensionStatus",
+                Exten="101",
+                Context="hints",
+                Hint="PJSIP/101",
+                Status="8",
+                StatusText="Ringing",
+            ),
+            ExtensionUpdate("101", 8),
+        ),
+        (
+            frame(
+                "QueueMemberStatus",
+                Queue="support",
+                MemberName="Agent 101",
+                Interface="PJSIP/101",
+                StateInterface="PJSIP/101",
+                Paused="1",
+                PausedReason="lunch",
+                Status="1",
+            ),
+            QueueMemberUpdate("support", "PJSIP/101", paused=True),
+        ),
+        (
+            frame("QueueMemberPause", Queue="support", Interface="PJSIP/101", Paused="0"),
+            QueueMemberUpdate("support", "PJSIP/101", paused=False),
+        ),
+        (
+            frame(
+                "QueueMember",
+                Queue="sales",
+                Name="Agent 102",
+                Location="PJSIP/102",
+                StateInterface="PJSIP/102",
+                Paused="0",
+                Status="1",
+            ),
+            QueueMemberUpdate("sales", "PJSIP/102", paused=False),
+        ),
+        (
+            frame("QueueMemberRemoved", Queue="sales", Interface="PJSIP/102"),
+            QueueMemberRemoval("sales", "PJSIP/102"),
+        ),
+    ],
+)
+def test_presence_frames_map_to_typed_updates(headers: dict[str, str], update: object) -> None:
     assert presence_update_from_frame(headers) == update
 
 
-@pytest.mark.parametrize("headers", [
-    frame("Newchannel", Channel="PJSIP/101-00000001"),
-    frame("DeviceStateListComplete", EventList="Complete", ListItems="3"),
-    {"Response": "Success", "Message": "Device State Changes will follow"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        frame("Newchannel", Channel="PJSIP/101-00000001"),
+        frame("DeviceStateListComplete", EventList="Complete", ListItems="3"),
+        {"Response": "Success", "Message": "Device State Changes will follow"},
+    ],
+)
 def test_irrelevant_frames_are_ignored(headers: dict[str, str]) -> None:
     assert presence_update_from_frame(headers) is None
 
 
-@pytest.mark.parametrize(("headers", "reason"), [
-    (frame("DeviceStateChange", Device="PJSIP/101"), "missing Device or State"),
-    (frame("DeviceStateChange", Device="PJSIP/101", State="SLEEPY"), "unknown device state"),
-    (frame("ExtensionStatus", Exten="101", Status="x"), "non-numeric Status"),
-    (frame("QueueMemberStatus", Queue="support", Interface="PJSIP/101"), "Paused"),
-    (frame("ContactStatus", URI="sip:x", ContactStatus="Weird", AOR="101"),
-     "unknown contact status"),
-])
-def test_malformed_presence_frames_come_back_as_problems(
-    headers: dict[str, str], reason: str
-) -> None:
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (frame("DeviceStateChange", Device="PJSIP/101"), "missing Device or State"),
+        (frame("DeviceStateChange", Device="PJSIP/101", State="SLEEPY"), "unknown device state"),
+        (frame("ExtensionStatus", Exten="101", Status="x"), "non-numeric Status"),
+        (frame("QueueMemberStatus", Queue="support", Interface="PJSIP/101"), "Paused"),
+        (frame("ContactStatus", URI="sip:x", ContactStatus="Weird", AOR="101"), "unknown contact status"),
+    ],
+)
+def test_malformed_presence_frames_come_back_as_problems(headers: dict[str, str], reason: str) -> None:
     result = presence_update_from_frame(headers)
     assert isinstance(result, PresenceFrameProblem)
     assert reason in result.reason
@@ -93,9 +155,9 @@ def test_malformed_presence_frames_come_back_as_problems(
 
 
 def test_header_names_are_case_insensitive() -> None:
-    assert presence_update_from_frame({"event": "DeviceStateChange", "device": "PJSIP/101",
-                                       "state": "not_inuse"}) == DeviceStateUpdate(
-        "PJSIP/101", DeviceState.NOT_INUSE)
+    assert presence_update_from_frame(
+        {"event": "DeviceStateChange", "device": "PJSIP/101", "state": "not_inuse"}
+    ) == DeviceStateUpdate("PJSIP/101", DeviceState.NOT_INUSE)
 
 
 def tracker_with(*frames: dict[str, str]) -> PresenceTracker:
@@ -119,7 +181,10 @@ def test_device_states_decide_available_busy_offline() -> None:
         frame("DeviceStateChange", Device="PJSIP/103", State="UNAVAILABLE"),
     )
     assert [tracker.availability(a) for a in ("101", "102", "103")] == [
-        Availability.AVAILABLE, Availability.BUSY, Availability.OFFLINE]
+        Availability.AVAILABLE,
+        Availability.BUSY,
+        Availability.OFFLINE,
+    ]
 
 
 def test_device_coming_back_makes_the_agent_available_again() -> None:
@@ -155,8 +220,7 @@ def test_paused_in_any_queue_until_unpaused_or_removed() -> None:
 
 def test_all_contacts_unreachable_is_offline_and_one_reachable_is_enough() -> None:
     tracker = tracker_with(
-        frame("ContactStatus", URI="sip:a", ContactStatus="Unreachable", AOR="101",
-              EndpointName="101"),
+        frame("ContactStatus", URI="sip:a", ContactStatus="Unreachable", AOR="101", EndpointName="101"),
     )
     assert tracker.availability("101") is Availability.OFFLINE
     tracker.apply(ContactUpdate("101", "sip:b", ContactState.REACHABLE))
@@ -166,11 +230,16 @@ def test_all_contacts_unreachable_is_offline_and_one_reachable_is_enough() -> No
 
 
 def test_hint_states_busy_and_unavailable() -> None:
-    tracker = tracker_with(frame("ExtensionStatus", Exten="101", Status="1"),
-                           frame("ExtensionStatus", Exten="102", Status="4"),
-                           frame("ExtensionStatus", Exten="103", Status="0"))
+    tracker = tracker_with(
+        frame("ExtensionStatus", Exten="101", Status="1"),
+        frame("ExtensionStatus", Exten="102", Status="4"),
+        frame("ExtensionStatus", Exten="103", Status="0"),
+    )
     assert [tracker.availability(a) for a in ("101", "102", "103")] == [
-        Availability.BUSY, Availability.OFFLINE, Availability.AVAILABLE]
+        Availability.BUSY,
+        Availability.OFFLINE,
+        Availability.AVAILABLE,
+    ]
     tracker.apply(ExtensionUpdate("101", -2))
     assert tracker.availability("101") is Availability.UNKNOWN
 
@@ -182,15 +251,16 @@ def test_reconnect_snapshot_replaces_stale_device_states() -> None:
         frame("QueueMemberPause", Queue="support", Interface="PJSIP/103", Paused="1"),
     )
     # answer to Action: DeviceStateList after a reconnect
-    updates, problems = presence_snapshot_from_frames([
-        {"Response": "Success", "EventList": "start",
-         "Message": "Device State Changes will follow"},
-        frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
-        frame("DeviceStateChange", Device="PJSIP/102", State="NOT_INUSE"),
-        frame("DeviceStateChange", Device="PJSIP/103", State="NOT_INUSE"),
-        frame("DeviceStateChange", Device="Custom:DND102"),
-        frame("DeviceStateListComplete", EventList="Complete", ListItems="4"),
-    ])
+    updates, problems = presence_snapshot_from_frames(
+        [
+            {"Response": "Success", "EventList": "start", "Message": "Device State Changes will follow"},
+            frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
+            frame("DeviceStateChange", Device="PJSIP/102", State="NOT_INUSE"),
+            frame("DeviceStateChange", Device="PJSIP/103", State="NOT_INUSE"),
+            frame("DeviceStateChange", Device="Custom:DND102"),
+            frame("DeviceStateListComplete", EventList="Complete", ListItems="4"),
+        ]
+    )
     tracker.replace(updates)
     assert [p.event for p in problems] == ["DeviceStateChange"]
     assert tracker.availability("101") is Availability.AVAILABLE
@@ -243,7 +313,6 @@ def test_recorded_busy_agent_and_group_call_never_read_as_offline_or_paused() ->
     seen = replay("agent_busy_group_answers")
     assert seen, "the recording has presence frames"
     for _, states in seen:
-        assert set(states.values()) <= {
-            Availability.UNKNOWN, Availability.AVAILABLE, Availability.BUSY}
+        assert set(states.values()) <= {Availability.UNKNOWN, Availability.AVAILABLE, Availability.BUSY}
     final = seen[-1][1]
     assert final["102"] is Availability.AVAILABLE

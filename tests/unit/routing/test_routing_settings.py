@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.agi.policy import parse_hours, routing_policy
 from pbxlink.daemon.config import load_settings
-from pbxlink.daemon.errors import ConfigError
+from pbxlink.foundation.errors import ConfigError
 from pbxlink.routing.model import PickPolicy, RoutingPolicy, Rule, RuleAction
+from pbxlink.routing.policy import parse_hours, routing_policy
 
 GOOD = """
 [node]
@@ -47,15 +47,15 @@ def test_toml_routing_section_becomes_the_policy(tmp_path: Path) -> None:
     path = tmp_path / "pbxlink.toml"
     path.write_text(GOOD)
     settings = load_settings(path)
-    assert (settings.agi.deadline_ms, settings.agi.path, settings.agi.max_sessions) == (
-        250, "route", 128)
+    assert (settings.agi.deadline_ms, settings.agi.path, settings.agi.max_sessions) == (250, "route", 128)
     assert routing_policy(settings) == RoutingPolicy(
-        enabled=True, default_region="UA", pick=PickPolicy.FIRST,
+        enabled=True,
+        default_region="UA",
+        pick=PickPolicy.FIRST,
         dial_template="PJSIP/{extension}",
         rules=(
             Rule("reviews", RuleAction.OFF, frozenset({"4930100300"})),
-            Rule("night", RuleAction.TARGET, target="Local/night@queues",
-                 hours=(22 * 60, 7 * 60)),
+            Rule("night", RuleAction.TARGET, target="Local/night@queues", hours=(22 * 60, 7 * 60)),
             Rule("berlin", RuleAction.OWNER, frozenset({"4930100500"}), region="DE"),
         ),
     )
@@ -64,7 +64,11 @@ def test_toml_routing_section_becomes_the_policy(tmp_path: Path) -> None:
 def test_defaults_give_a_working_policy() -> None:
     policy = routing_policy(load_settings(None))
     assert (policy.enabled, policy.pick, policy.dial_template, policy.rules) == (
-        True, PickPolicy.NEWEST, "PJSIP/{extension}", ())
+        True,
+        PickPolicy.NEWEST,
+        "PJSIP/{extension}",
+        (),
+    )
 
 
 def test_every_bad_routing_value_is_reported_with_its_path(tmp_path: Path) -> None:
@@ -90,14 +94,26 @@ action = "target"
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     paths = {problem.path for problem in caught.value.problems}
-    assert {"agi.path", "agi.max_sessions", "routing.region", "routing.dial_template",
-            "routing.rules[0].hours", "routing.rules[0].region", "routing.rules[1].name",
-            "routing.rules[1].target"} <= paths
+    assert {
+        "agi.path",
+        "agi.max_sessions",
+        "routing.region",
+        "routing.dial_template",
+        "routing.rules[0].hours",
+        "routing.rules[0].region",
+        "routing.rules[1].name",
+        "routing.rules[1].target",
+    } <= paths
 
 
-@pytest.mark.parametrize(("text", "minutes"), [
-    ("", None), ("09:00-18:00", (540, 1080)), ("22:30-06:15", (1350, 375)),
-])
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [
+        ("", None),
+        ("09:00-18:00", (540, 1080)),
+        ("22:30-06:15", (1350, 375)),
+    ],
+)
 def test_hours(text: str, minutes: tuple[int, int] | None) -> None:
     assert parse_hours(text) == minutes
 

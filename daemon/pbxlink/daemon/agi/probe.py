@@ -24,9 +24,16 @@ class AgiSession:
     closed_by_server: bool = False
 
 
-def agi_environment(port: int, *, caller: str, line: str, uniqueid: str = "1700000000.1",
-                    linkedid: str | None = None, script: str = "route",
-                    host: str = "127.0.0.1") -> bytes:
+def agi_environment(
+    port: int,
+    *,
+    caller: str,
+    line: str,
+    uniqueid: str = "1700000000.1",
+    linkedid: str | None = None,
+    script: str = "route",
+    host: str = "127.0.0.1",
+) -> bytes:
     """The environment block res_agi sends for AGI(agi://host:port/script,line[,linkedid])."""
     env = {
         "agi_network": "yes",
@@ -55,16 +62,26 @@ def agi_environment(port: int, *, caller: str, line: str, uniqueid: str = "17000
     return "".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n"
 
 
-async def ask(port: int, *, caller: str, line: str = "4930100200",
-              uniqueid: str = "1700000000.1", linkedid: str | None = None,
-              script: str = "route", host: str = "127.0.0.1",
-              reply: bytes = b"200 result=1\n") -> AgiSession:
+async def ask(
+    port: int,
+    *,
+    caller: str,
+    line: str = "4930100200",
+    uniqueid: str = "1700000000.1",
+    linkedid: str | None = None,
+    script: str = "route",
+    host: str = "127.0.0.1",
+    reply: bytes = b"200 result=1\n",
+) -> AgiSession:
     """One AGI() against agi://host:port/script; returns what the server set."""
     reader, writer = await asyncio.open_connection(host, port)
     session = AgiSession()
     try:
-        writer.write(agi_environment(port, caller=caller, line=line, uniqueid=uniqueid,
-                                     linkedid=linkedid, script=script, host=host))
+        writer.write(
+            agi_environment(
+                port, caller=caller, line=line, uniqueid=uniqueid, linkedid=linkedid, script=script, host=host
+            )
+        )
         await writer.drain()
         while True:
             raw = await reader.readline()
@@ -95,9 +112,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """`pbxlink route-probe CALLER LINE`: print what the running daemon would route."""
     try:
-        session = asyncio.run(asyncio.wait_for(
-            ask(args.port, caller=args.caller, line=args.line, script=args.path,
-                host=args.host), 5))
+        session = asyncio.run(
+            asyncio.wait_for(
+                ask(args.port, caller=args.caller, line=args.line, script=args.path, host=args.host), 5
+            )
+        )
     except (OSError, TimeoutError) as exc:
         print(f"no answer from agi://{args.host}:{args.port}/{args.path}: {exc}")
         return 1

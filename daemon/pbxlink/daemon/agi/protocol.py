@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pbxlink.daemon.errors import PbxlinkError
+from pbxlink.foundation.errors import PbxlinkError
 from pbxlink.routing.model import RouteRequest
 
 __all__ = [
@@ -60,8 +60,13 @@ class AgiEnvironment:
         line = args[0] if args and args[0] else self.get("extension")
         linkedid = args[1] if len(args) > 1 and args[1] else None
         caller = args[2] if len(args) > 2 and args[2] else self.get("callerid")
-        return RouteRequest(caller=caller, line=line, uniqueid=self.get("uniqueid"),
-                            linkedid=linkedid, channel=self.get("channel"))
+        return RouteRequest(
+            caller=caller,
+            line=line,
+            uniqueid=self.get("uniqueid"),
+            linkedid=linkedid,
+            channel=self.get("channel"),
+        )
 
 
 def parse_agi_environment(block: bytes) -> AgiEnvironment:

@@ -25,11 +25,11 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import structlog
 
-from pbxlink.daemon.agi.policy import routing_policy
+from pbxlink.daemon.agi.directory_feed import DirectoryFeed
+from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
-from pbxlink.routing.directory_feed import DirectoryFeed
-from pbxlink.routing.directory_store import DirectoryStore
+from pbxlink.routing.policy import routing_policy
 from pbxlink.routing.presence import (
     PresenceFrameProblem,
     PresenceTracker,
@@ -61,23 +61,37 @@ def freeze_long_lived() -> None:
 class Router:
     """Owns the directory store, the presence tracker, the decisions and the AGI server."""
 
-    def __init__(self, settings: Settings, *, directory_path: Path | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        directory_path: Path | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.settings = settings
         self.presence = PresenceTracker()
         self.decisions = RoutingDecisions()
         self.store = DirectoryStore(directory_path or settings.state.directory / DIRECTORY_FILE)
         self.feed = DirectoryFeed(
-            self.store, topic_prefix=f"{settings.mqtt.topic_prefix.rstrip('/')}/directory/",
-            batch_size=settings.routing.directory_batch)
+            self.store,
+            topic_prefix=f"{settings.mqtt.topic_prefix.rstrip('/')}/directory/",
+            batch_size=settings.routing.directory_batch,
+        )
         zone = ZoneInfo(settings.node.timezone)  # rule `hours` are the PBX's local time
-        self.service = RoutingService(self.store, self.presence, routing_policy(settings),
-                                      clock=clock or (lambda: datetime.now(zone)))
+        self.service = RoutingService(
+            self.store, self.presence, routing_policy(settings), clock=clock or (lambda: datetime.now(zone))
+        )
         agi = settings.agi
         self.server = FastAgiServer(
-            self.service.resolve, host=agi.host, port=agi.port, path=agi.path,
-            deadline_ms=agi.deadline_ms, io_timeout_ms=agi.io_timeout_ms,
-            max_sessions=agi.max_sessions, on_decision=self.decisions.record)
+            self.service.resolve,
+            host=agi.host,
+            port=agi.port,
+            path=agi.path,
+            deadline_ms=agi.deadline_ms,
+            io_timeout_ms=agi.io_timeout_ms,
+            max_sessions=agi.max_sessions,
+            on_decision=self.decisions.record,
+        )
         self.presence_problems = 0
         self._load: asyncio.Task[int] | None = None
 
@@ -92,8 +106,9 @@ class Router:
             raise
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -109,9 +124,13 @@ class Router:
         count = await self.store.load()
         loaded_in = loop.time() - started
         freeze_long_lived()
-        log.info("directory_loaded", numbers=count, seconds=round(loaded_in, 3),
-                 distinct_entries=self.store.index.distinct_entries(),
-                 gc_frozen=gc.get_freeze_count())
+        log.info(
+            "directory_loaded",
+            numbers=count,
+            seconds=round(loaded_in, 3),
+            distinct_entries=self.store.index.distinct_entries(),
+            gc_frozen=gc.get_freeze_count(),
+        )
         return count
 
     async def wait_ready(self) -> None:
@@ -131,8 +150,7 @@ class Router:
         updates, problems = presence_snapshot_from_frames(frames)
         for problem in problems:
             self.presence_problems += 1
-            log.warning("presence_frame_unreadable", ami_event=problem.event,
-                        reason=problem.reason)
+            log.warning("presence_frame_unreadable", ami_event=problem.event, reason=problem.reason)
         self.presence.replace(updates)
         log.info("presence_seeded", updates=len(updates))
 

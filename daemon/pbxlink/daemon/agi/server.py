@@ -97,19 +97,21 @@ class FastAgiServer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, limit=ENV_LIMIT, reuse_address=True,
-            backlog=self.backlog)  # a dropped SYN costs a caller 1 s (asyncio's default is 100)
+            self._accept, self.host, self.port, limit=ENV_LIMIT, reuse_address=True, backlog=self.backlog
+        )  # a dropped SYN costs a caller 1 s (asyncio's default is 100)
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("agi_listening", host=self.host, port=self.port, path=self.path,
-                 deadline_ms=self.deadline * 1000)
+        log.info(
+            "agi_listening", host=self.host, port=self.port, path=self.path, deadline_ms=self.deadline * 1000
+        )
 
     async def close(self) -> None:
         if self._server is not None:
@@ -175,15 +177,13 @@ class FastAgiServer:
             return
         request = env.route_request()
         decision = await self._decide(request, deadline_at)
-        decision = dataclasses.replace(
-            decision, decided_in_ms=round((loop.time() - started) * 1000.0, 3))
+        decision = dataclasses.replace(decision, decided_in_ms=round((loop.time() - started) * 1000.0, 3))
         if self._on_decision is not None:
             try:
                 self._on_decision(request, decision)
             except Exception:  # a broken sink must not cost the call its answer
                 log.exception("agi_decision_sink_failed")
-        log.info("route_decided", uniqueid=request.uniqueid, linkedid=request.linkedid,
-                 **decision.to_json())
+        log.info("route_decided", uniqueid=request.uniqueid, linkedid=request.linkedid, **decision.to_json())
         try:
             async with asyncio.timeout(self.io_timeout):
                 await self._answer(reader, writer, decision)
@@ -207,8 +207,9 @@ class FastAgiServer:
             log.exception("route_resolver_failed", uniqueid=request.uniqueid)
             return RouteDecision.fall_through(request, RouteReason.ERROR)
 
-    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      decision: RouteDecision) -> None:
+    async def _answer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decision: RouteDecision
+    ) -> None:
         for name, value in decision.channel_variables().items():
             writer.write(set_variable_command(name, value))
             await writer.drain()

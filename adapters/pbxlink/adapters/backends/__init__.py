@@ -1,0 +1,1 @@
+"""CRM backends behind one protocol: the embedded SQLite CRM, and real CRMs."""

@@ -1,1 +1,0 @@
-"""The CRM side of pbxlink: typed call view, pure planner, rules, embedded CRM, MQTT adapter."""

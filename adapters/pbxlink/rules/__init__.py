@@ -1,0 +1,1 @@
+"""The CRM rules: typed call view, facts, actions and the pure planner (no I/O)."""

@@ -1,0 +1,1 @@
+"""Shared foundation: the layered config loader, the error model, secrets."""

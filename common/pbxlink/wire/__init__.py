@@ -1,0 +1,1 @@
+"""The wire model: what crosses MQTT between pbxlink processes (pure, no I/O)."""

@@ -1,0 +1,1 @@
+"""The AMI codec: byte framing, typed events, decoding (pure, no I/O)."""

@@ -1,0 +1,723 @@
+"""Decode raw AMI frames into typed events, once, at the edge.
+
+:class:`AmiDecoder` maps an :class:`~pbxlink.ami.framing.Frame` to one of the records in
+:mod:`pbxlink.ami.events`, or to ``None`` for frames the tracker does not use (action
+responses, ``TestEvent``, ``CEL``, ``Cdr``, ``RTCP*``, most ``VarSet`` and ``Newexten`` …).
+Dropped frames are counted by event name in :attr:`AmiDecoder.ignored`.
+
+The hot path stays cheap: the event name comes from the frame without parsing its headers,
+and ``VarSet``/``Newexten`` frames are checked for the one header that matters by a byte search
+of the raw frame before anything else is parsed. A frame that claims to be an event the tracker
+uses but lacks a required header raises :class:`MalformedEvent` (one error type, carrying the
+event name and the reason); the caller logs it and carries on with the next frame.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable
+from typing import Protocol
+
+from pbxlink.ami.events import (
+    AgentCalled,
+    AgentComplete,
+    AgentConnect,
+    AgentRingNoAnswer,
+    AmiEvent,
+    AttendedDestType,
+    AttendedTransfer,
+    BlindTransfer,
+    Bridge,
+    BridgeCreate,
+    BridgeDestroy,
+    BridgeEnter,
+    BridgeLeave,
+    Channel,
+    ChannelState,
+    CoreShowChannel,
+    CoreShowChannelsComplete,
+    DialBegin,
+    DialEnd,
+    DialStatus,
+    FullyBooted,
+    Hangup,
+    HangupRequest,
+    LocalBridge,
+    LocalOptimizationBegin,
+    LocalOptimizationEnd,
+    MixMonitorStart,
+    NewCallerid,
+    Newchannel,
+    NewConnectedLine,
+    Newexten,
+    Newstate,
+    OriginateResponse,
+    Pickup,
+    QueueCallerAbandon,
+    QueueCallerJoin,
+    QueueCallerLeave,
+    SuccessfulAuth,
+    TrackedVariable,
+    TransferResult,
+    VarSet,
+)
+
+
+class FrameLike(Protocol):
+    """What the decoder needs from a framed AMI message (``framing.Frame`` provides it)."""
+
+    @property
+    def raw(self) -> bytes: ...
+
+    @property
+    def event(self) -> str | None: ...
+
+
+class MalformedEvent(ValueError):
+    """An event the tracker needs arrived without a header it cannot do without."""
+
+    def __init__(self, event: str, reason: str) -> None:
+        super().__init__(f"malformed AMI {event} event: {reason}")
+        self.event = event
+        self.reason = reason
+
+
+# Applications whose Newexten the tracker follows (lower case).
+TRACKED_APPS = frozenset({"voicemail"})
+
+_TRACKED_VARIABLES = {v.value: v for v in TrackedVariable}
+# as published: NAME, or _NAME / __NAME when set for inheritance
+_TRACKED_VARIABLE_BYTES = {
+    under + v.value.encode(): v for v in TrackedVariable for under in (b"", b"_", b"__")
+}
+_TRACKED_APP_BYTES = frozenset(app.encode() for app in TRACKED_APPS)
+_VARIABLE_MARK = b"\nVariable: "
+_APPLICATION_MARK = b"\nApplication: "
+_UNKNOWN = "<unknown>"
+_MARKS: dict[str, bytes] = {}
+
+
+class _Fields:
+    """Header lookup straight in the frame's bytes, by Asterisk's spelling of the key.
+
+    Only the few headers an event needs are read (a byte search each), instead of splitting
+    the whole frame: most frames carry 20-40 headers of which the tracker uses a handful.
+    Keys are matched case-sensitively as Asterisk writes them (``Uniqueid``, ``DestUniqueid``,
+    ``DestUniqueId`` …); the first occurrence wins.
+    """
+
+    __slots__ = ("_event", "_raw")
+
+    def __init__(self, event: str, frame: FrameLike) -> None:
+        self._event = event
+        self._raw = frame.raw
+
+    def opt(self, key: str) -> str | None:
+        mark = _MARKS.get(key)
+        if mark is None:
+            mark = _MARKS[key] = b"\n" + key.encode() + b": "
+        raw = self._raw
+        start = raw.find(mark)
+        if start < 0:
+            return None
+        start += len(mark)
+        end = raw.find(b"\n", start)
+        if end < 0:
+            end = len(raw)
+        if raw[end - 1 : end] == b"\r":
+            end -= 1
+        return raw[start:end].decode("utf-8", "replace")
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self.opt(key)
+        return default if value is None else value
+
+    def req(self, key: str) -> str:
+        value = self.opt(key)
+        if value is None:
+            raise MalformedEvent(self._event, f"no {key!r} header")
+        return value
+
+    def time(self) -> float | None:
+        stamp = self.opt("Timestamp")
+        if stamp is None:
+            return None
+        try:
+            return float(stamp)
+        except ValueError:
+            raise MalformedEvent(self._event, f"bad Timestamp {stamp!r}") from None
+
+    def number(self, key: str) -> float:
+        value = self.opt(key)
+        if value is None or value == "":
+            return 0.0
+        try:
+            return float(value)
+        except ValueError:
+            raise MalformedEvent(self._event, f"bad number in {key!r}: {value!r}") from None
+
+    def integer(self, key: str) -> int | None:
+        value = self.opt(key)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise MalformedEvent(self._event, f"bad integer in {key!r}: {value!r}") from None
+
+    def channel(self, prefix: str = "") -> Channel:
+        snapshot = self.channel_opt(prefix)
+        if snapshot is None:
+            raise MalformedEvent(self._event, f"no {prefix}Uniqueid/{prefix}Channel headers")
+        return snapshot
+
+    def channel_opt(self, prefix: str = "") -> Channel | None:
+        """The snapshot under ``prefix`` (``Dest``, ``Transferee`` …).
+
+        Asterisk writes a snapshot's headers as one block in a fixed order, so one regular
+        expression reads it; a block in another shape is read header by header instead.
+        """
+        shape = _SNAPSHOTS.get(prefix)
+        if shape is None:
+            shape = _SNAPSHOTS[prefix] = _snapshot_shape(prefix)
+        block, marks = shape
+        raw = self._raw
+        values: list[str | None]
+        match = block.search(raw)
+        if match is not None:
+            values = [v.decode("utf-8", "replace") for v in match.groups()]
+        else:
+            values = self._snapshot_by_header(marks)
+        name, state_text, num, caller_name, context, exten, uniqueid, linkedid = values
+        if uniqueid is None or name is None:
+            return None
+        try:
+            state = ChannelState(int(state_text or "10"))
+        except ValueError:
+            state = ChannelState.UNKNOWN
+        return Channel(
+            name=name,
+            uniqueid=uniqueid,
+            linkedid=linkedid or uniqueid,
+            state=state,
+            caller_num=_caller_text(num),
+            caller_name=_caller_text(caller_name),
+            context=context or "",
+            exten=exten or "",
+        )
+
+    def _snapshot_by_header(self, marks: tuple[bytes, ...]) -> list[str | None]:
+        raw = self._raw
+        values: list[str | None] = []
+        for mark in marks:
+            start = raw.find(mark)
+            if start < 0:
+                values.append(None)
+                continue
+            start += len(mark)
+            end = raw.find(b"\n", start)
+            if end < 0:
+                end = len(raw)
+            if raw[end - 1 : end] == b"\r":
+                end -= 1
+            values.append(raw[start:end].decode("utf-8", "replace"))
+        return values
+
+    def bridge(self) -> Bridge:
+        return Bridge(
+            uniqueid=self.req("BridgeUniqueid"),
+            type=self.text("BridgeType"),
+            technology=self.text("BridgeTechnology"),
+        )
+
+
+# The snapshot headers the Channel record keeps (ast_manager_build_channel_state_string_prefix
+# writes them, each under the event's prefix).
+_SNAPSHOT_KEYS = (
+    b"Channel",
+    b"ChannelState",
+    b"CallerIDNum",
+    b"CallerIDName",
+    b"Context",
+    b"Exten",
+    b"Uniqueid",
+    b"Linkedid",
+)
+# Every header of a snapshot block, in the order Asterisk writes them.
+_SNAPSHOT_BLOCK = (
+    b"Channel",
+    b"ChannelState",
+    b"ChannelStateDesc",
+    b"CallerIDNum",
+    b"CallerIDName",
+    b"ConnectedLineNum",
+    b"ConnectedLineName",
+    b"Language",
+    b"AccountCode",
+    b"Context",
+    b"Exten",
+    b"Priority",
+    b"Uniqueid",
+    b"Linkedid",
+)
+_SNAPSHOTS: dict[str, tuple[re.Pattern[bytes], tuple[bytes, ...]]] = {}
+
+
+def _snapshot_shape(prefix: str) -> tuple[re.Pattern[bytes], tuple[bytes, ...]]:
+    """For one prefix: the regex of the whole block (capturing the kept headers, in
+    ``_SNAPSHOT_KEYS`` order) and the per-header marks of the fallback."""
+    p = re.escape(prefix.encode())
+    kept = set(_SNAPSHOT_KEYS)
+    block = b"".join(
+        b"\n" + p + key + (b": ([^\r\n]*)\r?" if key in kept else b": [^\r\n]*\r?") for key in _SNAPSHOT_BLOCK
+    )
+    marks = tuple(b"\n" + prefix.encode() + key + b": " for key in _SNAPSHOT_KEYS)
+    return re.compile(block), marks
+
+
+def _caller_text(value: str | None) -> str | None:
+    """Caller-ID text as a person wrote it: ``<unknown>``/empty → ``None``, C escapes undone."""
+    if value is None or value in ("", _UNKNOWN):
+        return None
+    if "\\" in value:
+        return unescape_c(value)
+    return value
+
+
+_C_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "?": "?",
+}
+
+
+def unescape_c(text: str) -> str:
+    r"""Undo ``ast_escape_c``: ``\"`` → ``"``, ``\\`` → ``\``, ``\n`` → newline, …"""
+    out: list[str] = []
+    i = 0
+    length = len(text)
+    while i < length:
+        ch = text[i]
+        if ch == "\\" and i + 1 < length:
+            nxt = text[i + 1]
+            out.append(_C_ESCAPES.get(nxt, "\\" + nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _transfer_result(text: str) -> TransferResult:
+    try:
+        return TransferResult(text)
+    except ValueError:
+        return TransferResult.OTHER
+
+
+def _dial_status(text: str) -> DialStatus:
+    head = text.split(":", 1)[0]
+    try:
+        return DialStatus(head)
+    except ValueError:
+        return DialStatus.OTHER
+
+
+def _dest_type(text: str) -> AttendedDestType:
+    try:
+        return AttendedDestType(text)
+    except ValueError:
+        return AttendedDestType.OTHER
+
+
+def _header_value(raw: bytes, mark: bytes) -> bytes | None:
+    """The value of the header ``mark`` names, found by a byte search (no full parse)."""
+    start = raw.find(mark)
+    if start < 0:
+        return None
+    start += len(mark)
+    end = raw.find(b"\r", start)
+    if end < 0:
+        end = raw.find(b"\n", start)
+    return raw[start:] if end < 0 else raw[start:end]
+
+
+def _variable_name(raw_name: bytes) -> TrackedVariable | None:
+    return _TRACKED_VARIABLE_BYTES.get(raw_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# One builder per event name.
+
+_Builder = Callable[[_Fields], AmiEvent]
+
+
+def _newchannel(f: _Fields) -> AmiEvent:
+    return Newchannel(f.time(), f.channel())
+
+
+def _newstate(f: _Fields) -> AmiEvent:
+    return Newstate(f.time(), f.channel())
+
+
+def _newcallerid(f: _Fields) -> AmiEvent:
+    return NewCallerid(f.time(), f.channel())
+
+
+def _newconnectedline(f: _Fields) -> AmiEvent:
+    return NewConnectedLine(
+        f.time(),
+        f.channel(),
+        connected_num=_caller_text(f.opt("ConnectedLineNum")),
+        connected_name=_caller_text(f.opt("ConnectedLineName")),
+    )
+
+
+def _newexten(f: _Fields) -> AmiEvent:
+    return Newexten(f.time(), f.channel(), f.text("Application"), f.text("AppData"))
+
+
+def _varset(f: _Fields) -> AmiEvent:
+    name = f.req("Variable").lstrip("_")
+    variable = _TRACKED_VARIABLES.get(name)
+    if variable is None:  # the byte search matched; the parsed header must agree
+        raise MalformedEvent("VarSet", f"untracked variable {name!r}")
+    uniqueid = f.req("Uniqueid")
+    return VarSet(
+        time=f.time(),
+        uniqueid=uniqueid,
+        linkedid=f.opt("Linkedid") or uniqueid,
+        variable=variable,
+        value=f.text("Value"),
+    )
+
+
+def _dialbegin(f: _Fields) -> AmiEvent:
+    return DialBegin(f.time(), f.channel_opt(), f.channel("Dest"), f.text("DialString"))
+
+
+def _dialend(f: _Fields) -> AmiEvent:
+    return DialEnd(f.time(), f.channel_opt(), f.channel("Dest"), _dial_status(f.text("DialStatus")))
+
+
+def _bridgecreate(f: _Fields) -> AmiEvent:
+    return BridgeCreate(f.time(), f.bridge())
+
+
+def _bridgeenter(f: _Fields) -> AmiEvent:
+    return BridgeEnter(f.time(), f.bridge(), f.channel(), f.opt("SwapUniqueid") or None)
+
+
+def _bridgeleave(f: _Fields) -> AmiEvent:
+    return BridgeLeave(f.time(), f.bridge(), f.channel())
+
+
+def _bridgedestroy(f: _Fields) -> AmiEvent:
+    return BridgeDestroy(f.time(), f.bridge())
+
+
+def _blindtransfer(f: _Fields) -> AmiEvent:
+    return BlindTransfer(
+        time=f.time(),
+        result=_transfer_result(f.text("Result")),
+        transferer=f.channel_opt("Transferer"),
+        transferee=f.channel_opt("Transferee"),
+        context=f.text("Context"),
+        extension=f.text("Extension"),
+        is_external=f.text("IsExternal").lower() == "yes",
+    )
+
+
+def _attendedtransfer(f: _Fields) -> AmiEvent:
+    return AttendedTransfer(
+        time=f.time(),
+        result=_transfer_result(f.text("Result")),
+        dest_type=_dest_type(f.text("DestType")),
+        orig_transferer=f.channel_opt("OrigTransferer"),
+        second_transferer=f.channel_opt("SecondTransferer"),
+        transferee=f.channel_opt("Transferee"),
+        transfer_target=f.channel_opt("TransferTarget"),
+        local_one=f.channel_opt("LocalOne"),
+        local_two=f.channel_opt("LocalTwo"),
+        dest_bridge=f.opt("DestBridgeUniqueid") or None,
+    )
+
+
+def _localbridge(f: _Fields) -> AmiEvent:
+    return LocalBridge(
+        time=f.time(),
+        local_one=f.channel("LocalOne"),
+        local_two=f.channel("LocalTwo"),
+        context=f.text("Context"),
+        exten=f.text("Exten"),
+        optimization=f.text("LocalOptimization").lower() == "yes",
+    )
+
+
+def _localoptbegin(f: _Fields) -> AmiEvent:
+    return LocalOptimizationBegin(
+        time=f.time(),
+        local_one=f.channel("LocalOne"),
+        local_two=f.channel("LocalTwo"),
+        source=f.channel_opt("Source"),
+        dest_bridge=f.opt("DestUniqueId") or None,
+    )
+
+
+def _localoptend(f: _Fields) -> AmiEvent:
+    return LocalOptimizationEnd(
+        time=f.time(),
+        local_one=f.channel("LocalOne"),
+        local_two=f.channel("LocalTwo"),
+        success=f.text("Success").lower() == "yes",
+    )
+
+
+def _queuecallerjoin(f: _Fields) -> AmiEvent:
+    return QueueCallerJoin(f.time(), f.channel(), f.req("Queue"), f.integer("Position") or 0)
+
+
+def _queuecallerleave(f: _Fields) -> AmiEvent:
+    return QueueCallerLeave(f.time(), f.channel(), f.req("Queue"))
+
+
+def _queuecallerabandon(f: _Fields) -> AmiEvent:
+    return QueueCallerAbandon(f.time(), f.channel(), f.req("Queue"), f.number("HoldTime"))
+
+
+def _agentcalled(f: _Fields) -> AmiEvent:
+    return AgentCalled(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("Queue"),
+        member_name=f.text("MemberName"),
+        interface=f.text("Interface"),
+    )
+
+
+def _agentconnect(f: _Fields) -> AmiEvent:
+    return AgentConnect(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("Queue"),
+        member_name=f.text("MemberName"),
+        interface=f.text("Interface"),
+        hold_seconds=f.number("HoldTime"),
+    )
+
+
+def _agentcomplete(f: _Fields) -> AmiEvent:
+    return AgentComplete(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("Queue"),
+        member_name=f.text("MemberName"),
+        interface=f.text("Interface"),
+        reason=f.text("Reason"),
+    )
+
+
+def _agentringnoanswer(f: _Fields) -> AmiEvent:
+    return AgentRingNoAnswer(
+        time=f.time(),
+        channel=f.channel_opt(),
+        member=f.channel_opt("Dest"),
+        queue=f.req("Queue"),
+        member_name=f.text("MemberName"),
+        interface=f.text("Interface"),
+    )
+
+
+def _pickup(f: _Fields) -> AmiEvent:
+    return Pickup(f.time(), f.channel(), f.channel("Target"))
+
+
+def _hangup(f: _Fields) -> AmiEvent:
+    return Hangup(f.time(), f.channel(), f.integer("Cause") or 0)
+
+
+def _hanguprequest(f: _Fields) -> AmiEvent:
+    return HangupRequest(f.time(), f.channel(), soft=False, cause=f.integer("Cause"))
+
+
+def _softhanguprequest(f: _Fields) -> AmiEvent:
+    return HangupRequest(f.time(), f.channel(), soft=True, cause=f.integer("Cause"))
+
+
+def _mixmonitorstart(f: _Fields) -> AmiEvent:
+    return MixMonitorStart(f.time(), f.channel())
+
+
+def _originateresponse(f: _Fields) -> AmiEvent:
+    return OriginateResponse(
+        time=f.time(),
+        success=f.text("Response").lower() == "success",
+        action_id=f.opt("ActionID"),
+        channel=f.text("Channel"),
+        context=f.text("Context"),
+        exten=f.text("Exten"),
+        uniqueid=_caller_text(f.opt("Uniqueid")),  # "<unknown>" when the originate failed
+        reason=f.integer("Reason"),
+    )
+
+
+def _coreshowchannel(f: _Fields) -> AmiEvent:
+    return CoreShowChannel(
+        time=f.time(),
+        channel=f.channel(),
+        bridge_id=f.opt("BridgeId") or None,
+        application=f.text("Application"),
+        app_data=f.text("ApplicationData"),
+        duration_seconds=_duration(f.text("Duration")),
+    )
+
+
+def _coreshowchannelscomplete(f: _Fields) -> AmiEvent:
+    return CoreShowChannelsComplete(f.time(), f.integer("ListItems") or 0)
+
+
+def _fullybooted(f: _Fields) -> AmiEvent:
+    return FullyBooted(f.time())
+
+
+def _successfulauth(f: _Fields) -> AmiEvent:
+    return SuccessfulAuth(f.time())
+
+
+def _duration(text: str) -> float:
+    """``HH:MM:SS`` (CoreShowChannel ``Duration``) → seconds; garbage → 0."""
+    total = 0.0
+    for part in text.split(":"):
+        if not part.isdigit():
+            return 0.0
+        total = total * 60 + int(part)
+    return total
+
+
+_BUILDERS: dict[str, _Builder] = {
+    "Newchannel": _newchannel,
+    "Newstate": _newstate,
+    "NewCallerid": _newcallerid,
+    "NewConnectedLine": _newconnectedline,
+    "Newexten": _newexten,
+    "VarSet": _varset,
+    "DialBegin": _dialbegin,
+    "DialEnd": _dialend,
+    "BridgeCreate": _bridgecreate,
+    "BridgeEnter": _bridgeenter,
+    "BridgeLeave": _bridgeleave,
+    "BridgeDestroy": _bridgedestroy,
+    "BlindTransfer": _blindtransfer,
+    "AttendedTransfer": _attendedtransfer,
+    "LocalBridge": _localbridge,
+    "LocalOptimizationBegin": _localoptbegin,
+    "LocalOptimizationEnd": _localoptend,
+    "QueueCallerJoin": _queuecallerjoin,
+    "QueueCallerLeave": _queuecallerleave,
+    "QueueCallerAbandon": _queuecallerabandon,
+    "AgentCalled": _agentcalled,
+    "AgentConnect": _agentconnect,
+    "AgentComplete": _agentcomplete,
+    "AgentRingNoAnswer": _agentringnoanswer,
+    "Pickup": _pickup,
+    "Hangup": _hangup,
+    "HangupRequest": _hanguprequest,
+    "SoftHangupRequest": _softhanguprequest,
+    "MixMonitorStart": _mixmonitorstart,
+    "OriginateResponse": _originateresponse,
+    "CoreShowChannel": _coreshowchannel,
+    "CoreShowChannelsComplete": _coreshowchannelscomplete,
+    "FullyBooted": _fullybooted,
+    "SuccessfulAuth": _successfulauth,
+}
+
+# Every AMI event name this module can decode.
+DECODABLE_EVENTS = frozenset(_BUILDERS)
+
+# Event names are matched case-insensitively (AMI keys and names are).
+_CANONICAL = {name.lower(): name for name in _BUILDERS}
+_RESOLVED_LIMIT = 4096  # distinct event names remembered (a peer could invent endless ones)
+
+
+class AmiDecoder:
+    """Frames in, typed events out; counts what it drops.
+
+    Not thread-safe; one per AMI stream. ``ignored`` maps an event name (``"<response>"`` for
+    action responses) to how many frames of it were dropped.
+    """
+
+    __slots__ = ("_builders", "_resolved", "decoded", "ignored")
+
+    def __init__(self, events: Collection[str] | None = None) -> None:
+        """``events``: the AMI event names to decode (default: every event modelled in
+        :mod:`~pbxlink.ami.events`); a consumer passes the ones it uses, e.g.
+        :data:`pbxlink.calls.tracker.TRACKED_EVENTS`, and the rest cost nothing."""
+        unknown = set(events or ()) - _BUILDERS.keys()
+        if unknown:
+            raise ValueError(f"no decoder for AMI events {sorted(unknown)}")
+        self._builders = dict(_BUILDERS) if events is None else {n: _BUILDERS[n] for n in events}
+        self._resolved: dict[str, tuple[str, _Builder] | None] = {}
+        self.ignored: Counter[str] = Counter()
+        self.decoded = 0
+
+    def decode(self, frame: FrameLike) -> AmiEvent | None:
+        name = frame.event
+        if name is None:
+            self.ignored["<response>"] += 1
+            return None
+        resolved = self._resolved
+        entry = resolved[name] if name in resolved else self._resolve(name)
+        if entry is None:
+            self.ignored[name] += 1
+            return None
+        name, build = entry
+        if name == "VarSet":
+            variable = _header_value(frame.raw, _VARIABLE_MARK)
+            if variable is None or _variable_name(variable) is None:
+                self.ignored[name] += 1
+                return None
+        elif name == "Newexten":
+            app = _header_value(frame.raw, _APPLICATION_MARK)
+            if app is None or app.lower() not in _TRACKED_APP_BYTES:
+                self.ignored[name] += 1
+                return None
+        event = build(_Fields(name, frame))
+        self.decoded += 1
+        return event
+
+    def _resolve(self, name: str) -> tuple[str, _Builder] | None:
+        """The builder for an event name as received (names match case-insensitively);
+        remembered per name, for a bounded number of distinct names."""
+        canonical = name if name in self._builders else _CANONICAL.get(name.lower())
+        entry = None
+        if canonical is not None and canonical in self._builders:
+            entry = (canonical, self._builders[canonical])
+        if len(self._resolved) < _RESOLVED_LIMIT:
+            self._resolved[name] = entry
+        return entry
+
+    def decode_snapshot(self, frames: Iterable[FrameLike]) -> list[CoreShowChannel]:
+        """The ``CoreShowChannel`` items of a resync listing (``shell.Resynced.channels``),
+        for :meth:`CallTracker.resync`. Malformed items are skipped and counted."""
+        channels: list[CoreShowChannel] = []
+        for frame in frames:
+            try:
+                event = self.decode(frame)
+            except MalformedEvent:
+                self.ignored["<malformed CoreShowChannel>"] += 1
+                continue
+            if isinstance(event, CoreShowChannel):
+                channels.append(event)
+        return channels

@@ -1,5 +1,0 @@
-"""`python -m pbxlink.daemon` is the `pbxlink` command."""
-
-from pbxlink.daemon.cli import main
-
-raise SystemExit(main())
