@@ -24,10 +24,11 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pbxlink.adapters.backends.ledger import BatchHooks
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
 from pbxlink.adapters.inbox import Inbox, Receipt
-from pbxlink.adapters.processing import Processor
+from pbxlink.adapters.processing import Processor, StoredBackend
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
 from pbxlink.rules.settings import Settings
@@ -59,15 +60,26 @@ class CrmAdapter:
         *,
         password: str | None = None,
         clock: Callable[[], datetime] = _now,
+        backend: StoredBackend | None = None,
+        hooks: BatchHooks | None = None,
     ) -> None:
         self.settings = settings
         self.adapter = settings.adapter
         self.store = store
         self.inbox = Inbox(store)
-        self.crm = SqliteCrm(store)
+        self.crm: StoredBackend = backend if backend is not None else SqliteCrm(store)
         self.processor = Processor(
-            self.inbox, self.crm, settings.crm, max_attempts=self.adapter.max_attempts, clock=clock
+            self.inbox,
+            self.crm,
+            settings.crm,
+            max_attempts=self.adapter.max_attempts,
+            clock=clock,
+            hooks=hooks,
         )
+        # A remote CRM: PUBACK only once the CRM accepted the message's work or it is dead-lettered
+        # (with the embedded CRM, the inbox commit is that moment already).
+        self.ack_after_apply = hooks is not None
+        self._unacked: dict[str, list[tuple[int, int]]] = {}
         self.password = password
         self.clock = clock
         self.wake = asyncio.Event()
@@ -111,6 +123,7 @@ class CrmAdapter:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
                     self.connections += 1
+                    self._unacked.clear()  # held acks belonged to the last connection
                     log.info("crm.adapter.connected", topics=self.topics)
                     delay = 0.5
                     self.ready.set()
@@ -153,8 +166,11 @@ class CrmAdapter:
             except Exception as exc:
                 log.error("crm.inbox.store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
-            for message, (topic, _), receipt in zip(burst, items, receipts, strict=True):
-                client._client.ack(message.mid, message.qos)
+            for message, (topic, payload), receipt in zip(burst, items, receipts, strict=True):
+                if self.ack_after_apply and receipt is not Receipt.DEAD:
+                    self._defer_ack(payload, message.mid, message.qos)
+                else:
+                    client._client.ack(message.mid, message.qos)
                 self.received[receipt] += 1
                 if receipt is Receipt.DEAD:
                     log.warning("crm.message.dead_letter", topic=topic)
@@ -172,8 +188,32 @@ class CrmAdapter:
                 await asyncio.wait_for(self.wake.wait(), _WORK_INTERVAL)
             self.wake.clear()
 
+    def _defer_ack(self, payload: bytes, mid: int, qos: int) -> None:
+        message_id = str(json.loads(payload)["id"])  # validated by the inbox already
+        self._unacked.setdefault(message_id, []).append((mid, qos))
+
+    async def _ack_finished(self, client: aiomqtt.Client) -> None:
+        """PUBACK every held message whose inbox row is done or dead now."""
+        if not self._unacked:
+            return
+        waiting = list(self._unacked)
+        finished: list[str] = []
+        for start in range(0, len(waiting), 500):
+            chunk = waiting[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.store.db.execute_fetchall(
+                f"SELECT id FROM inbox WHERE state != 'pending' AND id IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            )
+            finished.extend(str(r[0]) for r in rows)
+        for message_id in finished:
+            for mid, qos in self._unacked.pop(message_id):
+                client._client.ack(mid, qos)
+
     async def work_once(self, client: aiomqtt.Client) -> None:
         await self.processor.run_pending()
+        if self.ack_after_apply:
+            await self._ack_finished(client)
         await self._publish_notifications(client)
         await self._publish_dead_letters(client)
         if self.adapter.publish_directory:

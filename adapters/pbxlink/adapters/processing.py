@@ -9,12 +9,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
-from pbxlink.adapters.backends.protocol import AppliedPlan, apply_plan, gather_facts, gather_request_facts
-from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.backends.ledger import BatchHooks
+from pbxlink.adapters.backends.protocol import (
+    AppliedPlan,
+    CrmBackend,
+    apply_plan,
+    gather_facts,
+    gather_request_facts,
+)
+from pbxlink.adapters.backends.remote import RemoteRejected, RemoteUnavailable
 from pbxlink.adapters.inbox import Inbox, InboxMessage, validate
+from pbxlink.adapters.store import Store
 from pbxlink.rules.actions import Action
 from pbxlink.rules.calls import (
     CallInputError,
@@ -61,26 +70,43 @@ def _stage(envelope: Envelope) -> Stage | None:
     return None
 
 
+class StoredBackend(CrmBackend, Protocol):
+    """A backend whose local state (the embedded CRM, or a remote CRM's ledger) is in the store."""
+
+    store: Store
+
+    def forget_cached(self) -> None: ...
+
+
 class Processor:
+    """Remote backends pass themselves as `hooks` too (see backends/ledger.py): a message whose
+    CRM is unreachable (`RemoteUnavailable`) stays pending without counting an attempt, keeping
+    what already reached the CRM; a refusal (`RemoteRejected`) is dead-lettered at once."""
+
     def __init__(
         self,
         inbox: Inbox,
-        crm: SqliteCrm,
+        crm: StoredBackend,
         settings: CrmSettings,
         *,
         max_attempts: int = 5,
         clock: Callable[[], datetime] = _utcnow,
+        hooks: BatchHooks | None = None,
     ) -> None:
         self.inbox = inbox
         self.crm = crm
         self.settings = settings
         self.max_attempts = max_attempts
         self.clock = clock
+        self.hooks = hooks
+        self.unavailable: str | None = None  # why the last run stopped early (the CRM is down)
 
     async def _apply_in_transaction(self, message: InboxMessage) -> Processed:
         envelope = validate(message.topic, message.payload)
         body = envelope.body
         call_id = _call_id(envelope)
+        if self.hooks is not None:
+            self.hooks.begin_message(message.id, envelope)
         if isinstance(body, InboundRequest):
             sender = sender_identity(body, self.settings)
             facts = await gather_request_facts(
@@ -98,6 +124,8 @@ class Processor:
         stage = _stage(envelope)
         if stage is not None:
             await self.crm.mark_stage(call_id, stage)
+        if self.hooks is not None:
+            await self.hooks.message_applied(message.id, envelope)
         await self.inbox.mark_done(message.id, self.clock())
         return Processed(message.id, call_id, actions, applied.created)
 
@@ -115,31 +143,47 @@ class Processor:
         """
         done: list[Processed] = []
         failed: set[str] = set()
+        self.unavailable = None
         while batch := await self.inbox.pending(batch_size, frozenset(failed)):
             applied: list[Processed] = []
             problems: list[tuple[str, str, bool]] = []
-            async with self.crm.store.transaction() as db:
-                self.crm.forget_cached()
-                for message in batch:
-                    await db.execute("SAVEPOINT message")
-                    try:
-                        applied.append(await self._apply_in_transaction(message))
-                    except Exception as exc:  # noqa: BLE001 - bad input or CRM failure: count it
-                        await db.execute("ROLLBACK TO message")
+            if self.hooks is not None:
+                await self.hooks.begin_batch([m.id for m in batch])
+            try:
+                async with self.crm.store.transaction() as db:
+                    self.crm.forget_cached()
+                    for message in batch:
+                        await db.execute("SAVEPOINT message")
+                        try:
+                            applied.append(await self._apply_in_transaction(message))
+                        except RemoteUnavailable as exc:
+                            # Keep what reached the CRM (its ledger rows); the message stays pending.
+                            await db.execute("RELEASE message")
+                            self.unavailable = str(exc)
+                            break
+                        except Exception as exc:  # noqa: BLE001 - bad input or CRM failure: count it
+                            await db.execute("ROLLBACK TO message")
+                            await db.execute("RELEASE message")
+                            final = isinstance(exc, CallInputError | RemoteRejected)
+                            reason = (
+                                exc.reason
+                                if isinstance(exc, CallInputError | RemoteRejected)
+                                else (f"{type(exc).__name__}: {exc}")
+                            )
+                            dead = await self.inbox.mark_failed(
+                                message.id, reason, self.clock(), 1 if final else self.max_attempts
+                            )
+                            failed.add(message.id)
+                            problems.append((message.id, reason, dead))
+                            continue
                         await db.execute("RELEASE message")
-                        invalid = isinstance(exc, CallInputError)
-                        reason = (
-                            exc.reason
-                            if isinstance(exc, CallInputError)
-                            else (f"{type(exc).__name__}: {exc}")
-                        )
-                        dead = await self.inbox.mark_failed(
-                            message.id, reason, self.clock(), 1 if invalid else self.max_attempts
-                        )
-                        failed.add(message.id)
-                        problems.append((message.id, reason, dead))
-                        continue
-                    await db.execute("RELEASE message")
+                    if self.hooks is not None:
+                        await self.hooks.end_batch()
+            except RemoteUnavailable as exc:  # the batch's upload: nothing of it is marked done
+                assert self.hooks is not None
+                self.hooks.forget_batch()
+                self.unavailable = str(exc)
+                applied, problems = [], []
             for message_id, reason, dead in problems:
                 log.error("crm.message.failed", id=message_id, error=reason, dead=dead)
             for processed in applied:
@@ -151,4 +195,7 @@ class Processor:
                     created=processed.created,
                 )
             done.extend(applied)
+            if self.unavailable is not None:
+                log.warning("crm.remote.unavailable", error=self.unavailable)
+                break
         return done

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import structlog
 
+from pbxlink.adapters.backends.retailcrm.setup import open_retailcrm, read_api_key, retailcrm_settings
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import StoreError, open_store
@@ -48,6 +49,8 @@ def load(args: argparse.Namespace, command: str) -> Settings | None:
     try:
         missing_default = path == DEFAULT_CONFIG and not path.exists()
         settings = Settings() if missing_default else load_settings(path)
+        if settings.crm.backend == "retailcrm":
+            retailcrm_settings(settings.crm)
     except SettingsError as exc:
         print(f"pbxlink {command}: {len(exc.problems)} config problem(s):", file=sys.stderr)
         for problem in exc.problems:
@@ -73,12 +76,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
 
 
-async def serve(settings: Settings, *, shutdown: asyncio.Event, password: Secret | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    shutdown: asyncio.Event,
+    password: Secret | None = None,
+    api_key: Secret | None = None,
+) -> None:
     store = await open_store(settings.adapter.database)
+    broker_password = None if password is None else password.reveal()
     try:
+        if settings.crm.backend == "retailcrm":
+            assert api_key is not None
+            async with open_retailcrm(store, settings.crm, api_key) as backend:
+                adapter = CrmAdapter(
+                    settings, store, password=broker_password, backend=backend, hooks=backend
+                )
+                await adapter.run(shutdown)
+            return
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
-        adapter = CrmAdapter(settings, store, password=None if password is None else password.reveal())
+        adapter = CrmAdapter(settings, store, password=broker_password)
         await adapter.run(shutdown)
     finally:
         await store.close()
@@ -90,18 +108,21 @@ def main(args: argparse.Namespace) -> int:
         return EX_CONFIG
     try:
         password = _password(settings)
+        api_key = (
+            read_api_key(retailcrm_settings(settings.crm)) if settings.crm.backend == "retailcrm" else None
+        )
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"pbxlink adapter: {problem}", file=sys.stderr)
         return EX_CONFIG
-    configure_logging(LogSettings(), secrets=[password])
+    configure_logging(LogSettings(), secrets=[password, api_key])
 
     async def run() -> None:
         shutdown = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shutdown.set)
-        await serve(settings, shutdown=shutdown, password=password)
+        await serve(settings, shutdown=shutdown, password=password, api_key=api_key)
 
     try:
         asyncio.run(run())

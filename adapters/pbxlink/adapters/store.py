@@ -231,6 +231,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE TABLE request_queues (rule TEXT PRIMARY KEY, next_index INTEGER NOT NULL);
     """,
+    # 3: remote CRM backends (pbxlink.adapters.backends.ledger): what each message made in the
+    #    CRM, messages whose remote work started, and local keys (phone numbers) → CRM ids.
+    """
+    CREATE TABLE crm_effects (
+        message_id TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        crm_id     TEXT NOT NULL,
+        at         TEXT NOT NULL,
+        PRIMARY KEY (message_id, key)
+    );
+    CREATE TABLE crm_inflight (message_id TEXT PRIMARY KEY, since TEXT NOT NULL);
+    CREATE TABLE crm_links (
+        kind   TEXT NOT NULL,
+        key    TEXT NOT NULL,
+        crm_id TEXT NOT NULL,
+        PRIMARY KEY (kind, key, crm_id)
+    );
+    """,
 )
 
 

@@ -242,10 +242,17 @@ class CrmSettings:
     orders: OrderSettings = OrderSettings()
     screen_pop: ScreenPopSettings = ScreenPopSettings()
     requests: RequestSettings = RequestSettings()
+    # Which CRM the adapter writes to, and that backend's own table (`[crm.<backend>]`), read
+    # by the backend itself (pbxlink.adapters.backends.<backend>); the rules never look at it.
+    backend: str = "sqlite"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+BACKENDS = ("sqlite", "retailcrm")  # the embedded CRM first (the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,6 +610,19 @@ def _crm(t: _Table) -> CrmSettings:
     except (ZoneInfoNotFoundError, ValueError):
         t.problems.append(f"{t.path}.timezone: unknown IANA zone {timezone!r}")
         timezone = d.timezone
+    backend = t.text("backend", d.backend)
+    if backend not in BACKENDS:
+        t.problems.append(
+            f"{t.path}.backend: must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
+        )
+    options: Mapping[str, Any] = {}
+    for name in BACKENDS[1:]:  # each backend's table is known, whichever backend is chosen
+        table = t.raw.get(name)
+        t.seen.add(name)
+        if table is not None and not isinstance(table, Mapping):
+            t.problems.append(f"{t.path}.{name}: must be a table")
+        elif name == backend and table is not None:
+            options = table
     screen = t.table("screen_pop")
     screen_pop = ScreenPopSettings(on_ringing=screen.boolean("on_ringing", True))
     screen.close()
@@ -615,6 +635,8 @@ def _crm(t: _Table) -> CrmSettings:
         orders=_orders(t.table("orders")),
         screen_pop=screen_pop,
         requests=_requests(t.table("requests")),
+        backend=backend,
+        backend_options=options,
     )
     t.close()
     return result

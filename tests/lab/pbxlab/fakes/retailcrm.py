@@ -18,8 +18,9 @@ enums and the JSON fixtures of its tests) and the API rules page:
 - the rate limit (10 requests per second per key, see docs/crm-retailcrm.md) answered with
   HTTP 503 and a non-JSON body past it, as the official client's examples expect.
 
-Faults for tests: `POST /_fake/faults` `{"unavailable_for": s, "fail_next": n, "delay": s}`
-(the service answers 503 for s seconds / the next n requests / every answer takes s seconds).
+Faults for tests: `POST /_fake/faults` `{"unavailable_for": s, "fail_next": n, "delay": s,
+"late": {path: s}}` (503 for s seconds / for the next n requests / every answer s seconds slow /
+the request to `path` is carried out at once but answered s seconds late).
 `GET /_fake/state` shows everything that arrived. Run standalone for the demo:
 `python -m pbxlab.fakes.retailcrm --port 8091 --api-key KEY`.
 """
@@ -92,6 +93,7 @@ class Faults:
     unavailable_until: float = 0.0
     fail_next: int = 0
     delay: float = 0.0
+    late: dict[str, float] = field(default_factory=dict)  # path → seconds: done at once, answered late
 
 
 @dataclass
@@ -183,6 +185,7 @@ class FakeRetailCrm:
         r.add_get("/api/v5/customers/history", self.customers_history)
         r.add_post("/api/v5/customers/create", self.customers_create)
         r.add_get("/api/v5/customers/{externalId}", self.customers_get)
+        r.add_post("/api/v5/customers/{externalId}/edit", self.customers_edit)
         r.add_get("/api/v5/orders", self.orders_list)
         r.add_post("/api/v5/orders/create", self.orders_create)
         r.add_get("/api/v5/tasks", self.tasks_list)
@@ -237,6 +240,8 @@ class FakeRetailCrm:
                 body["errors"] = exc.errors
             response = web.json_response(body, status=exc.status)
         entry["status"] = response.status
+        if request.path in self.faults.late:
+            await asyncio.sleep(self.faults.late[request.path])
         return response
 
     @staticmethod
@@ -311,6 +316,9 @@ class FakeRetailCrm:
         external = q.getall("filter[externalIds][]", [])
         if external:
             found = [c for c in found if c["externalId"] in external]
+        ids = q.getall("filter[ids][]", [])
+        if ids:
+            found = [c for c in found if str(c["id"]) in ids]
         if "filter[sites][]" in q:
             found = [c for c in found if c["site"] in q.getall("filter[sites][]")]
         items, pagination = self._page(found, q, limit)
@@ -347,6 +355,32 @@ class FakeRetailCrm:
             raise ApiError(400, "Customer already exists.")
         customer = self._store_customer(data, site)
         return web.json_response({"success": True, "id": customer["id"]}, status=201)
+
+    async def customers_edit(self, request: web.Request) -> web.Response:
+        form = await self._form(request)
+        data = _json_field(form, "customer", dict)
+        by = form.get("by", "externalId")
+        key = request.match_info["externalId"]
+        customer = next(
+            (
+                c
+                for c in self.state.customers
+                if (by == "id" and str(c["id"]) == key) or (by == "externalId" and c["externalId"] == key)
+            ),
+            None,
+        )
+        if customer is None:
+            raise ApiError(404, "Not found")
+        manager = data.get("managerId")
+        if manager is not None and manager not in self.state.users:
+            raise ApiError(400, "Customer is not loaded", {"managerId": "Manager not found."})
+        for k in ("firstName", "lastName", "managerId", "phones"):
+            if k in data:
+                customer[k] = data[k]
+        self.state.customer_history.append(
+            {"id": len(self.state.customer_history) + 1, "created": False, "customer": dict(customer)}
+        )
+        return web.json_response({"success": True, "id": customer["id"]})
 
     async def customers_history(self, request: web.Request) -> web.Response:
         q = request.query
@@ -668,6 +702,8 @@ class FakeRetailCrm:
             self.faults.fail_next = int(body["fail_next"])
         if "delay" in body:
             self.faults.delay = float(body["delay"])
+        if "late" in body:
+            self.faults.late = {str(k): float(v) for k, v in body["late"].items()}
         return web.json_response({"ok": True})
 
 
