@@ -1,0 +1,78 @@
+"""The fake RetailCRM as its own process (for the lab tests and the demo), driven over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+LAB = Path(__file__).resolve().parents[2]  # tests/lab
+
+
+class FakeRetailCrmProcess:
+    """`python -m pbxlab.fakes.retailcrm` on a free 127.0.0.1 port; stopped by its PID."""
+
+    def __init__(
+        self,
+        log: Path,
+        *,
+        api_key: str,
+        users: dict[int, str],
+        sites: tuple[str, ...] = ("main",),
+        statuses: tuple[str, ...] = (),
+        rate_limit: int = 10,
+    ) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "pbxlab.fakes.retailcrm",
+            "--api-key",
+            api_key,
+            "--rate-limit",
+            str(rate_limit),
+        ]
+        args += [a for uid, name in users.items() for a in ("--user", f"{uid}:{name}")]
+        args += [a for site in sites for a in ("--site", site)]
+        args += [a for status in statuses for a in ("--status", status)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LAB), os.environ.get("PYTHONPATH", "")])}
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fake RetailCRM did not start (see {log})")
+        self.url: str = json.loads(line)["url"]
+
+    def state(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_fake/state", timeout=10) as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+        return document
+
+    def faults(self, **faults: Any) -> None:
+        request = urllib.request.Request(
+            f"{self.url}/_fake/faults",
+            data=json.dumps(faults).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
