@@ -51,6 +51,11 @@ def load(args: argparse.Namespace, command: str) -> Settings | None:
         settings = Settings() if missing_default else load_settings(path)
         if settings.crm.backend == "retailcrm":
             retailcrm_settings(settings.crm)
+    except ConfigError as exc:
+        print(f"pbxlink {command}: {len(exc.problems)} config problem(s):", file=sys.stderr)
+        for item in exc.problems:
+            print(f"  {item}", file=sys.stderr)
+        return None
     except SettingsError as exc:
         print(f"pbxlink {command}: {len(exc.problems)} config problem(s):", file=sys.stderr)
         for problem in exc.problems:

@@ -168,7 +168,7 @@ class RetailCrm:
     # ---------------------------------------------------------------- look-ups
 
     async def employees(self) -> tuple[EmployeeFact, ...]:
-        return tuple(EmployeeFact(ext, f"RetailCRM user {user}", ext) for ext, user in self.s.users)
+        return tuple(EmployeeFact(ext, f"RetailCRM user {user}", ext) for ext, user in self.s.users.items())
 
     def _same_number(self, customer: dict[str, Any], e164: str) -> bool:
         region = self.crm.phone.default_region

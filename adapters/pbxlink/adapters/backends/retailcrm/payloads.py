@@ -82,8 +82,8 @@ def module_request(s: RetailCrmSettings) -> Request:
         "inputEventSupported": True,
         "outputEventSupported": True,
         "hangupEventSupported": True,
-        "additionalCodes": [{"userId": user, "code": ext} for ext, user in s.users],
-        "externalPhones": [{"siteCode": site, "externalPhone": line} for line, site in s.sites],
+        "additionalCodes": [{"userId": user, "code": ext} for ext, user in s.users.items()],
+        "externalPhones": [{"siteCode": site, "externalPhone": line} for line, site in s.sites.items()],
     }
     if s.make_call_url:
         telephony["makeCallUrl"] = s.make_call_url

@@ -13,30 +13,28 @@ from pbxlink.adapters.backends.remote import RemoteClient, RemotePolicy, RemoteR
 from pbxlink.adapters.backends.retailcrm.backend import RetailCrm, describe_error
 from pbxlink.adapters.backends.retailcrm.settings import RetailCrmSettings, parse_retailcrm
 from pbxlink.adapters.store import Store
-from pbxlink.daemon.config import Secret, read_secret
+from pbxlink.foundation.config import Secret, read_secret
 from pbxlink.foundation.errors import ConfigError, ConfigProblem
 from pbxlink.rules.settings import CrmSettings
 
 log = structlog.get_logger()
 
-CREDENTIAL = "retailcrm-api-key"
-
 
 def retailcrm_settings(crm: CrmSettings) -> RetailCrmSettings:
-    """`[crm.retailcrm]` of settings whose backend is retailcrm (raises SettingsError)."""
+    """`[crm.retailcrm]` of settings whose backend is retailcrm (raises ConfigError)."""
     return parse_retailcrm(crm.backend_options)
 
 
 def read_api_key(s: RetailCrmSettings) -> Secret:
     """crm.retailcrm.api_key_file, else the systemd credential retailcrm-api-key (ConfigError)."""
     if s.api_key_file is not None:
-        return read_secret(Path(s.api_key_file), "crm.retailcrm.api_key_file")
+        return read_secret(s.api_key_file, "crm.retailcrm.api_key_file")
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidate = Path(credentials) / CREDENTIAL if credentials else None
+    candidate = Path(credentials) / s.api_key_credential if credentials else None
     if candidate is not None and candidate.is_file():
-        return read_secret(candidate, f"$CREDENTIALS_DIRECTORY/{CREDENTIAL}")
+        return read_secret(candidate, "crm.retailcrm.api_key_credential")
     raise ConfigError(
-        [ConfigProblem("crm.retailcrm.api_key_file", "required (or the credential retailcrm-api-key)")]
+        [ConfigProblem("crm.retailcrm.api_key_file", f"required (or the credential {s.api_key_credential})")]
     )
 
 
