@@ -24,6 +24,8 @@ from typing import Any
 
 import structlog
 
+from pbxlink.adapters.backends.retailcrm.explain import retailcrm_requests
+from pbxlink.adapters.backends.retailcrm.setup import retailcrm_settings
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processor
@@ -190,12 +192,18 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
             explain_items(list(items), settings, database=database, scratch_dir=Path(scratch))
         )
     zone = settings.crm.zone
+    retailcrm = retailcrm_settings(settings.crm) if settings.crm.backend == "retailcrm" else None
     out = sys.stdout
     for result in results:
+        sent = (
+            []
+            if retailcrm is None or result.error
+            else retailcrm_requests(result.kind, result.data, result.actions, retailcrm, zone)
+        )
         if args.quiet_events and result.kind == "event" and not result.actions:
             continue
         if args.json:
-            document = {
+            document: dict[str, Any] = {
                 "kind": result.kind,
                 "call_id": result.call_id,
                 "data": result.data,
@@ -210,6 +218,8 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
                     for a in result.actions
                 ],
             }
+            if retailcrm is not None:
+                document["retailcrm"] = sent
             out.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
             continue
         out.write(_headline(result) + "\n")
@@ -219,5 +229,7 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
             out.write(f"  {describe(action, zone)}\n")
         if not result.actions and not result.error:
             out.write("  (no CRM action)\n")
+        for line in sent:
+            out.write(f"  → RetailCRM {line}\n")
     out.flush()
     return 0

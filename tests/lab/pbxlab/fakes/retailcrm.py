@@ -444,7 +444,7 @@ class FakeRetailCrm:
             "customer": {"type": "customer", "id": customer["id"] if customer else None},
             "phone": data.get("phone"),
             "firstName": data.get("firstName", customer["firstName"] if customer else ""),
-            "customerComment": data.get("customerComment"),
+            "managerComment": data.get("managerComment"),
             "createdAt": data.get("createdAt") or _now_text(),
         }
         self.state.orders.append(order)

@@ -132,7 +132,7 @@ def order_request(
         "customer": {"id": int(customer_id)} if customer_id.isdigit() else {"externalId": customer_id},
         "phone": phone,
         "createdAt": local(action.created_at, zone),
-        "customerComment": action.reason,
+        "managerComment": f"pbxlink: {action.reason}",
     }
     if s.order_method:
         order["orderMethod"] = s.order_method
