@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo   - set up the lab and show calls flowing end to end"
+	@echo "              (make demo DEMO_CRM=retailcrm: the same calls into a fake RetailCRM)"
 	@echo "make test   - set up everything and run the checks and the whole test suite"
 	@echo "make check  - ruff, mypy --strict, import-linter, systemd-analyze"
 	@echo "make bench  - run the benchmarks and print their figures"

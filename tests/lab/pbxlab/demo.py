@@ -9,6 +9,11 @@ Everything it started is stopped again by PID. Its files are in `.demo/` (logs, 
 
 Run it as root from the repository: `make demo` (or
 `PYTHONPATH=tests/lab .venv/bin/python -m pbxlab.demo`). Needs the virtualenv's packages.
+
+One setting points it at RetailCRM instead: `make demo DEMO_CRM=retailcrm` starts the fake
+RetailCRM (tests/lab/pbxlab/fakes/retailcrm.py) on 127.0.0.1, configures
+`[crm] backend = "retailcrm"` with the seed's rules (Ringostat + RetailCRM: orders into statuses,
+missed-call tasks on the order) and prints what arrived there.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 import urllib.request
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
 from pbxlab.driver import LabDriver
+from pbxlab.fakes.process import FakeRetailCrmProcess
 from pbxlab.instance import LabInstance, running_instance, setup_asterisk, start_asterisk, stop_asterisk
 from pbxlab.mosquitto import Broker, free_port, start_mosquitto, stop_mosquitto
 
@@ -54,6 +61,9 @@ KNOWN_CLIENTS = [
     ("Сервіс-Центр", "+380501110009", "101"),
 ]
 EMPLOYEES = [("101", "Олена Коваль"), ("102", "Андрій Шевчук"), ("103", "Ірина Бондар")]
+DEMO_CRM = os.environ.get("DEMO_CRM", "sqlite")  # "retailcrm": the adapter writes to the fake RetailCRM
+RETAILCRM_KEY = "demo-retailcrm-key"
+RETAILCRM_USERS = {27: "101", 28: "102", 29: "103"}  # RetailCRM user id → extension
 
 
 def say(text: str = "") -> None:
@@ -64,7 +74,9 @@ def step(text: str) -> None:
     say(f"\n== {text}")
 
 
-def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
+def config_text(
+    instance: LabInstance, broker: Broker, http_port: int, retailcrm_url: str | None = None
+) -> str:
     """The demo's config: embedded defaults, pointed at the lab's ports and the demo's files."""
     return textwrap.dedent(f"""\
         # Written by `make demo`: the defaults, plus the lab's ports and the demo's files.
@@ -96,7 +108,12 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
         name = "demo-crm"
         broker_port = {broker.port}
         database = "{WORK / "crm.sqlite3"}"
+        """) + (RETAILCRM_RULES if retailcrm_url else SQLITE_RULES).replace(
+        "{url}", retailcrm_url or ""
+    ).replace("{key}", str(WORK / "retailcrm.key"))
 
+
+SQLITE_RULES = textwrap.dedent("""
         [crm]
         timezone = "Europe/Kyiv"
 
@@ -121,6 +138,66 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
         [crm.clients.outgoing]
         create = "client"
         """)
+RETAILCRM_RULES = textwrap.dedent("""
+        [crm]                              # Ringostat + RetailCRM (seed 002)
+        timezone = "Europe/Kyiv"
+        backend = "retailcrm"
+        [crm.retailcrm]
+        url = "{url}"
+        api_key_file = "{key}"
+        site = "main"
+        [crm.retailcrm.users]              # extension → RetailCRM user (the module's additionalCodes)
+        "101" = 27
+        "102" = 28
+        "103" = 29
+
+        [crm.orders]                       # a new number → customer + order, status by line rules
+        enabled = true
+        [[crm.orders.rules]]
+        name = "missed calls"
+        kind = "missed"
+        status = "callback"
+
+        [crm.tasks]                        # missed calls → a task on the order, due in 2 hours
+        enabled = true
+        assignees = ["101"]
+        deadline_hours = 2
+        unlinked = "skip"
+        """)
+
+
+def show_retailcrm(fake: FakeRetailCrmProcess) -> None:
+    """What arrived in (the fake) RetailCRM, entity by entity."""
+    state = fake.state()
+    say(f"\n-- telephony module «{next(iter(state['modules']), '-')}»: additionalCodes, externalPhones")
+    for module in state["modules"].values():
+        telephony = module["integrations"]["telephony"]
+        say(f"   {json.dumps(telephony['additionalCodes'], ensure_ascii=False)}")
+    say("\n-- customers (id, name, phones, manager)")
+    for c in state["customers"]:
+        phones = ", ".join(p["number"] for p in c["phones"])
+        external = c["externalId"] or "(typed in by hand)"
+        say(f"   {c['id']:>3}  {c['firstName']:<40} {phones:<16} manager {c['managerId']}  {external}")
+    say("\n-- orders (number, status, customer, manager)")
+    for o in state["orders"]:
+        customer = o["customer"]["id"]
+        say(f"   {o['number']:>4}  {o['status']:<10} customer {customer:<3} manager {o['managerId']}")
+    say("\n-- tasks (text, performer, order, due)")
+    for task in state["tasks"]:
+        order = (task.get("order") or {}).get("number", "-")
+        say(f"   {task['text']:<22} performer {task['performer']}  order {order}  due {task['datetime']}")
+    say("\n-- calls (telephony/calls/upload; externalId = the outcome id)")
+    for call in state["calls"]:
+        say(
+            f"   {call['date']}  {call['type']:<3} {call['phone']:<14} {call['result']:<10} "
+            f"code {call.get('code', '-'):<4} {call['duration']:>3} s  {call['externalId']}"
+        )
+    say("\n-- live events (telephony/call/event: the managers' popups)")
+    for e in state["events"]:
+        codes = ",".join(e["codes"]) or "-"
+        say(f"   {e['type']:<7} {e['phone']:<14} codes {codes:<8} {e.get('hangupStatus') or ''}")
+    api = list(state["requests"])
+    say(f"\n   {len(api)} API requests in all, {sum(1 for r in api if r.get('status') == 503)} answered 503")
 
 
 class Processes:
@@ -217,6 +294,19 @@ def describe(outcome: dict[str, Any]) -> str:
     return f"{data.get('direction'):8} {who or '?':>20}  {status}{handled}{transfers}{route}{talk}"
 
 
+def retailcrm_customer(fake: FakeRetailCrmProcess, name: str, phone: str, manager: int) -> None:
+    """A customer created through RetailCRM's API, as a person would type it in."""
+    customer = {"firstName": name, "phones": [{"number": phone}], "managerId": manager}
+    body = urllib.parse.urlencode({"customer": json.dumps(customer, ensure_ascii=False)}).encode()
+    request = urllib.request.Request(
+        f"{fake.url}/api/v5/customers/create",
+        data=body,
+        headers={"X-API-KEY": RETAILCRM_KEY, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
 def main() -> int:
     if os.geteuid() != 0:
         say("make demo needs root: the lab runs Asterisk in a chroot (sudo make demo)")
@@ -246,12 +336,29 @@ def main() -> int:
         say(f"   mosquitto pid {broker.pid}: 127.0.0.1:{broker.port}")
         cleanup.callback(procs.stop_all)
 
-        step("Starting pbxlink (daemon + CRM adapter with the embedded SQLite CRM)")
+        fake: FakeRetailCrmProcess | None = None
+        if DEMO_CRM == "retailcrm":
+            step("Starting the fake RetailCRM (API v5 on 127.0.0.1, its documented rate limit)")
+            fake = FakeRetailCrmProcess(
+                WORK / "retailcrm.log",
+                api_key=RETAILCRM_KEY,
+                users={uid: dict(EMPLOYEES)[ext] for uid, ext in RETAILCRM_USERS.items()},
+                statuses=("new", "callback", "complete", "cancel-other"),
+            )
+            cleanup.callback(
+                lambda: (fake.stop(), say(f"   stopped the fake RetailCRM (pid {fake.process.pid})"))
+            )
+            (WORK / "retailcrm.key").write_text(RETAILCRM_KEY + "\n")
+            (WORK / "retailcrm.key").chmod(0o600)
+            say(f"   fake RetailCRM pid {fake.process.pid}: {fake.url}")
+
+        crm_name = "RetailCRM" if fake else "the embedded SQLite CRM"
+        step(f"Starting pbxlink (daemon + CRM adapter with {crm_name})")
         (WORK / "ami.secret").write_text(instance.ami_secret + "\n")
         (WORK / "ami.secret").chmod(0o600)
         http_port = free_port()
         config = WORK / "pbxlink.toml"
-        config.write_text(config_text(instance, broker, http_port))
+        config.write_text(config_text(instance, broker, http_port, fake.url if fake else None))
         pbxlink("check-config", "--quiet", "-c", str(config))
         daemon = procs.start("pbxlink run", [str(PBXLINK), "run", "-c", str(config)], WORK / "daemon.log")
         wait_ready(http_port, daemon)
@@ -269,13 +376,18 @@ def main() -> int:
         watcher = OutcomeWatcher(broker)
         cleanup.callback(watcher.close)
 
-        step("Filling the CRM: employees and clients with their responsible manager")
-        for ext, name in EMPLOYEES:
-            pbxlink("crm", "-c", str(config), "add-employee", ext, name, "--extension", ext)
-        for name, phone, owner in KNOWN_CLIENTS:
-            pbxlink("crm", "-c", str(config), "add-client", name, phone, "--responsible", owner)
-            say(f"   {name:16} {phone:>14}  responsible {owner}")
-        time.sleep(3.0)  # the adapter publishes ownership; the daemon's directory takes it in
+        if fake is None:
+            step("Filling the CRM: employees and clients with their responsible manager")
+            for ext, name in EMPLOYEES:
+                pbxlink("crm", "-c", str(config), "add-employee", ext, name, "--extension", ext)
+            for name, phone, owner in KNOWN_CLIENTS:
+                pbxlink("crm", "-c", str(config), "add-client", name, phone, "--responsible", owner)
+                say(f"   {name:16} {phone:>14}  responsible {owner}")
+            time.sleep(3.0)  # the adapter publishes ownership; the daemon's directory takes it in
+        else:
+            step("RetailCRM knows one customer, typed in by hand in national form")
+            retailcrm_customer(fake, "ФОП Петренко", "050 111 00 02", 27)
+            say("   ФОП Петренко  050 111 00 02  manager 27 (ext 101)")
 
         step("Placing calls through Asterisk with SIPp")
         driver = LabDriver(instance, WORK / "sipp")
@@ -294,10 +406,15 @@ def main() -> int:
         say(f"   ({len(outcomes)} outcomes in all; the first is shown whole)")
 
         time.sleep(2.0)  # let the adapter apply the last outcome
-        step("What the CRM rules made of them (pbxlink crm …)")
-        for view in ("clients", "deals", "inquiries", "tasks"):
-            say(f"\n-- {view}")
-            say(pbxlink("crm", "-c", str(config), view).rstrip())
+        if fake is not None:
+            time.sleep(2.0)  # RetailCRM's rate limit: the last requests are on their way
+            step(f"What arrived in RetailCRM ({fake.url}/_fake/state)")
+            show_retailcrm(fake)
+        else:
+            step("What the CRM rules made of them (pbxlink crm …)")
+            for view in ("clients", "deals", "inquiries", "tasks"):
+                say(f"\n-- {view}")
+                say(pbxlink("crm", "-c", str(config), view).rstrip())
 
         step("Stopping what the demo started")
     say(f"\nDone. Logs and databases are in {WORK.relative_to(REPO)}/.")
