@@ -5,8 +5,10 @@ RetailCRM settled it; Bitrix24 and the signed webhook use it as is. A backend bu
 calls `get` / `post_form` / `post_json`. What the client guarantees:
 
 - **Rate limit**: a client-side limiter (aiolimiter's leaky bucket, no burst) keeps requests
-  at `rate_per_second`, the CRM's documented quota; every attempt, retries included, waits
-  for its slot. One limiter per client, so one per CRM account.
+  at `rate_per_second` (the CRM's documented quota) times `headroom` (0.95: network jitter
+  bunches requests up on their way, and the server counts arrivals); every attempt, retries
+  included, waits for its slot. One limiter per client, so one per CRM account. A 503 that
+  still comes is retried like any other.
 - **Transient failures are retried** with exponential backoff and jitter (stamina): HTTP 503,
   429, 502, 504, other 5xx, timeouts, refused or reset connections. `Retry-After` is not
   trusted further than `backoff_max`. Retries stop after `attempts` or `retry_budget_seconds`;
@@ -47,6 +49,7 @@ Answer = dict[str, Any]
 @dataclass(frozen=True, slots=True)
 class RemotePolicy:
     rate_per_second: float = 10.0
+    headroom: float = 0.95
     connect_timeout: float = 5.0
     read_timeout: float = 10.0
     attempts: int = 8
@@ -118,7 +121,7 @@ class RemoteClient:
         self.counters = ClientCounters()
         # No burst: one request per 1/rate seconds, so a sliding one-second window on the
         # server never sees more than the quota.
-        self._limiter = AsyncLimiter(1, 1.0 / policy.rate_per_second)
+        self._limiter = AsyncLimiter(1, 1.0 / (policy.rate_per_second * policy.headroom))
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers or {}),

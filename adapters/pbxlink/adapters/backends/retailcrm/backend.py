@@ -41,7 +41,7 @@ from pbxlink.rules.actions import (
 from pbxlink.rules.calls import CallOutcome, Envelope, LiveEvent
 from pbxlink.rules.facts import ClientFact, EmployeeFact, OpenItem, Stage
 from pbxlink.rules.identity import identify
-from pbxlink.rules.settings import CrmSettings
+from pbxlink.rules.settings import ClientCreation, CrmSettings
 
 log = structlog.get_logger()
 
@@ -212,7 +212,20 @@ class RetailCrm:
             )
         return tuple(sorted(items, key=lambda i: (i.created_at, int(i.id))))
 
+    def _rules_need_clients(self) -> bool:
+        """Only rules that create or link CRM records look customers up (screen pops are
+        RetailCRM's own, from call events): with none on, an outcome costs no look-up."""
+        c = self.crm
+        creates = any(
+            t.create is not ClientCreation.NOTHING
+            for t in (c.clients.answered, c.clients.missed, c.clients.outgoing)
+        )
+        inquiries = c.inquiries.on_answered.enabled or c.inquiries.on_missed.enabled
+        return c.orders.enabled or c.tasks.enabled or creates or inquiries
+
     async def clients_by_phone(self, e164: str) -> tuple[ClientFact, ...]:
+        if not self._rules_need_clients():
+            return ()
         clients = []
         for c in await self._customers(e164):
             extension = self.s.extension_of(c.get("managerId"))
