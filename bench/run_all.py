@@ -8,6 +8,8 @@ Each benchmark measures pbxlink side by side with its baseline in the same run:
 * bench_delivery.py     outbox + publish vs plain QoS 1 publishing (and, with --lab,
                         hangup -> PUBACK latency with the lab placing 20 calls/s)
 * bench_crm.py          outcomes applied end to end with 1M clients, and the planner alone
+* bench_retailcrm.py    outcomes/s and HTTP requests per outcome into the fake RetailCRM at
+                        its 10 req/s quota, batched uploads vs one upload per call
 
     .venv/bin/python bench/run_all.py [--quick] [--lab]
 
@@ -53,6 +55,7 @@ def main() -> int:
             "200" if quick else "2000",
         ],
     ]
+    runs.append(["bench_retailcrm.py", "--outcomes", "300" if quick else "1000"])
     if args.lab:
         runs.append(["bench_delivery.py", "latency", "--rate", "20", "--seconds", "10" if quick else "60"])
         runs.append(["bench_lab_capacity.py", "--rates", "10", "25", "--seconds", "6"])
