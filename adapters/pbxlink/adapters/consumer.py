@@ -16,7 +16,7 @@ import contextlib
 import json
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -62,6 +62,7 @@ class CrmAdapter:
         clock: Callable[[], datetime] = _now,
         backend: StoredBackend | None = None,
         hooks: BatchHooks | None = None,
+        directory_source: Callable[[Store, str, datetime], Awaitable[bytes]] = directory_payload,
     ) -> None:
         self.settings = settings
         self.adapter = settings.adapter
@@ -80,6 +81,9 @@ class CrmAdapter:
         # (with the embedded CRM, the inbox commit is that moment already).
         self.ack_after_apply = hooks is not None
         self._unacked: dict[str, list[tuple[int, int]]] = {}
+        # Where a number's directory entry comes from: the embedded CRM's tables, or a remote
+        # CRM's mirror (pbxlink.adapters.backends.owners.owner_payload).
+        self.directory_source = directory_source
         self.password = password
         self.clock = clock
         self.wake = asyncio.Event()
@@ -266,7 +270,7 @@ class CrmAdapter:
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
         prefix = f"{self.adapter.topic_prefix}/directory/"
         dirty = await dirty_numbers(self.store)
-        payloads = [await directory_payload(self.store, e164, self.clock()) for e164, _ in dirty]
+        payloads = [await self.directory_source(self.store, e164, self.clock()) for e164, _ in dirty]
         await asyncio.gather(
             *(
                 client.publish(directory_topic(e164, prefix), payload, qos=1, retain=True)

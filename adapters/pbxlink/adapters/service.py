@@ -16,7 +16,13 @@ from pathlib import Path
 
 import structlog
 
-from pbxlink.adapters.backends.retailcrm.setup import open_retailcrm, read_api_key, retailcrm_settings
+from pbxlink.adapters.backends.owners import owner_payload
+from pbxlink.adapters.backends.retailcrm.setup import (
+    directory_feed,
+    open_retailcrm,
+    read_api_key,
+    retailcrm_settings,
+)
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import StoreError, open_store
@@ -95,9 +101,21 @@ async def serve(
             assert api_key is not None
             async with open_retailcrm(store, settings.crm, api_key) as backend:
                 adapter = CrmAdapter(
-                    settings, store, password=broker_password, backend=backend, hooks=backend
+                    settings,
+                    store,
+                    password=broker_password,
+                    backend=backend,
+                    hooks=backend,
+                    directory_source=owner_payload,
                 )
-                await adapter.run(shutdown)
+                feed = directory_feed(backend)
+                async with asyncio.TaskGroup() as group:
+                    if feed is not None and settings.adapter.publish_directory:
+                        group.create_task(
+                            feed.run(shutdown, adapter.wake.set, backend.s.directory_seconds),
+                            name="retailcrm-directory",
+                        )
+                    group.create_task(adapter.run(shutdown), name="crm-adapter")
             return
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)

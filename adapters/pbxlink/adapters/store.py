@@ -248,6 +248,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         crm_id TEXT NOT NULL,
         PRIMARY KEY (kind, key, crm_id)
     );
+    -- The remote CRM's clients and their responsible managers, mirrored for the ownership
+    -- directory (pbxlink.adapters.backends.owners); sync cursors of each feed.
+    CREATE TABLE remote_owners (
+        crm_id      TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        responsible TEXT,
+        extension   TEXT,
+        blocked     INTEGER NOT NULL DEFAULT 0,
+        numbers     TEXT NOT NULL
+    );
+    CREATE TABLE remote_owner_numbers (
+        e164   TEXT NOT NULL,
+        crm_id TEXT NOT NULL REFERENCES remote_owners (crm_id) ON DELETE CASCADE,
+        PRIMARY KEY (e164, crm_id)
+    );
+    CREATE TABLE remote_sync (feed TEXT PRIMARY KEY, cursor TEXT NOT NULL);
     """,
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
 import sqlite3
@@ -254,3 +255,23 @@ async def test_the_broker_keeps_outcomes_until_retailcrm_accepted_them(make_rig:
     rig.start()
     await wait_for(lambda: rig.done() == 5, 60, "all 5 redelivered and done", rig.log)
     assert_exactly_once(rig.fake.state(), [f"pbx1:p{n}" for n in range(5)])
+
+
+async def test_the_directory_from_retailcrm_is_published_retained_for_routing(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(rate=200)
+    rig.fake.create_customer("ФОП Петренко", ["050 111 00 02"], manager=27)
+    rig.start()
+    await wait_for(lambda: rig.connected() >= 1, 20, "adapter connected", rig.log)
+    async with aiomqtt.Client("127.0.0.1", rig.broker.port, protocol=aiomqtt.ProtocolVersion.V5) as sub:
+        await sub.subscribe("pbxlink/v1/directory/380501110002", qos=1)
+        async with asyncio.timeout(30):
+            async for message in sub.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                document = json.loads(payload)
+                break
+    assert document["number"] == "+380501110002"
+    [client] = document["clients"]
+    assert client["name"] == "ФОП Петренко"
+    assert client["responsibles"][0]["extension"] == "101"

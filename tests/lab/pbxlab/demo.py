@@ -294,19 +294,6 @@ def describe(outcome: dict[str, Any]) -> str:
     return f"{data.get('direction'):8} {who or '?':>20}  {status}{handled}{transfers}{route}{talk}"
 
 
-def retailcrm_customer(fake: FakeRetailCrmProcess, name: str, phone: str, manager: int) -> None:
-    """A customer created through RetailCRM's API, as a person would type it in."""
-    customer = {"firstName": name, "phones": [{"number": phone}], "managerId": manager}
-    body = urllib.parse.urlencode({"customer": json.dumps(customer, ensure_ascii=False)}).encode()
-    request = urllib.request.Request(
-        f"{fake.url}/api/v5/customers/create",
-        data=body,
-        headers={"X-API-KEY": RETAILCRM_KEY, "Content-Type": "application/x-www-form-urlencoded"},
-    )
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-
-
 def main() -> int:
     if os.geteuid() != 0:
         say("make demo needs root: the lab runs Asterisk in a chroot (sudo make demo)")
@@ -386,7 +373,7 @@ def main() -> int:
             time.sleep(3.0)  # the adapter publishes ownership; the daemon's directory takes it in
         else:
             step("RetailCRM knows one customer, typed in by hand in national form")
-            retailcrm_customer(fake, "ФОП Петренко", "050 111 00 02", 27)
+            fake.create_customer("ФОП Петренко", ["050 111 00 02"], 27)
             say("   ФОП Петренко  050 111 00 02  manager 27 (ext 101)")
 
         step("Placing calls through Asterisk with SIPp")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class FakeRetailCrmProcess:
         args += [a for uid, name in users.items() for a in ("--user", f"{uid}:{name}")]
         args += [a for site in sites for a in ("--site", site)]
         args += [a for status in statuses for a in ("--status", status)]
+        self.api_key = api_key
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LAB), os.environ.get("PYTHONPATH", "")])}
         self._log = log.open("ab")
         self.process = subprocess.Popen(
@@ -64,6 +66,20 @@ class FakeRetailCrmProcess:
         )
         with urllib.request.urlopen(request, timeout=10):
             pass
+
+    def create_customer(self, name: str, phones: list[str], manager: int | None = None) -> int:
+        """A customer created through the API with the account's key, as a person would."""
+        customer: dict[str, Any] = {"firstName": name, "phones": [{"number": p} for p in phones]}
+        if manager is not None:
+            customer["managerId"] = manager
+        body = urllib.parse.urlencode({"customer": json.dumps(customer, ensure_ascii=False)}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/api/v5/customers/create",
+            data=body,
+            headers={"X-API-KEY": self.api_key, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(json.loads(answer.read())["id"])
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -61,8 +62,11 @@ def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
+ACCOUNT_TIMEZONE = ZoneInfo("Europe/Kyiv")  # the account's zone: its dates are local, without a zone
+
+
 def _now_text() -> str:
-    return datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.now(ACCOUNT_TIMEZONE).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _json_field(form: Any, name: str, kind: type) -> Any:
@@ -295,10 +299,26 @@ class FakeRetailCrm:
             "source": data.get("source"),
         }
         self.state.customers.append(customer)
-        self.state.customer_history.append(
-            {"id": len(self.state.customer_history) + 1, "created": True, "customer": dict(customer)}
-        )
+        self._history(customer, created=True)
         return customer
+
+    def _history(self, customer: dict[str, Any], *, created: bool) -> None:
+        """One history record (RetailCRM keeps one per changed field; the customer's id is what
+        a client needs to read the customer again)."""
+        self.state.customer_history.append(
+            {
+                "id": len(self.state.customer_history) + 1,
+                "createdAt": _now_text(),
+                "created": created,
+                "source": "api",
+                "field": "id" if created else "manager",
+                "customer": {
+                    "id": customer["id"],
+                    "externalId": customer["externalId"],
+                    "site": customer["site"],
+                },
+            }
+        )
 
     def _customers_with_phone(self, text: str) -> list[dict[str, Any]]:
         """RetailCRM searches phones by their digits as typed: 0981234567 does not find 380981234567."""
@@ -377,16 +397,17 @@ class FakeRetailCrm:
         for k in ("firstName", "lastName", "managerId", "phones"):
             if k in data:
                 customer[k] = data[k]
-        self.state.customer_history.append(
-            {"id": len(self.state.customer_history) + 1, "created": False, "customer": dict(customer)}
-        )
+        self._history(customer, created=False)
         return web.json_response({"success": True, "id": customer["id"]})
 
     async def customers_history(self, request: web.Request) -> web.Response:
         q = request.query
         since = int(q.get("filter[sinceId]", 0))
+        start = q.get("filter[startDate]", "")
         limit = self._limit(q)
-        found = [h for h in self.state.customer_history if h["id"] > since][:limit]
+        found = [h for h in self.state.customer_history if h["id"] > since and h["createdAt"] >= start][
+            :limit
+        ]
         return web.json_response(
             {"success": True, "history": found, "pagination": {"limit": limit, "currentPage": 1}}
         )

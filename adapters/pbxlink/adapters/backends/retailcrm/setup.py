@@ -11,6 +11,7 @@ import structlog
 
 from pbxlink.adapters.backends.remote import RemoteClient, RemotePolicy, RemoteRejected, RemoteUnavailable
 from pbxlink.adapters.backends.retailcrm.backend import RetailCrm, describe_error
+from pbxlink.adapters.backends.retailcrm.directory import RetailCrmDirectory
 from pbxlink.adapters.backends.retailcrm.settings import RetailCrmSettings, parse_retailcrm
 from pbxlink.adapters.store import Store
 from pbxlink.foundation.config import Secret, read_secret
@@ -65,3 +66,10 @@ async def open_retailcrm(store: Store, crm: CrmSettings, api_key: Secret) -> Asy
             except RemoteRejected as exc:
                 log.error("crm.retailcrm.module_refused", error=exc.reason)
         yield backend
+
+
+def directory_feed(backend: RetailCrm) -> RetailCrmDirectory | None:
+    """The directory feed of an open backend (sharing its client, so one rate limit), if on."""
+    if not backend.s.directory:
+        return None
+    return RetailCrmDirectory(backend.store, backend.client, backend.s, backend.crm)
