@@ -146,6 +146,7 @@ RETAILCRM_RULES = textwrap.dedent("""
         url = "{url}"
         api_key_file = "{key}"
         site = "main"
+        directory_seconds = 2              # routing's directory: customers' managers, changes every 2 s
         [crm.retailcrm.users]              # extension → RetailCRM user (the module's additionalCodes)
         "101" = 27
         "102" = 28
@@ -245,6 +246,19 @@ def wait_ready(http_port: int, daemon: subprocess.Popen[bytes], timeout: float =
                 return
         time.sleep(0.2)
     raise RuntimeError(f"the daemon was not ready within {timeout:.0f} s: see {WORK / 'daemon.log'}")
+
+
+def wait_connected(adapter: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until the adapter is subscribed; a config problem makes it exit: say so and stop."""
+    log = WORK / "adapter.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if adapter.poll() is not None:
+            raise RuntimeError(f"the adapter exited with {adapter.returncode}: {log.read_text()[-2000:]}")
+        if b"crm.adapter.connected" in log.read_bytes():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the adapter did not connect within {timeout:.0f} s: see {log}")
 
 
 class OutcomeWatcher:
@@ -356,10 +370,10 @@ def main() -> int:
         adapter = procs.start(
             "pbxlink adapter", [str(PBXLINK), "adapter", "-c", str(config)], WORK / "adapter.log"
         )
-        say(
-            f"   adapter pid {adapter.pid}: consumes pbxlink/v1/+/call/outcome and …/call/event, "
-            f"CRM in {(WORK / 'crm.sqlite3').relative_to(REPO)}"
-        )
+        wait_connected(adapter)
+        where = fake.url if fake else (WORK / "crm.sqlite3").relative_to(REPO)
+        say(f"   adapter pid {adapter.pid}: consumes pbxlink/v1/+/call/outcome and …/call/event")
+        say(f"   CRM: {where}")
         watcher = OutcomeWatcher(broker)
         cleanup.callback(watcher.close)
 
@@ -372,9 +386,12 @@ def main() -> int:
                 say(f"   {name:16} {phone:>14}  responsible {owner}")
             time.sleep(3.0)  # the adapter publishes ownership; the daemon's directory takes it in
         else:
-            step("RetailCRM knows one customer, typed in by hand in national form")
-            fake.create_customer("ФОП Петренко", ["050 111 00 02"], 27)
-            say("   ФОП Петренко  050 111 00 02  manager 27 (ext 101)")
+            step("RetailCRM's customers (typed in by people) and their managers: routing's directory")
+            for name, phone, owner in KNOWN_CLIENTS:
+                user = next(uid for uid, ext in RETAILCRM_USERS.items() if ext == owner)
+                fake.create_customer(name, [phone], user)
+                say(f"   {name:16} {phone:>14}  manager {user} (ext {owner})")
+            time.sleep(4.0)  # the adapter's next sync publishes ownership; the daemon takes it in
 
         step("Placing calls through Asterisk with SIPp")
         driver = LabDriver(instance, WORK / "sipp")

@@ -52,7 +52,7 @@ class RetailCrmSettings:
     stale_event_seconds: Annotated[int, AtLeast(1)] = 60
     recordings_base_url: str | None = None
     directory: bool = True  # feed routing's ownership directory from the customers' managers
-    directory_seconds: Annotated[int, AtLeast(5)] = 60  # how often changes are fetched
+    directory_seconds: Annotated[int, AtLeast(1)] = 60  # how often changes are fetched
 
     def user_id(self, employee: str | None) -> int | None:
         """The RetailCRM user of an extension (or of a user id written as text)."""
