@@ -24,13 +24,13 @@ import aiomqtt
 import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import ImportedClient, SqliteCrm
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import open_store
 from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_call
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome, outcome_message
-from pbxlink.rules.settings import settings_from_toml
 
 RULES = """
 [crm.inquiries]

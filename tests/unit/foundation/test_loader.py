@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Annotated
 import pytest
 
 from pbxlink.foundation.config import (
+    SECTION_OWNERS,
     AtLeast,
     LogSettings,
     MqttSettings,
@@ -43,15 +45,31 @@ class ToySettings:
     widget: WidgetSettings = field(default_factory=WidgetSettings)
 
 
-def test_a_process_reads_its_own_sections_and_leaves_the_named_others_alone(tmp_path: Path) -> None:
+def test_a_process_reads_its_own_sections_and_leaves_other_processes_tables_alone(tmp_path: Path) -> None:
     cfg = tmp_path / "p.toml"
-    cfg.write_text('[widget]\ncolour = "blue"\nnote = ""\n[widget.regions]\n"4930" = "DE"\n[ami]\nport = 1\n')
-    settings = load_config(ToySettings, cfg, environ={}, others=("ami",))
+    cfg.write_text(
+        '[widget]\ncolour = "blue"\nnote = ""\n[widget.regions]\n"4930" = "DE"\n[ami]\nport = "x"\n'
+    )
+    settings = load_config(ToySettings, cfg, environ={})
     assert settings.widget.colour is Colour.BLUE
     assert settings.widget.note is None  # an empty optional string is "not set"
     assert dict(settings.widget.regions) == {"4930": "DE"}
-    with pytest.raises(ConfigError, match=r"ami: unknown key"):
+    cfg.write_text("ami = 2\n[amy]\nport = 1\n")
+    with pytest.raises(ConfigError) as info:
         load_config(ToySettings, cfg, environ={})
+    assert [p.path for p in info.value.problems] == ["ami", "amy"]
+    assert info.value.problems[0].reason == "expected a table, got integer 2"
+    assert info.value.problems[1].reason.startswith("unknown key (known here: adapter, agi, ami,")
+
+
+def test_every_section_of_every_process_has_one_registered_owner() -> None:
+    from pbxlink.adapters.config import Settings as AdapterProcess  # noqa: PLC0415
+    from pbxlink.daemon.config import Settings as DaemonProcess  # noqa: PLC0415
+
+    daemon = {f.name for f in dataclasses.fields(DaemonProcess)}
+    adapter = {f.name for f in dataclasses.fields(AdapterProcess)}
+    assert daemon | adapter == set(SECTION_OWNERS)
+    assert daemon & adapter == {name for name, owner in SECTION_OWNERS.items() if owner == "every process"}
 
 
 def test_enum_bounds_and_checks_report_every_problem_at_once(tmp_path: Path) -> None:
