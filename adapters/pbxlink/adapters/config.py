@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pbxlink.foundation.config import (
     AtLeast,
@@ -44,6 +44,15 @@ class AdapterSettings:
     max_attempts: Annotated[int, AtLeast(1)] = 5  # a message failing this often is a dead letter
     publish_directory: bool = True  # publish client → responsible records for the daemon's routing
     inbox_retention_days: Annotated[int, AtLeast(1)] = 30
+
+    # Before 0.1.0 the adapter named its broker here; [mqtt] is now the one broker section.
+    MOVED_KEYS: ClassVar[Mapping[str, str]] = {
+        "broker_host": "mqtt.host",
+        "broker_port": "mqtt.port",
+        "username": "mqtt.username",
+        "password_file": "mqtt.password_file",
+        "topic_prefix": "mqtt.topic_prefix",
+    }
 
     @property
     def identifier(self) -> str:

@@ -397,8 +397,10 @@ def parse_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
     Returns None when the table itself is not a table. Fields missing from ``data`` keep their
     defaults; a field without a default that is missing is a problem. Supported field types: bool,
     int, float, str, Path, Literal[...], Enum, ``X | None``, ``tuple[X, ...]``, nested dataclasses,
-    ``Mapping[str, X]`` (a table of X), ``Annotated[X, AtLeast(n) | NonEmpty()]``; a ``Secret``
-    field cannot be written (it is filled from ``<name>_file`` / ``<name>_credential``).
+    ``Mapping[str, X]`` (a table of X), ``Annotated[X, AtLeast(n) | NonEmpty() | Convert(f)]``; a
+    ``Secret`` field cannot be written (it is filled from ``<name>_file`` / ``<name>_credential``).
+    A section may name keys it used to have in a ``MOVED_KEYS: ClassVar[Mapping[str, str]]``
+    (old key → new dotted path); such a key is still refused, with a pointer to its new home.
     """
     if not isinstance(data, Mapping):
         problems.append(ConfigProblem(path, f"expected a table, got {_describe(data)}"))
@@ -420,6 +422,10 @@ def parse_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
             )
             continue
         if target is None:
+            moved: Mapping[str, str] = getattr(cls, "MOVED_KEYS", {})
+            if key in moved:
+                problems.append(ConfigProblem(key_path, f"unknown key: moved to {moved[key]}"))
+                continue
             known = ", ".join(sorted(n for n in fields if n not in secret_fields))
             problems.append(ConfigProblem(key_path, f"unknown key (known here: {known})"))
             continue

@@ -150,7 +150,8 @@ def test_the_adapter_no_longer_names_the_broker_in_its_own_section(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "pbxlink.toml"
-    config.write_text('[adapter]\nbroker_host = "10.0.0.1"\n')
+    config.write_text('[adapter]\nbroker_host = "10.0.0.1"\nbroker_port = 1884\n')
     code, _, err = run(capsys, "adapter", "-c", str(config), "--database", str(tmp_path / "crm.sqlite3"))
     assert code == 78
-    assert "adapter.broker_host: unknown key" in err
+    assert "adapter.broker_host: unknown key: moved to mqtt.host" in err
+    assert "adapter.broker_port: unknown key: moved to mqtt.port" in err

@@ -19,6 +19,8 @@ from pbxlink.foundation.config import (
     NonEmpty,
     Secret,
     load_config,
+    mqtt_problems,
+    port_problems,
     to_toml,
 )
 from pbxlink.foundation.errors import ConfigError, ConfigProblem
@@ -111,3 +113,18 @@ def test_effective_toml_of_enums_and_tables_loads_back_equal(tmp_path: Path) -> 
     settings = load_config(ToySettings, cfg, environ={})
     (tmp_path / "dump.toml").write_text(to_toml(settings))
     assert load_config(ToySettings, tmp_path / "dump.toml", environ={}) == settings
+
+
+def test_tls_files_without_tls_and_a_key_without_its_certificate_are_problems() -> None:
+    mqtt = MqttSettings(ca_file=Path("/ca.pem"), key_file=Path("/client.key"))
+    assert [str(p) for p in mqtt_problems(mqtt)] == [
+        "mqtt.key_file: a private key needs its cert_file",
+        "mqtt.ca_file: only used with tls = true; set it too",
+        "mqtt.key_file: only used with tls = true; set it too",
+    ]
+    tls = MqttSettings(tls=True, ca_file=Path("/ca.pem"), cert_file=Path("/c.pem"), key_file=Path("/c.key"))
+    assert mqtt_problems(tls) == []
+    assert [p.path for p in port_problems(("mqtt.port", 0), ("x.port", 65535), ("y.port", 65536))] == [
+        "mqtt.port",
+        "y.port",
+    ]
