@@ -149,7 +149,7 @@ async def bench_end_to_end(workdir: Path, clients: int, outcomes: int) -> None:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break
             await asyncio.sleep(0.05)
-        settings = settings_from_toml(f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n' + RULES)
+        settings = settings_from_toml(f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\n' + RULES)
         store = await open_store(database)
         adapter = CrmAdapter(settings, store)
         shutdown = asyncio.Event()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pbxlink.adapters.config import Settings as AdapterSettings
+from pbxlink.adapters.config import load_settings as load_adapter_settings
 from pbxlink.daemon.config import Settings as DaemonSettings
 from pbxlink.daemon.config import load_settings
 from pbxlink.foundation.config import SECTION_OWNERS, Secret, parse_section, to_toml
@@ -240,3 +241,25 @@ def test_check_config_validates_the_adapter_sections_too(tmp_path: Path) -> None
     assert "crm.tasks.mode: must be one of" in result.stderr
     cfg.write_text('[adapter]\nname = "crm"\n[crm.tasks]\nmode = "one_each"\n')
     assert run_cli("check-config", "-q", str(cfg)).returncode == 0
+
+
+def test_check_config_output_loads_back_as_the_same_settings_for_every_process(tmp_path: Path) -> None:
+    rules = (
+        '[crm.phone.line_regions]\n"4930100200" = "de"\n'
+        '[[crm.requests.rules]]\nname = "repairs"\nkeywords = "Ремонт; сломался"\naction = "support"\n'
+        'address = "role"\nrole = "service"\n[[crm.orders.rules]]\nname = "r"\nstatus = "cancelled"\n'
+    )
+    source = tmp_path / "src" / "pbxlink.toml"
+    (tmp_path / "src" / "conf.d").mkdir(parents=True)
+    source.write_text(EXAMPLE.read_text(encoding="utf-8"))
+    (tmp_path / "src" / "conf.d" / "50-rules.toml").write_text(rules)
+    result = run_cli("check-config", str(source))
+    assert result.returncode == 0, result.stderr
+    dumped = tmp_path / "dump" / "pbxlink.toml"
+    dumped.parent.mkdir()
+    dumped.write_text(result.stdout)
+    assert load_settings(dumped, environ={}) == load_settings(source, environ={})
+    adapter = load_adapter_settings(dumped, environ={})
+    assert adapter == load_adapter_settings(source, environ={})
+    assert adapter.crm.phone.region_for("4930100200") == "DE"
+    assert adapter.crm.requests.rules[0].keywords == ("ремонт", "сломался")
