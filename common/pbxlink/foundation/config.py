@@ -333,32 +333,37 @@ def _is_secret_type(tp: Any) -> bool:
     return tp == Secret | None or tp is Secret
 
 
-def _resolve_secrets(settings: T, env: Mapping[str, str], problems: list[ConfigProblem]) -> T:
-    """Fill every ``Secret | None`` field of every section from ``<name>_file`` or the credential."""
+def _resolve_secrets(node: T, env: Mapping[str, str], problems: list[ConfigProblem], path: str = "") -> T:
+    """Fill every ``Secret | None`` field, in every section and sub-section, from ``<name>_file``
+    or, when that is unset, from ``$CREDENTIALS_DIRECTORY/<value of <name>_credential>``."""
     updates: dict[str, Any] = {}
-    for top in dataclasses.fields(settings):  # type: ignore[arg-type]
-        section = getattr(settings, top.name)
-        if not dataclasses.is_dataclass(section) or isinstance(section, type):
-            continue
-        hints = typing.get_type_hints(type(section))
-        filled: dict[str, Secret] = {}
-        for name, tp in hints.items():
-            if not _is_secret_type(tp):
-                continue
-            file_path: Path | None = getattr(section, f"{name}_file", None)
-            credential: str = getattr(section, f"{name}_credential", "")
-            value: str | None = None
-            if file_path is not None:
-                value = _read_secret(file_path, f"{top.name}.{name}_file", problems)
-            elif credential and env.get("CREDENTIALS_DIRECTORY"):
-                candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
-                if candidate.is_file():
-                    value = _read_secret(candidate, f"{top.name}.{name}_credential", problems)
-            if value is not None:
-                filled[name] = Secret(value)
-        if filled:
-            updates[top.name] = dataclasses.replace(section, **filled)
-    return dataclasses.replace(settings, **updates) if updates else settings  # type: ignore[type-var]
+    hints = typing.get_type_hints(type(node))
+    for f in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, f.name)
+        where = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            filled_section = _resolve_secrets(value, env, problems, where)
+            if filled_section is not value:
+                updates[f.name] = filled_section
+        elif _is_secret_type(hints[f.name]):
+            secret = _find_secret(node, f.name, where, env, problems)
+            if secret is not None:
+                updates[f.name] = Secret(secret)
+    return dataclasses.replace(node, **updates) if updates else node  # type: ignore[type-var]
+
+
+def _find_secret(
+    section: Any, name: str, where: str, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> str | None:
+    file_path: Path | None = getattr(section, f"{name}_file", None)
+    credential: str = getattr(section, f"{name}_credential", "")
+    if file_path is not None:
+        return _read_secret(file_path, f"{where}_file", problems)
+    if credential and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
+        if candidate.is_file():
+            return _read_secret(candidate, f"{where}_credential", problems)
+    return None
 
 
 def read_secret(path: Path, where: str) -> Secret:

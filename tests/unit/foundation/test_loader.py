@@ -32,12 +32,21 @@ class Colour(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class BackendSettings:
+    url: str = "https://crm.example"
+    api_key_file: Path | None = None
+    api_key_credential: str = "widget-api-key"
+    api_key: Secret | None = None  # filled from the two keys above
+
+
+@dataclass(frozen=True, slots=True)
 class WidgetSettings:
     colour: Colour = Colour.RED
     count: Annotated[int, AtLeast(1)] = 1
     label: Annotated[str, NonEmpty()] = "w"
     note: str | None = None
     regions: Mapping[str, str] = field(default_factory=dict)
+    backend: BackendSettings = field(default_factory=BackendSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +137,22 @@ def test_tls_files_without_tls_and_a_key_without_its_certificate_are_problems() 
         "mqtt.port",
         "y.port",
     ]
+
+
+def test_a_secret_in_a_sub_section_is_read_by_the_same_rules(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("k-from-file\n")
+    settings = load_config(ToySettings, None, overrides=[f'widget.backend.api_key_file="{tmp_path / "key"}"'])
+    assert settings.widget.backend.api_key == Secret("k-from-file")
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "widget-api-key").write_text("k-from-systemd")
+    settings = load_config(ToySettings, None, environ={"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")})
+    assert settings.widget.backend.api_key == Secret("k-from-systemd")
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            ToySettings,
+            None,
+            overrides=[f'widget.backend.api_key_file="{tmp_path / "empty"}"', 'widget.backend.api_key="x"'],
+            environ={},
+        )
+    assert [p.path for p in info.value.problems] == ["widget.backend.api_key", "widget.backend.api_key_file"]
