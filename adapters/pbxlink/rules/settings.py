@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,7 +42,7 @@ def _line_regions(value: Any) -> Mapping[str, str]:
     bad = [str(line) for line, region in value.items() if not isinstance(region, str)]
     if bad:
         raise ValueError(f"{', '.join(bad)}: must be a region code string")
-    return {str(line): region.upper() for line, region in value.items()}
+    return MappingProxyType({str(line): region.upper() for line, region in value.items()})
 
 
 def _keywords(value: Any) -> tuple[str, ...]:

@@ -103,3 +103,22 @@ def test_fixed_default_type_needs_a_type() -> None:
 def test_name_template_with_unknown_placeholder_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"crm\.clients\.name_template"):
         parse_settings({"crm": {"clients": {"name_template": "Новый {when}"}}})
+
+
+def test_line_regions_and_request_keywords_are_checked_where_they_are_written() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(
+            {
+                "crm": {
+                    "phone": {"default_region": "xx", "line_regions": {"4930": "zz", "4940": 5}},
+                    "requests": {"rules": [{"name": "r", "user": "anna", "keywords": 7}]},
+                }
+            }
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "crm.phone.line_regions: 4940: must be a region code string",
+        "crm.requests.rules[0].keywords: must be a string of words separated by ';', got 7",
+        "crm.phone.default_region: unknown region 'XX' (ISO 3166 code like 'UA')",
+    ]
+    with pytest.raises(ConfigError, match=r"^crm\.phone\.line_regions\.4930: unknown region 'ZZ'"):
+        parse_settings({"crm": {"phone": {"line_regions": {"4930": "zz"}}}})
