@@ -159,12 +159,5 @@ def _check_values(settings: Settings) -> list[ConfigProblem]:
         zoneinfo.ZoneInfo(settings.node.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         problems.append(ConfigProblem("node.timezone", f"unknown time zone {settings.node.timezone!r}"))
-    if settings.agi.deadline_ms <= 0:
-        problems.append(ConfigProblem("agi.deadline_ms", "must be > 0"))
-    for i, rule in enumerate(settings.routing.rules):
-        if rule.action == "target" and not rule.target:
-            problems.append(
-                ConfigProblem(f"routing.rules[{i}].target", "action 'target' needs a dial string")
-            )
     problems.extend(routing_problems(settings.agi, settings.routing))
     return problems

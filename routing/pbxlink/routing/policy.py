@@ -33,6 +33,8 @@ def _region_ok(region: str) -> bool:
 def routing_problems(agi: AgiSettings, routing: RoutingSettings) -> list[ConfigProblem]:
     """Checks of [agi] and [routing] that types alone cannot express."""
     problems: list[ConfigProblem] = []
+    if agi.deadline_ms <= 0:
+        problems.append(ConfigProblem("agi.deadline_ms", "must be > 0"))
     if not agi.path.strip("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", agi.path):
         problems.append(ConfigProblem("agi.path", "letters, digits, '_', '.', '/', '-' only"))
     if agi.max_sessions < 1:
@@ -60,6 +62,8 @@ def routing_problems(agi: AgiSettings, routing: RoutingSettings) -> list[ConfigP
         if rule.name in names:
             problems.append(ConfigProblem(f"{where}.name", f"duplicate rule name {rule.name!r}"))
         names.add(rule.name)
+        if rule.action == "target" and not rule.target:
+            problems.append(ConfigProblem(f"{where}.target", "action 'target' needs a dial string"))
         if rule.region and not _region_ok(rule.region):
             problems.append(ConfigProblem(f"{where}.region", f"unknown region {rule.region!r}"))
         try:
