@@ -29,12 +29,11 @@ from pbxlab.fakes.process import FakeRetailCrmProcess
 
 from pbxlink.adapters.backends.remote import RemoteClient, RemotePolicy
 from pbxlink.adapters.backends.retailcrm.backend import RetailCrm, describe_error
-from pbxlink.adapters.backends.retailcrm.setup import retailcrm_settings
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import open_store
 from pbxlink.rules.samples import at, missed, outcome, outcome_message
-from pbxlink.rules.settings import settings_from_toml
 
 KEY = "bench-key"
 BASE = """
@@ -76,7 +75,7 @@ async def run_case(
 ) -> None:
     text = BASE.format(url=fake.url, rate=rate, batch=batch, events=str(events).lower()) + rules
     settings = settings_from_toml(text)
-    s = retailcrm_settings(settings.crm)
+    s = settings.crm.retailcrm
     before = len(fake.state()["requests"])
     with tempfile.TemporaryDirectory(prefix="bench-retailcrm-") as scratch:
         store = await open_store(Path(scratch) / "adapter.sqlite3")

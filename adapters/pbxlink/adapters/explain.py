@@ -25,8 +25,8 @@ from typing import Any
 import structlog
 
 from pbxlink.adapters.backends.retailcrm.explain import retailcrm_requests
-from pbxlink.adapters.backends.retailcrm.setup import retailcrm_settings
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import Settings
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.service import add_config_argument, load
@@ -35,7 +35,6 @@ from pbxlink.foundation.errors import EX_CONFIG
 from pbxlink.rules.actions import Action
 from pbxlink.rules.calls import envelope_for
 from pbxlink.rules.describe import describe
-from pbxlink.rules.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +191,7 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
             explain_items(list(items), settings, database=database, scratch_dir=Path(scratch))
         )
     zone = settings.crm.zone
-    retailcrm = retailcrm_settings(settings.crm) if settings.crm.backend == "retailcrm" else None
+    retailcrm = settings.crm.retailcrm if settings.crm.backend == "retailcrm" else None
     out = sys.stdout
     for result in results:
         sent = (

@@ -33,8 +33,9 @@ STATUSES = ("new", "callback", "cancel-other", "complete")
 
 def config_text(port: int, database: Path, url: str, key_file: Path, *, rate: int, timeout: int = 10) -> str:
     return f"""
+[mqtt]
+port = {port}
 [adapter]
-broker_port = {port}
 database = "{database}"
 max_attempts = 3
 

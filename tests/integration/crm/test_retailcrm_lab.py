@@ -122,7 +122,7 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     )
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[adapter]\nbroker_port = {mosquitto_broker.port}\ndatabase = "{tmp_path / "crm.sqlite3"}"\n'
+        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{tmp_path / "crm.sqlite3"}"\n'
         + RULES.replace("{url}", fake.url).replace("{key}", str(key))
     )
     daemon_log, adapter_log = tmp_path / "daemon.log", tmp_path / "adapter.log"

@@ -106,7 +106,6 @@ def config_text(
 
         [adapter]
         name = "demo-crm"
-        broker_port = {broker.port}
         database = "{WORK / "crm.sqlite3"}"
         """) + (RETAILCRM_RULES if retailcrm_url else SQLITE_RULES).replace(
         "{url}", retailcrm_url or ""

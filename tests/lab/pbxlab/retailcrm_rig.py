@@ -13,12 +13,11 @@ from typing import Any
 from pbxlab.fakes.retailcrm import FakeRetailCrm
 from pbxlink.adapters.backends.remote import RemoteClient, RemotePolicy
 from pbxlink.adapters.backends.retailcrm.backend import RetailCrm, describe_error
-from pbxlink.adapters.backends.retailcrm.setup import retailcrm_settings
+from pbxlink.adapters.config import Settings, settings_from_toml
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processed, Processor
 from pbxlink.adapters.store import Store, open_store
 from pbxlink.rules.samples import at, outcome_message
-from pbxlink.rules.settings import Settings, settings_from_toml
 
 KEY = "rig-api-key"
 USERS = {27: {"first_name": "Анна"}, 28: {"first_name": "Борис"}}
@@ -101,7 +100,7 @@ async def retailcrm_rig(
     url = await fake.start()
     store = await open_store(tmp_path / "adapter.sqlite3")
     settings = settings_from_toml(config.replace("{url}", url))
-    s = retailcrm_settings(settings.crm)
+    s = settings.crm.retailcrm
     client = RemoteClient(
         url,
         name="retailcrm",

@@ -5,15 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from pbxlink.adapters.backends.retailcrm import payloads
-from pbxlink.adapters.backends.retailcrm.settings import parse_retailcrm
+from pbxlink.adapters.backends.retailcrm.settings import RetailCrmSettings
+from pbxlink.adapters.config import settings_from_toml
+from pbxlink.foundation.config import Secret
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.samples import missed, outcome
-from pbxlink.rules.settings import SettingsError, settings_from_toml
 
 GOOD = """
 [crm]
@@ -29,11 +31,15 @@ site = "main"
 """
 
 
+def retailcrm(text: str = GOOD) -> RetailCrmSettings:
+    return settings_from_toml(text.replace('api_key_file = "/run/keys/retailcrm"', "")).crm.retailcrm
+
+
 def test_a_good_section_reads_users_sites_and_strips_the_url() -> None:
-    crm = settings_from_toml(GOOD).crm
+    crm = settings_from_toml(GOOD.replace('api_key_file = "/run/keys/retailcrm"', "")).crm
     assert crm.backend == "retailcrm"
-    s = parse_retailcrm(crm.backend_options)
-    assert s.url == "https://shop.retailcrm.ru"
+    s = crm.retailcrm
+    assert s.base_url == "https://shop.retailcrm.ru"
     assert (s.user_id("101"), s.user_id("27"), s.user_id("555")) == (27, 27, None)
     assert s.extension_of(27) == "101"
     assert (s.site_for("4930100300"), s.site_for("4930100200"), s.site_for(None)) == (
@@ -45,18 +51,35 @@ def test_a_good_section_reads_users_sites_and_strips_the_url() -> None:
 
 def test_every_problem_of_the_section_is_reported_at_once() -> None:
     text = GOOD.replace('url = "https://shop.retailcrm.ru/"', 'url = "shop"').replace('site = "main"', "")
-    text = text.replace('"101" = 27', '"101" = "anna"') + "upload_batch = 500\nno_such_key = 1\n"
-    crm = settings_from_toml(text.replace("[crm.retailcrm.sites]", "[crm.retailcrm.sites]")).crm
+    text = text.replace('"101" = 27', '"101" = "anna"').replace(
+        "[crm.retailcrm.sites]", "upload_batch = 500\n[crm.retailcrm.sites]"
+    )
     with pytest.raises(ConfigError) as caught:
-        parse_retailcrm(crm.backend_options)
+        settings_from_toml(text.replace('api_key_file = "/run/keys/retailcrm"', "no_such_key = 1"))
     paths = {p.path for p in caught.value.problems}
-    assert {"crm.retailcrm.url", "crm.retailcrm.site", "crm.retailcrm.users.101"} <= paths
+    assert {
+        "crm.retailcrm.url",
+        "crm.retailcrm.site",
+        "crm.retailcrm.users.101",
+        "crm.retailcrm.no_such_key",
+    } <= paths
+
+
+def test_the_api_key_is_read_from_its_file_by_the_one_loader(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("secret-key\n")
+    crm = settings_from_toml(GOOD.replace("/run/keys/retailcrm", str(key))).crm
+    assert crm.retailcrm.api_key == Secret("secret-key")
 
 
 def test_an_unknown_backend_is_a_config_problem() -> None:
-    with pytest.raises(SettingsError) as caught:
+    with pytest.raises(ConfigError) as caught:
         settings_from_toml('[crm]\nbackend = "salesforce"\n')
-    assert any("crm.backend" in p for p in caught.value.problems)
+    assert any(p.path == "crm.backend" for p in caught.value.problems)
+
+
+def test_the_retailcrm_keys_are_not_checked_while_another_backend_is_chosen() -> None:
+    assert settings_from_toml('[crm.retailcrm]\nsite = ""\n').crm.backend == "sqlite"
 
 
 def test_the_adapter_exits_78_naming_the_bad_retailcrm_keys(tmp_path: Path) -> None:
@@ -90,15 +113,15 @@ def test_the_adapter_exits_78_without_an_api_key(tmp_path: Path) -> None:
 
 
 def test_an_internal_call_has_no_upload_record_and_no_hangup() -> None:
-    s = parse_retailcrm(settings_from_toml(GOOD).crm.backend_options)
+    s = retailcrm()
     call = parse_outcome(outcome(direction="internal", external=None, initiator="101"))
-    assert payloads.call_record(call, s, settings_from_toml(GOOD).crm.zone) is None
+    assert payloads.call_record(call, s, ZoneInfo("Europe/Kyiv")) is None
     assert payloads.hangup_event(call, s) is None
 
 
 def test_results_and_hangup_statuses_use_retailcrms_two_different_enums() -> None:
-    s = parse_retailcrm(settings_from_toml(GOOD).crm.backend_options)
-    zone = settings_from_toml(GOOD).crm.zone
+    s = retailcrm()
+    zone = ZoneInfo("Europe/Kyiv")
     lost = parse_outcome(missed())
     record = payloads.call_record(lost, s, zone)
     hangup = payloads.hangup_event(lost, s)

@@ -25,21 +25,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pbxlink.foundation.config import AtLeast, NonEmpty, parse_section
-from pbxlink.foundation.errors import ConfigError, ConfigProblem
+from pbxlink.foundation.config import AtLeast, Secret
+from pbxlink.foundation.errors import ConfigProblem
 
 
 @dataclass(frozen=True, slots=True)
 class RetailCrmSettings:
-    url: Annotated[str, NonEmpty()] = ""
+    """`[crm.retailcrm]`, read by the one loader as a sub-section of `[crm]`."""
+
+    url: str = ""  # required with backend = "retailcrm": https://<account>.retailcrm.ru
     api_key_file: Path | None = None
     api_key_credential: str = "retailcrm-api-key"
-    site: Annotated[str, NonEmpty()] = ""
+    api_key: Secret | None = None  # filled from the two keys above
+    site: str = ""  # required: the site (store) code for lines not in [sites]
     users: Mapping[str, int] = field(default_factory=dict)  # extension → RetailCRM user id
     sites: Mapping[str, str] = field(default_factory=dict)  # called line (DID) → site code
-    module_code: Annotated[str, NonEmpty()] = "pbxlink"
+    module_code: str = "pbxlink"
     register_module: bool = True
     make_call_url: str | None = None
     call_events: bool = True
@@ -53,6 +56,10 @@ class RetailCrmSettings:
     recordings_base_url: str | None = None
     directory: bool = True  # feed routing's ownership directory from the customers' managers
     directory_seconds: Annotated[int, AtLeast(1)] = 60  # how often changes are fetched
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
 
     def user_id(self, employee: str | None) -> int | None:
         """The RetailCRM user of an extension (or of a user id written as text)."""
@@ -69,34 +76,16 @@ class RetailCrmSettings:
         return self.sites.get(line or "", self.site)
 
 
-def parse_retailcrm(raw: Mapping[str, Any]) -> RetailCrmSettings:
-    """`[crm.retailcrm]` → settings by the one config parser; every problem at once (ConfigError)."""
+def retailcrm_problems(s: RetailCrmSettings, path: str = "crm.retailcrm") -> list[ConfigProblem]:
+    """What the types cannot say, checked when `[crm] backend = "retailcrm"`."""
     problems: list[ConfigProblem] = []
-    parsed = parse_section(RetailCrmSettings, raw, "crm.retailcrm", problems)
-    if parsed is not None:
-        if not parsed.url.startswith(("https://", "http://")):
-            problems.append(
-                ConfigProblem("crm.retailcrm.url", "required, an http(s) URL of the RetailCRM account")
-            )
-        if not parsed.site:
-            problems.append(ConfigProblem("crm.retailcrm.site", "required, the site (store) code"))
-        for extension, user in parsed.users.items():
-            if user < 1:
-                problems.append(
-                    ConfigProblem(f"crm.retailcrm.users.{extension}", "must be a RetailCRM user id")
-                )
-        if parsed.upload_batch > 50:
-            problems.append(
-                ConfigProblem("crm.retailcrm.upload_batch", "RetailCRM takes at most 50 calls per upload")
-            )
-    if problems or parsed is None:
-        raise ConfigError(problems)
-    return RetailCrmSettings(
-        **{
-            **{f: getattr(parsed, f) for f in parsed.__dataclass_fields__},
-            "url": parsed.url.rstrip("/"),
-            "recordings_base_url": None
-            if parsed.recordings_base_url is None
-            else parsed.recordings_base_url.rstrip("/"),
-        }
-    )
+    if not s.url.startswith(("https://", "http://")):
+        problems.append(ConfigProblem(f"{path}.url", "required, an http(s) URL of the RetailCRM account"))
+    if not s.site:
+        problems.append(ConfigProblem(f"{path}.site", "required, the site (store) code"))
+    for extension, user in s.users.items():
+        if user < 1:
+            problems.append(ConfigProblem(f"{path}.users.{extension}", "must be a RetailCRM user id"))
+    if s.upload_batch > 50:
+        problems.append(ConfigProblem(f"{path}.upload_batch", "RetailCRM takes at most 50 calls per upload"))
+    return problems

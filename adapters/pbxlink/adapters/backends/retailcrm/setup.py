@@ -3,40 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import structlog
 
 from pbxlink.adapters.backends.remote import RemoteClient, RemotePolicy, RemoteRejected, RemoteUnavailable
 from pbxlink.adapters.backends.retailcrm.backend import RetailCrm, describe_error
 from pbxlink.adapters.backends.retailcrm.directory import RetailCrmDirectory
-from pbxlink.adapters.backends.retailcrm.settings import RetailCrmSettings, parse_retailcrm
+from pbxlink.adapters.backends.retailcrm.settings import RetailCrmSettings
 from pbxlink.adapters.store import Store
-from pbxlink.foundation.config import Secret, read_secret
+from pbxlink.foundation.config import Secret
 from pbxlink.foundation.errors import ConfigError, ConfigProblem
 from pbxlink.rules.settings import CrmSettings
 
 log = structlog.get_logger()
 
 
-def retailcrm_settings(crm: CrmSettings) -> RetailCrmSettings:
-    """`[crm.retailcrm]` of settings whose backend is retailcrm (raises ConfigError)."""
-    return parse_retailcrm(crm.backend_options)
-
-
-def read_api_key(s: RetailCrmSettings) -> Secret:
-    """crm.retailcrm.api_key_file, else the systemd credential retailcrm-api-key (ConfigError)."""
-    if s.api_key_file is not None:
-        return read_secret(s.api_key_file, "crm.retailcrm.api_key_file")
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidate = Path(credentials) / s.api_key_credential if credentials else None
-    if candidate is not None and candidate.is_file():
-        return read_secret(candidate, "crm.retailcrm.api_key_credential")
-    raise ConfigError(
-        [ConfigProblem("crm.retailcrm.api_key_file", f"required (or the credential {s.api_key_credential})")]
-    )
+def api_key(s: RetailCrmSettings) -> Secret:
+    """The API key the loader read from api_key_file or the credential (ConfigError if neither)."""
+    if s.api_key is None:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "crm.retailcrm.api_key_file",
+                    f"required (or the systemd credential {s.api_key_credential})",
+                )
+            ]
+        )
+    return s.api_key
 
 
 def policy_of(s: RetailCrmSettings) -> RemotePolicy:
@@ -48,12 +42,12 @@ def policy_of(s: RetailCrmSettings) -> RemotePolicy:
 
 
 @contextlib.asynccontextmanager
-async def open_retailcrm(store: Store, crm: CrmSettings, api_key: Secret) -> AsyncIterator[RetailCrm]:
-    s = retailcrm_settings(crm)
+async def open_retailcrm(store: Store, crm: CrmSettings, s: RetailCrmSettings) -> AsyncIterator[RetailCrm]:
+    """The backend with its HTTP client (closed on exit); the module registered if asked."""
     async with RemoteClient(
-        s.url,
+        s.base_url,
         name="retailcrm",
-        headers={"X-API-KEY": api_key.reveal()},
+        headers={"X-API-KEY": api_key(s).reveal()},
         policy=policy_of(s),
         describe_error=describe_error,
     ) as client:
