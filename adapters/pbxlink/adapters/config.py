@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
+from pbxlink.adapters.backends.bitrix24.settings import Bitrix24Settings, bitrix24_problems
 from pbxlink.adapters.backends.retailcrm.settings import RetailCrmSettings, retailcrm_problems
+from pbxlink.adapters.backends.webhook.settings import WebhookSettings, webhook_problems
 from pbxlink.foundation.config import (
     AtLeast,
     LogSettings,
@@ -63,11 +65,15 @@ class AdapterSettings:
 @dataclass(frozen=True, slots=True)
 class CrmSection(CrmSettings):
     """`[crm]` of the adapter: the rules (what the planner reads), which CRM they write to, and
-    that CRM's own table (`[crm.retailcrm]`, docs/crm-retailcrm.md). The rules never look at
-    the backend keys."""
+    that CRM's own table (`[crm.retailcrm]`, docs/crm-retailcrm.md; `[crm.bitrix24]`,
+    docs/crm-bitrix24.md; `[crm.webhook]`, docs/webhook.md). The rules never look at the
+    backend keys."""
 
-    backend: Literal["sqlite", "retailcrm"] = "sqlite"  # the embedded CRM, or RetailCRM API v5
+    # the embedded CRM, RetailCRM API v5, Bitrix24 REST, or signed webhooks to any receiver
+    backend: Literal["sqlite", "retailcrm", "bitrix24", "webhook"] = "sqlite"
     retailcrm: RetailCrmSettings = field(default_factory=RetailCrmSettings)
+    bitrix24: Bitrix24Settings = field(default_factory=Bitrix24Settings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,10 @@ def _problems(settings: Settings) -> list[ConfigProblem]:
     problems.extend(crm_problems(settings.crm))
     if settings.crm.backend == "retailcrm":
         problems.extend(retailcrm_problems(settings.crm.retailcrm))
+    if settings.crm.backend == "bitrix24":
+        problems.extend(bitrix24_problems(settings.crm.bitrix24))
+    if settings.crm.backend == "webhook":
+        problems.extend(webhook_problems(settings.crm.webhook))
     return problems
 
 

@@ -70,6 +70,17 @@ def _stage(envelope: Envelope) -> Stage | None:
     return None
 
 
+def _valid_envelopes(batch: list[InboxMessage]) -> list[Envelope]:
+    """The envelopes of a batch that validate (the others fail on their own when applied)."""
+    envelopes = []
+    for message in batch:
+        try:
+            envelopes.append(validate(message.topic, message.payload))
+        except CallInputError:
+            continue
+    return envelopes
+
+
 class StoredBackend(CrmBackend, Protocol):
     """A backend whose local state (the embedded CRM, or a remote CRM's ledger) is in the store."""
 
@@ -150,6 +161,8 @@ class Processor:
             if self.hooks is not None:
                 await self.hooks.begin_batch([m.id for m in batch])
             try:
+                if self.hooks is not None:  # the batch's look-ups; the CRM may be down already
+                    await self.hooks.prepare_batch(_valid_envelopes(batch))
                 async with self.crm.store.transaction() as db:
                     self.crm.forget_cached()
                     for message in batch:
@@ -179,7 +192,7 @@ class Processor:
                         await db.execute("RELEASE message")
                     if self.hooks is not None:
                         await self.hooks.end_batch()
-            except RemoteUnavailable as exc:  # the batch's upload: nothing of it is marked done
+            except RemoteUnavailable as exc:  # look-ups or the batch's upload: nothing is marked done
                 assert self.hooks is not None
                 self.hooks.forget_batch()
                 self.unavailable = str(exc)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import structlog
 
+from pbxlink.adapters.backends.bitrix24.setup import open_bitrix24
 from pbxlink.adapters.backends.owners import owner_payload
 from pbxlink.adapters.backends.retailcrm.setup import api_key, directory_feed, open_retailcrm
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.backends.webhook.backend import Deliverer, WebhookBackend, create_schema, read_keys
 from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import Store, StoreError, open_store
@@ -66,6 +68,12 @@ async def serve(settings: Settings, *, shutdown: asyncio.Event) -> None:
         if settings.crm.backend == "retailcrm":
             await _serve_retailcrm(settings, store, shutdown)
             return
+        if settings.crm.backend == "bitrix24":
+            await _serve_bitrix24(settings, store, shutdown)
+            return
+        if settings.crm.backend == "webhook":
+            await _serve_webhook(settings, store, shutdown)
+            return
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
         adapter = CrmAdapter(settings, store)
@@ -88,18 +96,48 @@ async def _serve_retailcrm(settings: Settings, store: Store, shutdown: asyncio.E
             group.create_task(adapter.run(shutdown), name="crm-adapter")
 
 
+async def _serve_bitrix24(settings: Settings, store: Store, shutdown: asyncio.Event) -> None:
+    """Bitrix24 (docs/crm-bitrix24.md): the backend (its own batch hooks) and the consumer."""
+    async with open_bitrix24(store, settings.crm, settings.crm.bitrix24) as backend:
+        adapter = CrmAdapter(settings, store, backend=backend, hooks=backend)
+        await adapter.run(shutdown)
+
+
+async def _serve_webhook(settings: Settings, store: Store, shutdown: asyncio.Event) -> None:
+    """Signed webhooks (docs/webhook.md): the consumer enqueues, the deliverer POSTs."""
+    await create_schema(store)
+    deliverer = Deliverer(store, settings.crm.webhook, read_keys(settings.crm.webhook))
+    backend = WebhookBackend(store, settings.crm.webhook, wake=deliverer.wake)
+    adapter = CrmAdapter(settings, store, backend=backend, hooks=backend)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(deliverer.run(shutdown), name="webhook-deliverer")
+        group.create_task(adapter.run(shutdown), name="crm-adapter")
+
+
 def main(args: argparse.Namespace) -> int:
     settings = load(args, "adapter")
     if settings is None:
         return EX_CONFIG
-    if settings.crm.backend == "retailcrm":
-        try:
+    try:
+        if settings.crm.backend == "retailcrm":
             api_key(settings.crm.retailcrm)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"pbxlink adapter: {problem}", file=sys.stderr)
-            return EX_CONFIG
-    configure_logging(settings.log, secrets=[settings.mqtt.password, settings.crm.retailcrm.api_key])
+        if settings.crm.backend == "webhook":
+            read_keys(settings.crm.webhook)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"pbxlink adapter: {problem}", file=sys.stderr)
+        return EX_CONFIG
+    b24 = settings.crm.bitrix24
+    configure_logging(
+        settings.log,
+        secrets=[
+            settings.mqtt.password,
+            settings.crm.retailcrm.api_key,
+            b24.webhook_url,
+            b24.client_secret,
+            b24.refresh_token,
+        ],
+    )
 
     async def run() -> None:
         shutdown = asyncio.Event()

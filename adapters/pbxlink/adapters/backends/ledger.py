@@ -25,7 +25,8 @@ missing. `crm_links` maps local keys to CRM ids (a phone number's E.164 form →
 so one real number keeps one customer whatever form it was typed in.
 
 Batch hooks: a remote backend also implements `BatchHooks` so the processor can tell it where
-batches begin and end (flush batched uploads before the commit).
+batches begin and end (flush batched uploads before the commit) and show it the batch's
+messages up front (`prepare_batch`: look-ups of a whole batch at once).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class BatchHooks(Protocol):
 
     async def begin_batch(self, message_ids: Sequence[str]) -> None:
         """Before the batch's transaction: commit in-flight marks (`EffectLedger.begin`)."""
+        ...
+
+    async def prepare_batch(self, envelopes: Sequence[Envelope]) -> None:
+        """After `begin_batch`, before any message is planned: the batch's valid envelopes, so a
+        backend can make the look-ups of the whole batch in a few requests (Bitrix24 `batch`)."""
         ...
 
     def begin_message(self, message_id: str, envelope: Envelope) -> None:

@@ -120,6 +120,9 @@ class RetailCrm:
         self._uploads.clear()
         await self.ledger.begin(message_ids)
 
+    async def prepare_batch(self, envelopes: Sequence[Envelope]) -> None:
+        """Customers are looked up per message (RetailCRM has no batch of reads)."""
+
     def begin_message(self, message_id: str, envelope: Envelope) -> None:
         self._message_id = message_id
         self._envelope = envelope

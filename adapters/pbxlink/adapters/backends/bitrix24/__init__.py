@@ -1,0 +1,1 @@
+"""The Bitrix24 backend (docs/crm-bitrix24.md)."""

@@ -1,0 +1,1 @@
+"""The signed generic webhook backend (docs/webhook.md)."""
