@@ -175,10 +175,11 @@ class OutcomeWatcher:
 
     def __init__(self, broker: Broker) -> None:
         import paho.mqtt.client as mqtt  # noqa: PLC0415 - the venv has it (aiomqtt's dependency)
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415 - same
 
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="pbxlink-demo-watcher", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id="pbxlink-demo-watcher", protocol=mqtt.MQTTv5
         )
         self._client.on_message = self._on_message
         self._client.on_connect = lambda client, *_: client.subscribe("pbxlink/v1/+/call/outcome", qos=1)
@@ -234,15 +235,23 @@ def main() -> int:
         instance = start_asterisk(offset) if started_asterisk else running_instance(offset)
         assert instance is not None
         if started_asterisk:
-            cleanup.callback(
-                lambda: (stop_asterisk(offset), say(f"   stopped Asterisk (pid {instance.pid})"))
-            )
+
+            def stop_our_asterisk() -> None:
+                stop_asterisk(offset)
+                say(f"   stopped Asterisk (pid {instance.pid})")
+
+            cleanup.callback(stop_our_asterisk)
         say(
             f"   Asterisk pid {instance.pid}: AMI 127.0.0.1:{instance.ami_port}, "
             f"SIP 127.0.0.1:{instance.sip_port}"
         )
         broker = start_mosquitto(port=instance.mqtt_port, name=f"demo-{offset}", state_dir=WORK / "mosquitto")
-        cleanup.callback(lambda: (stop_mosquitto(broker), say(f"   stopped mosquitto (pid {broker.pid})")))
+
+        def stop_our_mosquitto() -> None:
+            stop_mosquitto(broker)
+            say(f"   stopped mosquitto (pid {broker.pid})")
+
+        cleanup.callback(stop_our_mosquitto)
         say(f"   mosquitto pid {broker.pid}: 127.0.0.1:{broker.port}")
         cleanup.callback(procs.stop_all)
 
