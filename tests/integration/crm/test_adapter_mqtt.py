@@ -194,11 +194,12 @@ async def test_bad_payload_goes_to_the_dead_letter_topic_and_the_consumer_goes_o
 
 
 def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(config)],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_nothing(

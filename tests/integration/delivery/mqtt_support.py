@@ -61,11 +61,10 @@ class Mosquitto:
 
     def start(self) -> None:
         assert self.process is None
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+        with self.log.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -117,13 +117,14 @@ def start_mosquitto(
         f"user {user}\n"
     )
     log = state / "mosquitto.log"
-    proc = subprocess.Popen(
-        [_mosquitto_exe(), "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=(state / "stderr.log").open("wb"),
-        start_new_session=True,
-    )
+    with (state / "stderr.log").open("wb") as stderr:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [_mosquitto_exe(), "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     _children[proc.pid] = proc
     deadline = time.monotonic() + timeout
     while not _port_open(port):

@@ -73,5 +73,6 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Pat
             subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True)
             for _ in range(4)
         ]
-        errors = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+        stderrs = [p.communicate(timeout=60)[1] for p in procs]  # communicate closes the pipes
+        errors = [(p.returncode, err) for p, err in zip(procs, stderrs, strict=True)]
         assert [rc for rc, _ in errors] == [0, 0, 0, 0], errors

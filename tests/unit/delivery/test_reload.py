@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,12 @@ from pbxlink.daemon.systemd import SystemdNotifier
 
 
 @pytest.fixture
-def notify(tmp_path: Path) -> tuple[socket.socket, SystemdNotifier]:
+def notify(tmp_path: Path) -> Iterator[tuple[socket.socket, SystemdNotifier]]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.setblocking(False)
-    return sock, SystemdNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    yield sock, SystemdNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    sock.close()
 
 
 def received(sock: socket.socket) -> list[str]:
