@@ -98,7 +98,8 @@ class CrmAdapter:
             # QoS 1 PUBACK round trips stall on Nagle + delayed ACK without it (research: 40-88 ms).
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
-        client._client.manual_ack_set(True)  # ack only after the inbox commit
+        # aiomqtt 2.5 has no manual-ack API: its paho client is the documented way round.
+        client._client.manual_ack_set(True)  # noqa: SLF001 - ack only after the inbox commit
         return client
 
     async def run(self, shutdown: asyncio.Event) -> None:
@@ -154,7 +155,7 @@ class CrmAdapter:
                 log.error("crm.inbox.store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
             for message, (topic, _), receipt in zip(burst, items, receipts, strict=True):
-                client._client.ack(message.mid, message.qos)
+                client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see manual_ack_set
                 self.received[receipt] += 1
                 if receipt is Receipt.DEAD:
                     log.warning("crm.message.dead_letter", topic=topic)

@@ -275,7 +275,7 @@ async def test_first_connect_retries_until_asterisk_comes_up() -> None:
 
     async def start_late() -> None:
         await asyncio.sleep(0.4)
-        server.server = await asyncio.start_server(server._serve, "127.0.0.1", port)
+        await server.start(port)
 
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(start_late())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -60,7 +60,7 @@ def index_of(*payloads: bytes) -> DirectoryIndex:
     return index
 
 
-NOW = datetime(2026, 11, 23, 10, 30)
+NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)  # the AGI service passes an aware local time
 LINE = "4930100200"
 POLICY = RoutingPolicy(default_region="UA")
 
@@ -244,7 +244,11 @@ def test_first_matching_rule_wins_and_dials_its_target() -> None:
 
 def test_time_window_rule_matches_across_midnight_only_inside_the_window() -> None:
     at_night = decide(
-        RouteRequest("0981234567", LINE), DIRECTORY, PresenceTracker(), RULES, datetime(2026, 11, 23, 23, 15)
+        RouteRequest("0981234567", LINE),
+        DIRECTORY,
+        PresenceTracker(),
+        RULES,
+        datetime(2026, 11, 23, 23, 15, tzinfo=UTC),
     )
     by_day = decide(RouteRequest("0981234567", LINE), DIRECTORY, PresenceTracker(), RULES, NOW)
     assert (at_night.target, at_night.rule) == ("PJSIP/103", "night")

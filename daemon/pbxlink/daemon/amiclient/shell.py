@@ -181,7 +181,7 @@ class _ItemStream:
         return self
 
     async def __anext__(self) -> AmiItem:
-        return await self._shell._next_item()
+        return await self._shell._next_item()  # noqa: SLF001 - the shell's own iterator, same module
 
 
 # -- the shell -----------------------------------------------------------------------------
