@@ -112,7 +112,7 @@ class CrmAdapter:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
                     self.connections += 1
-                    log.info("crm.adapter.connected", topics=self.topics)
+                    log.info("crm_adapter_connected", topics=self.topics)
                     delay = 0.5
                     self.ready.set()
                     async with asyncio.TaskGroup() as group:
@@ -124,7 +124,7 @@ class CrmAdapter:
             except* (aiomqtt.MqttError, _StoreFailed) as errors:
                 self.ready.clear()
                 log.warning(
-                    "crm.adapter.disconnected",
+                    "crm_adapter_disconnected",
                     error=str(errors.exceptions[0]),
                     retry_in=round(delay, 2),
                 )
@@ -152,13 +152,13 @@ class CrmAdapter:
             try:
                 receipts = await self.inbox.receive_many(items, self.clock())
             except Exception as exc:
-                log.error("crm.inbox.store_failed", messages=len(burst), error=str(exc))
+                log.error("crm_inbox_store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
             for message, (topic, _), receipt in zip(burst, items, receipts, strict=True):
                 client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see manual_ack_set
                 self.received[receipt] += 1
                 if receipt is Receipt.DEAD:
-                    log.warning("crm.message.dead_letter", topic=topic)
+                    log.warning("crm_message_dead_letter", topic=topic)
             self.wake.set()
 
     async def _work(self, client: aiomqtt.Client) -> None:
@@ -168,7 +168,7 @@ class CrmAdapter:
             except aiomqtt.MqttError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a CRM/disk failure must not stop the consumer
-                log.error("crm.adapter.work_failed", error=f"{type(exc).__name__}: {exc}")
+                log.error("crm_adapter_work_failed", error=f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), _WORK_INTERVAL)
             self.wake.clear()

@@ -115,7 +115,7 @@ async def test_garbage_and_oversized_frames_are_logged_counted_and_the_stream_go
     name = "Іван Петренко".encode()
     with capture_logs() as logs:
         await _garbage_then_events(server, settings, name)
-    (dropped,) = [entry for entry in logs if entry["event"] == "ami.frame_dropped"]
+    (dropped,) = [entry for entry in logs if entry["event"] == "ami_frame_dropped"]
     assert dropped["reason"] == "oversized"
     assert dropped["limit"] == 64 * 1024
     assert dropped["head"].startswith("Event: Huge")

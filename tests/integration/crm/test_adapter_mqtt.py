@@ -220,7 +220,7 @@ async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_noth
 
     adapter = _start_adapter(config, log)
     try:
-        await wait_for(lambda: b"crm.adapter.connected" in log.read_bytes(), 15)
+        await wait_for(lambda: b"crm_adapter_connected" in log.read_bytes(), 15)
         publisher = asyncio.create_task(publish(mosquitto_broker.port, stream))
         await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 40, 20)
         os.kill(adapter.pid, signal.SIGKILL)  # mid-stream, no goodbye

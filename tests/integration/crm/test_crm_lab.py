@@ -157,7 +157,7 @@ def rig(
     try:
         wait_until(daemon_ready, 30, "daemon ready", logs)
         wait_until(
-            lambda: b"crm.adapter.connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
+            lambda: b"crm_adapter_connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
         )
         yield Rig(asterisk_lab, database, daemon_log, adapter_log)
     finally:

@@ -297,7 +297,7 @@ class AmiShell:
         if paused is not None and queue.qsize() <= self.settings.queue_high_water // 2:
             self._paused = None
             paused.start_reading()
-            log.info("ami.reading_resumed", queued=queue.qsize())
+            log.info("ami_reading_resumed", queued=queue.qsize())
         return item
 
     def enqueue(self, item: AmiItem, protocol: FramingProtocol | None = None) -> None:
@@ -309,7 +309,7 @@ class AmiShell:
         if protocol is not None and self._paused is None and queue.qsize() >= self.settings.queue_high_water:
             protocol.stop_reading()
             self._paused = protocol
-            log.warning("ami.reading_paused", queued=queue.qsize())
+            log.warning("ami_reading_paused", queued=queue.qsize())
 
     # -- actions
 
@@ -423,7 +423,7 @@ class AmiShell:
             self.enqueue(ConnectionLost(session, protocol.lost_reason, time.time()))
             if self._closing:
                 return
-            log.warning("ami.connection_lost", session=session, reason=protocol.lost_reason)
+            log.warning("ami_shell_connection_lost", session=session, reason=protocol.lost_reason)
             if not self._reconnect:
                 self._queue.put_nowait(_End.END)
                 return
@@ -442,7 +442,7 @@ class AmiShell:
                 await self._call(protocol, "Ping", {}, within=settings.ping_timeout, check=False)
             except AmiActionTimeout:
                 self.counters.ping_timeouts += 1
-                log.warning("ami.peer_silent", ping_timeout=settings.ping_timeout)
+                log.warning("ami_peer_silent", ping_timeout=settings.ping_timeout)
                 protocol.abort(f"no reply to Ping within {settings.ping_timeout:g} s")
                 await protocol.lost.wait()
             except (AmiConnectionLost, AmiNotConnected):
@@ -463,7 +463,7 @@ class AmiShell:
                 delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311  # jitter, not crypto
                 attempt += 1
                 log.warning(
-                    "ami.connect_failed",
+                    "ami_connect_failed",
                     host=settings.host,
                     port=settings.port,
                     error=reason,
@@ -510,7 +510,7 @@ class AmiShell:
         if not login.ok:
             reason = login.message or login.response.response or "refused"
             log.error(
-                "ami.login_failed",
+                "ami_login_failed",
                 user=settings.username,
                 host=settings.host,
                 port=settings.port,
@@ -556,7 +556,7 @@ class AmiShell:
         )
         self.enqueue(marker)
         log.info(
-            "ami.logged_in",
+            "ami_logged_in",
             session=session,
             host=settings.host,
             port=settings.port,
