@@ -136,6 +136,9 @@ class AmiClient:
                     subscribers = list(self._subscribers)
                 for q in subscribers:
                     q.put((now, headers, output))
+        if sock is not None and self._sock is sock:  # the peer went away (an Asterisk crash): close our end
+            self._sock = None
+            sock.close()
         self.closed.set()
 
     # ---- subscriptions --------------------------------------------------------
