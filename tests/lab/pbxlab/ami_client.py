@@ -104,7 +104,8 @@ class AmiClient:
         self.closed.set()
 
     def __enter__(self) -> AmiClient:
-        return self.connect()
+        # LabSession.ami() hands out a connected client: a second connect would leak the first socket
+        return self if self._sock is not None else self.connect()
 
     def __exit__(
         self,
