@@ -16,19 +16,18 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
+import msgspec
 import structlog
 
 from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent
 from pbxlink.ami.events import CoreShowChannel, CoreShowChannelsComplete, FullyBooted
 from pbxlink.ami.framing import Frame
-from pbxlink.calls.model import CallOutcome, TrackerOutput
-from pbxlink.calls.outcome import to_json
+from pbxlink.calls.model import CallOutcome, RoutingDecision, TrackerOutput
 from pbxlink.calls.tracker import CallTracker
-from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, MessageKind, build_envelope
+from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import (
     JournalEntry,
@@ -209,7 +208,7 @@ class CallPipeline:
         metrics: DaemonMetrics,
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        routing_lookup: Callable[[Iterable[str]], Mapping[str, object] | None] | None = None,
+        routing_lookup: Callable[[Iterable[str]], RoutingDecision | None] | None = None,
     ) -> None:
         self.tracker = tracker
         # The FastAGI side's own record of a call's decision (by linkedid): it knows what the
@@ -305,51 +304,58 @@ class CallPipeline:
         now = self._wallclock()
         envelopes = []
         for output in outputs:
-            data = to_json(output)
-            if isinstance(output, CallOutcome):
-                self._complete_routing(data, output)
-                kind = MessageKind.OUTCOME
+            record = output
+            if isinstance(record, CallOutcome):
+                record = self._complete_routing(record)
                 self._metrics.outcomes.inc(
-                    direction=output.direction.value, answered=str(output.answered).lower()
+                    direction=record.direction.value, answered=str(record.answered).lower()
                 )
-                _log_finished_call(data)
-            else:
-                kind = MessageKind.EVENT
-            envelopes.append(build_envelope(kind, data, node=self._node, now=now, prefix=self._prefix))
+                _log_finished_call(record)
+            envelopes.append(build_envelope(record, node=self._node, now=now, prefix=self._prefix))
         self._writer.submit(envelopes)
 
-    def _complete_routing(self, data: dict[str, Any], outcome: CallOutcome) -> None:
+    def _complete_routing(self, outcome: CallOutcome) -> CallOutcome:
         """Fill what the AMI variables left unknown from the AGI server's decision, never
         overriding what the dialplan really received (a restarted daemon has no such record and
         keeps the tracker's view)."""
-        routing = data.get("routing")
-        if self._routing_lookup is None or not isinstance(routing, dict):
-            return
-        decided = self._routing_lookup(outcome.linkedids)
-        if decided is None or decided.get("target") != routing.get("target"):
-            return
-        for key, value in decided.items():
-            if routing.get(key) is None and value is not None:
-                routing[key] = value
+        if self._routing_lookup is None or outcome.routing is None:
+            return outcome
+        return complete_routing(outcome, self._routing_lookup(outcome.linkedids))
 
 
-def _log_finished_call(outcome: dict[str, object]) -> None:
+def complete_routing(outcome: CallOutcome, decided: RoutingDecision | None) -> CallOutcome:
+    """The outcome with the routing fields the dialplan's variables do not carry (decided_in_ms,
+    rule, agent, caller_e164) taken from the router's own decision, when the targets agree."""
+    seen = outcome.routing
+    if seen is None or decided is None or decided.target != seen.target:
+        return outcome
+    missing = {
+        name: getattr(decided, name)
+        for name in seen.__struct_fields__
+        if getattr(seen, name) is None and getattr(decided, name) is not None
+    }
+    if not missing:
+        return outcome
+    return msgspec.structs.replace(outcome, routing=msgspec.structs.replace(seen, **missing))
+
+
+def _log_finished_call(outcome: CallOutcome) -> None:
     """The one canonical line per finished call (the outcome's summary fields)."""
-    external = outcome.get("external")
+    external = outcome.external
     log.info(
         "call_finished",
-        call_id=outcome.get("id"),
-        direction=outcome.get("direction"),
-        answered=outcome.get("answered"),
-        missed_at=outcome.get("missed_at"),
-        external=external.get("e164") or external.get("raw") if isinstance(external, dict) else None,
-        line=outcome.get("line"),
-        initiator=outcome.get("initiator"),
-        first_answered_by=outcome.get("first_answered_by"),
-        last_handled_by=outcome.get("last_handled_by"),
-        queue=outcome.get("queue"),
-        ring_seconds=outcome.get("ring_seconds"),
-        talk_seconds=outcome.get("talk_seconds"),
-        transfers=len(outcome.get("transfers") or ()),  # type: ignore[arg-type]
-        reconstructed=outcome.get("reconstructed"),
+        call_id=outcome.id,
+        direction=outcome.direction.value,
+        answered=outcome.answered,
+        missed_at=None if outcome.missed_at is None else outcome.missed_at.value,
+        external=None if external is None else external.e164 or external.raw,
+        line=outcome.line,
+        initiator=outcome.initiator,
+        first_answered_by=outcome.first_answered_by,
+        last_handled_by=outcome.last_handled_by,
+        queue=outcome.queue,
+        ring_seconds=outcome.ring_seconds,
+        talk_seconds=outcome.talk_seconds,
+        transfers=len(outcome.transfers),
+        reconstructed=outcome.reconstructed,
     )

@@ -24,7 +24,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -45,6 +45,7 @@ from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.wire.model import RoutingDecision
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +207,7 @@ class Daemon:
         finally:
             await outbox.close()
 
-    def _routing_for(self, keys: Iterable[str]) -> Mapping[str, object] | None:
+    def _routing_for(self, keys: Iterable[str]) -> RoutingDecision | None:
         return self._router.routing_for(keys) if self._router is not None else None
 
     async def _run_with(self, outbox: Outbox, shutdown: asyncio.Event, reload: asyncio.Event) -> int:

@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from pbxlink.wire.model import RoutingDecision
+
 __all__ = [
     "Availability",
     "ClientOwners",
@@ -18,13 +20,14 @@ __all__ = [
     "PickPolicy",
     "PresenceView",
     "Responsible",
-    "RouteDecision",
     "RouteReason",
     "RouteRequest",
+    "RoutingDecision",
     "RoutingEntry",
     "RoutingPolicy",
     "Rule",
     "RuleAction",
+    "fall_through",
 ]
 
 
@@ -57,7 +60,7 @@ class Availability(StrEnum):
 class RouteReason(StrEnum):
     """Why a decision came out as it did (`reason` of the routing decision contract).
 
-    Rule-driven decisions use ``rule:<name>`` instead (see `RouteDecision.reason`).
+    Rule-driven decisions use ``rule:<name>`` instead (see `RoutingDecision.reason`).
     """
 
     OWNER = "owner"
@@ -201,51 +204,17 @@ class RoutingPolicy:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class RouteDecision:
-    """The routing decision contract (outcome `routing` and AGI channel variables)."""
-
-    target: str | None
-    agent: str | None
-    reason: str
-    owner: str | None
-    rule: str | None
-    caller_e164: str | None
-    line: str
-    decided_in_ms: float = 0.0
-
-    def to_json(self) -> dict[str, str | float | None]:
-        return {
-            "target": self.target,
-            "agent": self.agent,
-            "reason": self.reason,
-            "owner": self.owner,
-            "rule": self.rule,
-            "caller_e164": self.caller_e164,
-            "line": self.line,
-            "decided_in_ms": self.decided_in_ms,
-        }
-
-    def channel_variables(self) -> dict[str, str]:
-        """PBXLINK_ROUTE is empty when the dialplan should take its normal route."""
-        return {
-            "PBXLINK_ROUTE": self.target or "",
-            "PBXLINK_ROUTE_REASON": self.reason,
-            "PBXLINK_ROUTE_OWNER": self.owner or "",
-        }
-
-    @classmethod
-    def fall_through(cls, request: RouteRequest, reason: RouteReason) -> RouteDecision:
-        """No route: used for the deadline and for internal errors."""
-        return cls(
-            target=None,
-            agent=None,
-            reason=reason.value,
-            owner=None,
-            rule=None,
-            caller_e164=None,
-            line=request.line,
-        )
+def fall_through(request: RouteRequest, reason: RouteReason) -> RoutingDecision:
+    """No route: used for the deadline and for internal errors."""
+    return RoutingDecision(
+        target=None,
+        agent=None,
+        reason=reason.value,
+        owner=None,
+        rule=None,
+        caller_e164=None,
+        line=request.line,
+    )
 
 
 class DirectoryView(Protocol):

@@ -64,7 +64,7 @@ async def test_router_routes_from_the_persisted_directory_and_live_presence(
     assert (busy.variables["PBXLINK_ROUTE"], busy.variables["PBXLINK_ROUTE_REASON"]) == ("", "owner_busy")
     assert again.variables["PBXLINK_ROUTE"] == "PJSIP/101"
     assert routing is not None
-    assert (routing["reason"], routing["owner"], routing["caller_e164"]) == ("owner_busy", "101", NUMBER)
+    assert (routing.reason, routing.owner, routing.caller_e164) == ("owner_busy", "101", NUMBER)
 
 
 async def test_router_with_agi_disabled_does_not_listen(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from pbxlink.routing.presence import (
     presence_snapshot_from_frames,
     presence_update_from_frame,
 )
+from pbxlink.wire.model import RoutingDecision
 
 if TYPE_CHECKING:
     from pbxlink.daemon.config import Settings
@@ -159,7 +160,6 @@ class Router:
         await self.feed.consume(client)
 
     # --- decisions → outcome -----------------------------------------------------------
-    def routing_for(self, keys: Iterable[str]) -> dict[str, str | float | None] | None:
-        """The `routing` object of a call's outcome, by its linkedids and channel uniqueids."""
-        decision = self.decisions.for_call(keys)
-        return decision.to_json() if decision is not None else None
+    def routing_for(self, keys: Iterable[str]) -> RoutingDecision | None:
+        """The decision made for a call, by its linkedids and channel uniqueids."""
+        return self.decisions.for_call(keys)
