@@ -18,6 +18,7 @@ from pbxlink.wire.model import (
     BODY_TYPES,
     SCHEMA_VERSION,
     Body,
+    DirectoryTime,
     Envelope,
     LiveEvent,
     MessageKind,
@@ -36,10 +37,16 @@ T = TypeVar("T")
 
 
 class WireError(ValueError):
-    """A payload that breaks the wire contract; ``reason`` names the field (``path: problem``)."""
+    """A payload that breaks the wire contract; ``reason`` names the field (``path: problem``).
 
-    def __init__(self, reason: str) -> None:
+    ``field`` is the path inside the decoded document (``clients[0].client_id``; empty for the
+    document itself) and ``problem`` the rest, for callers that report them apart.
+    """
+
+    def __init__(self, reason: str, *, field: str = "", problem: str = "") -> None:
         self.reason = reason
+        self.field = field
+        self.problem = problem or reason
         super().__init__(reason)
 
 
@@ -50,11 +57,13 @@ def _enc_hook(value: object) -> object:
 
 
 def _dec_hook(kind: type, value: object) -> object:
-    if kind is Instant:
+    if kind is Instant or kind is DirectoryTime:
         if isinstance(value, datetime):
-            return Instant.of(value)
+            return kind.of(value)
         if not isinstance(value, str):
             raise TypeError("expected an ISO 8601 time")
+        if kind is DirectoryTime:
+            return DirectoryTime.parse_lenient(value)
         return Instant.parse(value)
     raise NotImplementedError(f"{kind.__name__} is not part of the wire model")
 
@@ -76,15 +85,16 @@ _AT = re.compile(r"^(?P<problem>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _OWN = re.compile(r"^`(?P<field>[^`]+)`: (?P<rest>.*)$", re.DOTALL)
 
 
-def _reason(error: msgspec.MsgspecError, root: str) -> str:
+def _error(error: msgspec.MsgspecError, root: str) -> WireError:
     """msgspec's ``Expected `int`, got `str` - at `$.data.seq``` → ``root.data.seq: Expected …``."""
     text = str(error)
     match = _AT.match(text)
-    path, problem = (root, text) if match is None else (root + match["path"], match["problem"])
+    field, problem = ("", text) if match is None else (match["path"].removeprefix("."), match["problem"])
     own = _OWN.match(problem)  # a model's own check names its field: "`external`: required …"
     if own is not None:
-        path, problem = f"{path}.{own['field']}", own["rest"]
-    return f"{path}: {problem}"
+        field, problem = ".".join(p for p in (field, own["field"]) if p), own["rest"]
+    path = ".".join(p for p in (root, field) if p) if not field.startswith("[") else root + field
+    return WireError(f"{path}: {problem}", field=field, problem=problem)
 
 
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -98,9 +108,9 @@ def decode(payload: bytes | str, kind: type[T], *, root: str = "data") -> T:
     try:
         result: T = decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        raise WireError(_reason(exc, root)) from None
-    except msgspec.DecodeError as exc:
-        raise WireError(f"{root}: not JSON: {exc}") from None
+        raise _error(exc, root) from None
+    except (msgspec.DecodeError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
+        raise WireError(f"{root}: not JSON: {exc}", problem=f"not JSON: {exc}") from None
     return result
 
 
@@ -109,7 +119,7 @@ def convert(document: object, kind: type[T], *, root: str = "data") -> T:
     try:
         return msgspec.convert(document, kind, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        raise WireError(_reason(exc, root)) from None
+        raise _error(exc, root) from None
 
 
 class _RawEnvelope(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ digits (msgspec's own datetime form drops or widens the fraction).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Self
 
 __all__ = ["Instant", "iso_utc", "seconds"]
 
@@ -18,16 +19,16 @@ class Instant(datetime):
     __slots__ = ()
 
     @classmethod
-    def from_epoch(cls, epoch: float) -> Instant:
+    def from_epoch(cls, epoch: float) -> Self:
         """Epoch seconds (AMI ``Timestamp``) → the instant, rounded to the millisecond."""
         return cls.fromtimestamp(round(epoch, 3), UTC)
 
     @classmethod
-    def of(cls, moment: datetime) -> Instant:
+    def of(cls, moment: datetime) -> Self:
         """Any aware datetime → the same moment in UTC (naive datetimes are refused)."""
         if moment.tzinfo is None:
             raise ValueError(f"{moment.isoformat()!r} has no time zone")
-        if isinstance(moment, Instant):
+        if type(moment) is cls:
             return moment
         utc = moment.astimezone(UTC)
         return cls(
@@ -35,7 +36,7 @@ class Instant(datetime):
         )
 
     @classmethod
-    def parse(cls, text: str) -> Instant:
+    def parse(cls, text: str) -> Self:
         """ISO 8601 with a zone (``Z`` or an offset) → the instant; ValueError otherwise."""
         try:
             moment = datetime.fromisoformat(text)
@@ -44,6 +45,15 @@ class Instant(datetime):
         if moment.tzinfo is None:
             raise ValueError(f"{text!r} has no time zone")
         return cls.of(moment)
+
+    @classmethod
+    def parse_lenient(cls, text: str) -> Self:
+        """As `parse`, but a time without a zone is UTC and a bare date is its midnight."""
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an ISO 8601 time") from None
+        return cls.of(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
     def wire(self) -> str:
         """The published form: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
+from msgspec.structs import force_setattr
 
 from pbxlink.wire.instant import Instant
 
@@ -23,7 +24,10 @@ __all__ = [
     "AgentId",
     "CallId",
     "CallOutcome",
+    "ClientOwners",
     "Direction",
+    "DirectoryEntry",
+    "DirectoryTime",
     "Envelope",
     "ExternalParty",
     "HandlerSegment",
@@ -34,6 +38,7 @@ __all__ = [
     "MissedAt",
     "Request",
     "RequestChannel",
+    "Responsible",
     "RoutingDecision",
     "Sender",
     "Transfer",
@@ -252,6 +257,54 @@ class Request(_Record, frozen=True, kw_only=True):
     def sender_email(self) -> str | None:
         email = self.sender.email
         return email.strip().lower() if email else None
+
+
+class DirectoryTime(Instant):
+    """A time in a directory entry: as `Instant`, but a CRM's zone-less time is read as UTC and a
+    bare date as its midnight (what the directory contract has always accepted)."""
+
+    __slots__ = ()
+
+
+class Responsible(_Record, frozen=True):
+    """One responsible person of a client, as the CRM side publishes it."""
+
+    employee: Text
+    extension: str | None
+    is_employee: bool = True
+    blocked: bool = False
+    deleted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.extension == "":
+            force_setattr(self, "extension", None)
+
+    @property
+    def eligible(self) -> bool:
+        """R2: blocked or deleted employees, and non-employees, are never routed to."""
+        return self.is_employee and not self.blocked and not self.deleted
+
+
+class ClientOwners(_Record, frozen=True):
+    client_id: Text
+    name: str
+    created_at: DirectoryTime
+    responsibles: tuple[Responsible, ...] = ()
+
+
+class DirectoryEntry(_Record, frozen=True):
+    """One retained directory message (``pbxlink/v1/directory/{digits}``, the CRM side → the
+    daemon's router): who owns the callers of one E.164 number (docs/routing.md)."""
+
+    number: Annotated[str, Meta(pattern=r"^\+[1-9]\d{6,14}$")]  # "+380981234567"
+    updated_at: DirectoryTime
+    clients: tuple[ClientOwners, ...] = ()
+    employee: str | None = None  # set when the number is an employee's own
+    schema: Schema1 = 1
+
+    def __post_init__(self) -> None:
+        if self.employee == "":
+            force_setattr(self, "employee", None)
 
 
 Body = CallOutcome | LiveEvent | Request

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from pbxlink.wire.model import RoutingDecision
+from pbxlink.wire.model import ClientOwners, DirectoryEntry, Responsible, RoutingDecision
 
 __all__ = [
     "Availability",
@@ -78,40 +78,6 @@ class RouteReason(StrEnum):
     ROUTING_OFF = "routing_off"
     DEADLINE = "deadline"
     ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class Responsible:
-    """One responsible person of a client, as the CRM side publishes it."""
-
-    employee: str
-    extension: str | None
-    is_employee: bool = True
-    blocked: bool = False
-    deleted: bool = False
-
-    @property
-    def eligible(self) -> bool:
-        """R2: blocked or deleted employees, and non-employees, are never routed to."""
-        return self.is_employee and not self.blocked and not self.deleted
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOwners:
-    client_id: str
-    name: str
-    created_at: datetime
-    responsibles: tuple[Responsible, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DirectoryEntry:
-    """One retained directory message: who owns the callers of one E.164 number."""
-
-    number: str  # "+380981234567"
-    updated_at: datetime
-    clients: tuple[ClientOwners, ...]
-    employee: str | None = None  # set when the number is an employee's own
 
 
 @dataclass(frozen=True, slots=True)

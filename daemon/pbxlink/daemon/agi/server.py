@@ -34,7 +34,6 @@ from pbxlink.daemon.agi.protocol import (
     set_variable_command,
 )
 from pbxlink.routing.model import RouteReason, RouteRequest, RoutingDecision, fall_through
-from pbxlink.wire.codec import to_builtins
 
 __all__ = ["AgiCounters", "DecisionSink", "FastAgiServer", "Resolver"]
 
@@ -184,9 +183,8 @@ class FastAgiServer:
                 self._on_decision(request, decision)
             except Exception:  # a broken sink must not cost the call its answer
                 log.exception("agi_decision_sink_failed")
-        log.info(
-            "route_decided", uniqueid=request.uniqueid, linkedid=request.linkedid, **to_builtins(decision)
-        )
+        fields = msgspec.structs.asdict(decision)
+        log.info("route_decided", uniqueid=request.uniqueid, linkedid=request.linkedid, **fields)
         try:
             async with asyncio.timeout(self.io_timeout):
                 await self._answer(reader, writer, decision)
