@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
+from pbxlink.ami import events as ami_events
 from pbxlink.ami.events import (
     AgentCalled,
     AgentComplete,
@@ -646,6 +647,20 @@ _BUILDERS: dict[str, _Builder] = {
 # Every AMI event name this module can decode.
 DECODABLE_EVENTS = frozenset(_BUILDERS)
 
+# The typed event each AMI event name decodes into (SoftHangupRequest is a HangupRequest).
+# Every other name is the name of its class in pbxlink.ami.events.
+DECODES_INTO: dict[str, type] = {
+    name: HangupRequest if name == "SoftHangupRequest" else getattr(ami_events, name) for name in _BUILDERS
+}
+
+
+def events_decoding_into(types: Collection[type]) -> frozenset[str]:
+    """The AMI event names whose typed events are among ``types`` (e.g. the types a consumer
+    has handlers for): decode exactly these, and nothing a consumer handles is dropped."""
+    wanted = set(types)
+    return frozenset(name for name, kind in DECODES_INTO.items() if kind in wanted)
+
+
 # Event names are matched case-insensitively (AMI keys and names are).
 _CANONICAL = {name.lower(): name for name in _BUILDERS}
 _RESOLVED_LIMIT = 4096  # distinct event names remembered (a peer could invent endless ones)
@@ -663,7 +678,8 @@ class AmiDecoder:
     def __init__(self, events: Collection[str] | None = None) -> None:
         """``events``: the AMI event names to decode (default: every event modelled in
         :mod:`~pbxlink.ami.events`); a consumer passes the ones it uses, e.g.
-        :data:`pbxlink.calls.tracker.TRACKED_EVENTS`, and the rest cost nothing."""
+        :data:`pbxlink.calls.tracker.TRACKED_EVENTS` (derived from the tracker's handler table
+        by :func:`events_decoding_into`), and the rest cost nothing."""
         unknown = set(events or ()) - _BUILDERS.keys()
         if unknown:
             raise ValueError(f"no decoder for AMI events {sorted(unknown)}")

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 from msgspec import UNSET
 
+from pbxlink.ami.decode import events_decoding_into
 from pbxlink.ami.events import (
     AgentCalled,
     AmiEvent,
@@ -93,36 +94,6 @@ _REJOIN_SECONDS = 1.0
 # straggling event cannot start a ghost call.
 _FINISHED_SECONDS = 60.0
 _FINISHED_MEMORY = 50_000
-
-
-# The AMI events the tracker uses (decode only these: AmiDecoder(TRACKED_EVENTS)).
-TRACKED_EVENTS = frozenset(
-    {
-        "Newchannel",
-        "Newstate",
-        "NewCallerid",
-        "Newexten",
-        "VarSet",
-        "DialBegin",
-        "BridgeEnter",
-        "BridgeLeave",
-        "BridgeDestroy",
-        "BlindTransfer",
-        "AttendedTransfer",
-        "LocalBridge",
-        "QueueCallerJoin",
-        "QueueCallerLeave",
-        "AgentCalled",
-        "Pickup",
-        "Hangup",
-        "HangupRequest",
-        "OriginateResponse",
-        "CoreShowChannel",
-        "CoreShowChannelsComplete",
-        "FullyBooted",
-        "SuccessfulAuth",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +330,11 @@ class CallTracker:
 
     # -----------------------------------------------------------------------------------------
     # public API
+
+    @property
+    def handled_events(self) -> frozenset[type]:
+        """The typed AMI events this tracker has a handler for (its handler table's keys)."""
+        return frozenset(self._handlers)
 
     @property
     def active_calls(self) -> int:
@@ -1285,3 +1261,8 @@ def _covered_seconds(intervals: Iterable[tuple[float, float]]) -> float:
     if current_start is not None:
         total += current_end - current_start
     return total
+
+
+# The AMI event names the tracker uses, derived from its handler table: decode only these
+# (``AmiDecoder(TRACKED_EVENTS)``) and nothing it handles is dropped.
+TRACKED_EVENTS = events_decoding_into(CallTracker().handled_events)
