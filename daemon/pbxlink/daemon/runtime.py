@@ -45,6 +45,7 @@ from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.routing.presence import PRESENCE_EVENTS as ROUTING_PRESENCE_EVENTS
 from pbxlink.wire.model import RoutingDecision
 
 log = structlog.get_logger(__name__)
@@ -56,19 +57,7 @@ TICK_SECONDS: Final = 0.2  # how often settled calls are finalized while AMI is 
 HOUSEKEEPING_SECONDS: Final = 5.0  # gauges, STATUS=, pruning
 PRUNE_EVERY: Final = 720  # housekeeping rounds between prunes (an hour)
 # AMI events the routing presence tracker reads (pbxlink.routing.presence), lower case.
-PRESENCE_EVENTS: Final = frozenset(
-    {
-        "devicestatechange",
-        "contactstatus",
-        "contactstatusdetail",
-        "extensionstatus",
-        "queuememberstatus",
-        "queuememberpause",
-        "queuememberadded",
-        "queuemember",
-        "queuememberremoved",
-    }
-)
+PRESENCE_EVENTS: Final = frozenset(name.lower() for name in ROUTING_PRESENCE_EVENTS)
 
 
 AmiShellFactory = Callable[[ShellSettings], AmiShell]
@@ -384,7 +373,7 @@ class Daemon:
             if isinstance(item, Frame):
                 pipeline.feed(item)
                 if router is not None and (item.event or "").lower() in PRESENCE_EVENTS:
-                    router.on_ami_frame(item.header_map)
+                    router.on_ami_frame(item)
             elif isinstance(item, Resynced):
                 if router is not None:
                     await self._seed_presence(shell, router)
@@ -410,7 +399,7 @@ class Daemon:
         except AmiError as exc:
             log.warning("presence_snapshot_failed", error=str(exc))
             return
-        router.on_ami_snapshot([frame.header_map for frame in reply.items])
+        router.on_ami_snapshot(reply.items)
 
     async def _run_directory_feed(self, router: Router) -> None:
         """The ownership directory from MQTT (retained messages), own connection."""
