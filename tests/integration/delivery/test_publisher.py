@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from mqtt_support import Mosquitto, recording_consumer, until
 
-from pbxlink.daemon.config import MqttSettings, Secret
 from pbxlink.daemon.envelope import Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import MessageStatus, Outbox
 from pbxlink.daemon.publisher import Backoff, OutcomePublisher
+from pbxlink.foundation.config import MqttSettings, Secret
 from pbxlink.wire.model import Direction
 from pbxlink.wire.samples import sample_event, sample_outcome
 
@@ -243,7 +243,7 @@ import asyncio, sys, time
 from pathlib import Path
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from pbxlink.daemon.config import MqttSettings
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.publisher import OutcomePublisher
