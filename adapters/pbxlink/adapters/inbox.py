@@ -14,7 +14,8 @@ from datetime import datetime
 
 from pbxlink.adapters.backends.sqlite_crm import iso
 from pbxlink.adapters.store import Store
-from pbxlink.rules.calls import CallInputError, Envelope, MessageType, parse_envelope
+from pbxlink.rules.calls import CallInputError, Envelope, parse_envelope
+from pbxlink.wire.topics import KIND_SUFFIX
 
 _MAX_PAYLOAD = 1024 * 1024
 
@@ -64,11 +65,7 @@ def validate(topic: str, payload: bytes) -> Envelope:
     if len(payload) > _MAX_PAYLOAD:
         raise CallInputError(f"payload of {len(payload)} bytes is larger than {_MAX_PAYLOAD}")
     envelope = parse_envelope(payload)
-    expected = {
-        MessageType.OUTCOME: "call/outcome",
-        MessageType.EVENT: "call/event",
-        MessageType.REQUEST: "crm/request",
-    }[envelope.type]
+    expected = KIND_SUFFIX[envelope.type]
     if not topic.endswith(expected):
         raise CallInputError(f"a {envelope.type.value} message on topic {topic!r}")
     return envelope

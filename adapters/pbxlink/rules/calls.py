@@ -28,6 +28,7 @@ from pbxlink.wire.model import LiveEventType as EventType
 from pbxlink.wire.model import MessageKind as MessageType
 from pbxlink.wire.model import Request as InboundRequest
 from pbxlink.wire.model import RequestChannel as Channel
+from pbxlink.wire.topics import DEFAULT_TOPIC_PREFIX, NodeTopics, request_topic
 
 __all__ = [
     "CallInputError",
@@ -82,40 +83,43 @@ def parse_envelope(raw: object) -> Envelope:
 
 
 def envelope_for(
-    data: Mapping[str, Any], node: str = "pbx1", prefix: str = "pbxlink/v1"
+    data: Mapping[str, Any], node: str = "pbx1", prefix: str = DEFAULT_TOPIC_PREFIX
 ) -> tuple[str, bytes]:
-    """(topic, payload) of an outcome or live-event dict, enveloped as the daemon publishes it."""
+    """(topic, payload) of an outcome or live-event dict, enveloped as the daemon publishes it.
+
+    For tests and ``pbxlink explain``: the dict is wrapped as it is, unchecked, so a sample can
+    break the contract on purpose (the reader, `parse_envelope`, is what checks it)."""
     if "type" in data:  # a live event
         envelope = {
             "schema": 1,
             "id": f"{data['call_id']}:{data['seq']}",
-            "type": "call.event",
+            "type": MessageType.EVENT.value,
             "node": node,
             "time": data["time"],
             "data": dict(data),
         }
-        topic = f"{prefix}/{node}/call/event"
+        topic = NodeTopics(node, prefix).event
     else:
         envelope = {
             "schema": 1,
             "id": data["id"],
-            "type": "call.outcome",
+            "type": MessageType.OUTCOME.value,
             "node": node,
             "time": data["ended_at"],
             "data": dict(data),
         }
-        topic = f"{prefix}/{node}/call/outcome"
+        topic = NodeTopics(node, prefix).outcome
     return topic, json.dumps(envelope, ensure_ascii=False).encode()
 
 
-def request_envelope(data: Mapping[str, Any], prefix: str = "pbxlink/v1") -> tuple[str, bytes]:
+def request_envelope(data: Mapping[str, Any], prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[str, bytes]:
     """(topic, payload) of an A7 request dict, as a mail/messenger/web gateway publishes it."""
     envelope = {
         "schema": 1,
         "id": data["id"],
-        "type": "crm.request",
+        "type": MessageType.REQUEST.value,
         "node": "crm",
         "time": data["received_at"],
         "data": dict(data),
     }
-    return f"{prefix}/crm/request", json.dumps(envelope, ensure_ascii=False).encode()
+    return request_topic(prefix), json.dumps(envelope, ensure_ascii=False).encode()

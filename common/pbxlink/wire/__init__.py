@@ -7,5 +7,7 @@
   bad input raises `WireError` naming the field.
 * :mod:`pbxlink.wire.instant` — `Instant`, the wire time (UTC, milliseconds), `iso_utc`, `seconds`.
 * :mod:`pbxlink.wire.schema`  — the published JSON Schema, generated (``pbxlink schema``).
+* :mod:`pbxlink.wire.topics`  — the MQTT topics: `NodeTopics`, `request_topic`, `directory_topic`.
+* :mod:`pbxlink.wire.samples` — valid sample records for tests and benchmarks.
 * :mod:`pbxlink.wire.phone`   — phone numbers (E.164 normalization).
 """

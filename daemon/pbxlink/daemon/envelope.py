@@ -16,6 +16,7 @@ from pbxlink.wire.codec import encode
 from pbxlink.wire.instant import Instant, iso_utc
 from pbxlink.wire.model import SCHEMA_VERSION, CallOutcome, LiveEvent, MessageKind
 from pbxlink.wire.model import Envelope as WireEnvelope
+from pbxlink.wire.topics import DEFAULT_TOPIC_PREFIX, NodeTopics
 
 __all__ = [
     "DEFAULT_TOPIC_PREFIX",
@@ -28,30 +29,6 @@ __all__ = [
 ]
 
 ENVELOPE_SCHEMA = SCHEMA_VERSION
-DEFAULT_TOPIC_PREFIX = "pbxlink/v1"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeTopics:
-    """The topics of one PBX node, under the configured prefix (``mqtt.topic_prefix``)."""
-
-    node: str
-    prefix: str = DEFAULT_TOPIC_PREFIX
-
-    @property
-    def outcome(self) -> str:
-        return f"{self.prefix}/{self.node}/call/outcome"
-
-    @property
-    def event(self) -> str:
-        return f"{self.prefix}/{self.node}/call/event"
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/{self.node}/status"
-
-    def for_kind(self, kind: MessageKind) -> str:
-        return self.outcome if kind is MessageKind.OUTCOME else self.event
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from typing import Any
 
 from pbxlink.routing.model import DirectoryEntry, RoutingEntry
 from pbxlink.wire.codec import WireError, convert, decode, encode
+from pbxlink.wire.topics import DIRECTORY_TOPIC_PREFIX, directory_topic
 
 __all__ = [
     "DIRECTORY_TOPIC_FILTER",
@@ -36,7 +37,6 @@ __all__ = [
     "parse_directory_message",
 ]
 
-DIRECTORY_TOPIC_PREFIX = "pbxlink/v1/directory/"
 DIRECTORY_TOPIC_FILTER = DIRECTORY_TOPIC_PREFIX + "#"
 _DIGITS = re.compile(r"^[1-9]\d{6,14}$")
 _MAX_PAYLOAD = 256 * 1024
@@ -59,10 +59,6 @@ class DirectoryUpdate:
     digits: str
     entry: DirectoryEntry | None
     payload: bytes = b""  # the original payload, kept for persistence
-
-
-def directory_topic(e164: str, prefix: str = DIRECTORY_TOPIC_PREFIX) -> str:
-    return prefix + e164.removeprefix("+")
 
 
 def parse_directory_entry(document: Any, topic: str = "directory") -> DirectoryEntry:
