@@ -2,7 +2,7 @@
 
 * :mod:`pbxlink.wire.model`   — the records, msgspec Structs, defined once: `CallOutcome`,
   `LiveEvent`, `Request` (A7 messages/web requests), `Envelope`, `RoutingDecision`, their
-  parts and enums (`Direction`, `MissedAt`, `MessageKind` …).
+  parts and enums (`Direction`, `MissedAt`, `MessageKind` …), `DirectoryEntry`, `DeadLetter`.
 * :mod:`pbxlink.wire.codec`   — `encode`, `decode`, `convert`, `decode_envelope`, `to_builtins`;
   bad input raises `WireError` naming the field.
 * :mod:`pbxlink.wire.instant` — `Instant`, the wire time (UTC, milliseconds), `iso_utc`, `seconds`.

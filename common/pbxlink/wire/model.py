@@ -25,6 +25,7 @@ __all__ = [
     "CallId",
     "CallOutcome",
     "ClientOwners",
+    "DeadLetter",
     "Direction",
     "DirectoryEntry",
     "DirectoryTime",
@@ -305,6 +306,19 @@ class DirectoryEntry(_Record, frozen=True):
     def __post_init__(self) -> None:
         if self.employee == "":
             force_setattr(self, "employee", None)
+
+
+class DeadLetter(_Record, frozen=True, kw_only=True):
+    """A message an adapter refused, and why (topic ``pbxlink/v1/crm/deadletter``, docs/crm.md)."""
+
+    schema: Schema1 = 1
+    adapter: Text
+    id: str
+    topic: str
+    reason: str
+    received_at: Instant
+    payload: str | None  # the refused payload, when it is UTF-8 text
+    payload_hex: str | None  # else its bytes in hex
 
 
 Body = CallOutcome | LiveEvent | Request
