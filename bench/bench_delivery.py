@@ -38,12 +38,13 @@ sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 import aiomqtt  # noqa: E402
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope  # noqa: E402
+from pbxlink.daemon.envelope import Envelope, build_envelope  # noqa: E402
 from pbxlink.daemon.metrics import DaemonMetrics  # noqa: E402
 from pbxlink.daemon.outbox import Outbox  # noqa: E402
 from pbxlink.daemon.pipeline import OutboxWriter  # noqa: E402
 from pbxlink.daemon.publisher import OutcomePublisher  # noqa: E402
 from pbxlink.foundation.config import MqttSettings  # noqa: E402
+from pbxlink.wire.samples import sample_outcome  # noqa: E402
 
 
 def free_port() -> int:
@@ -206,8 +207,7 @@ def envelopes(n: int, tag: str) -> list[Envelope]:
     now = datetime.now(UTC)
     return [
         build_envelope(
-            MessageKind.OUTCOME,
-            {"id": f"bench:{tag}.{i}", "direction": "inbound", "answered": True, "padding": "x" * 2000},
+            sample_outcome(f"bench:{tag}.{i}", recordings=("x" * 2000,)),
             node="bench",
             now=now,
         )

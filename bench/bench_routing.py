@@ -59,8 +59,8 @@ from pbxlink.routing.model import (
     ClientOwners,
     DirectoryEntry,
     Responsible,
-    RouteDecision,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
 )
 from pbxlink.routing.presence import DeviceState, PresenceTracker
@@ -175,7 +175,7 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
         await asyncio.Event().wait()
         return
     if kind == "constant":
-        constant = RouteDecision(
+        constant = RoutingDecision(
             target="PJSIP/101",
             agent="101",
             reason="owner",
@@ -185,7 +185,7 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
             line="4930100200",
         )
 
-        async def resolve(request: RouteRequest) -> RouteDecision:
+        async def resolve(request: RouteRequest) -> RoutingDecision:
             return constant
 
         agi = TimedAgiServer(resolve, port=0, max_sessions=2000)

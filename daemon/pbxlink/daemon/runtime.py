@@ -24,7 +24,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -45,6 +45,8 @@ from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.routing.presence import PRESENCE_EVENTS as ROUTING_PRESENCE_EVENTS
+from pbxlink.wire.model import RoutingDecision
 
 log = structlog.get_logger(__name__)
 
@@ -55,19 +57,7 @@ TICK_SECONDS: Final = 0.2  # how often settled calls are finalized while AMI is 
 HOUSEKEEPING_SECONDS: Final = 5.0  # gauges, STATUS=, pruning
 PRUNE_EVERY: Final = 720  # housekeeping rounds between prunes (an hour)
 # AMI events the routing presence tracker reads (pbxlink.routing.presence), lower case.
-PRESENCE_EVENTS: Final = frozenset(
-    {
-        "devicestatechange",
-        "contactstatus",
-        "contactstatusdetail",
-        "extensionstatus",
-        "queuememberstatus",
-        "queuememberpause",
-        "queuememberadded",
-        "queuemember",
-        "queuememberremoved",
-    }
-)
+PRESENCE_EVENTS: Final = frozenset(name.lower() for name in ROUTING_PRESENCE_EVENTS)
 
 
 AmiShellFactory = Callable[[ShellSettings], AmiShell]
@@ -206,7 +196,7 @@ class Daemon:
         finally:
             await outbox.close()
 
-    def _routing_for(self, keys: Iterable[str]) -> Mapping[str, object] | None:
+    def _routing_for(self, keys: Iterable[str]) -> RoutingDecision | None:
         return self._router.routing_for(keys) if self._router is not None else None
 
     async def _run_with(self, outbox: Outbox, shutdown: asyncio.Event, reload: asyncio.Event) -> int:
@@ -383,7 +373,7 @@ class Daemon:
             if isinstance(item, Frame):
                 pipeline.feed(item)
                 if router is not None and (item.event or "").lower() in PRESENCE_EVENTS:
-                    router.on_ami_frame(item.header_map)
+                    router.on_ami_frame(item)
             elif isinstance(item, Resynced):
                 if router is not None:
                     await self._seed_presence(shell, router)
@@ -409,7 +399,7 @@ class Daemon:
         except AmiError as exc:
             log.warning("presence_snapshot_failed", error=str(exc))
             return
-        router.on_ami_snapshot([frame.header_map for frame in reply.items])
+        router.on_ami_snapshot(reply.items)
 
     async def _run_directory_feed(self, router: Router) -> None:
         """The ownership directory from MQTT (retained messages), own connection."""

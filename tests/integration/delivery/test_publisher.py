@@ -17,23 +17,24 @@ from pathlib import Path
 import pytest
 from mqtt_support import Mosquitto, recording_consumer, until
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
+from pbxlink.daemon.envelope import Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import MessageStatus, Outbox
 from pbxlink.daemon.publisher import Backoff, OutcomePublisher
 from pbxlink.foundation.config import MqttSettings, Secret
+from pbxlink.wire.model import Direction
+from pbxlink.wire.samples import sample_event, sample_outcome
 
 NOW = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
 
 def outcome(n: int, *, answered: bool = True) -> Envelope:
-    data = {"schema": 1, "id": f"pbx1:17000.{n}", "direction": "inbound", "answered": answered}
-    return build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=NOW)
+    return build_envelope(sample_outcome(f"pbx1:17000.{n}", answered=answered), node="pbx1", now=NOW)
 
 
 def event(n: int, seq: int) -> Envelope:
-    data = {"schema": 1, "type": "ringing", "call_id": f"pbx1:17000.{n}", "seq": seq, "direction": "outbound"}
-    return build_envelope(MessageKind.EVENT, data, node="pbx1", now=NOW)
+    event = sample_event(f"pbx1:17000.{n}", seq, direction=Direction.OUTBOUND, line=None)
+    return build_envelope(event, node="pbx1", now=NOW)
 
 
 def settings_for(broker: Mosquitto, **changes: object) -> MqttSettings:

@@ -17,17 +17,18 @@ from pathlib import Path
 import pytest
 from mqtt_support import until
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
+from pbxlink.daemon.envelope import Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox, OutboxError, OutboxWriteError
 from pbxlink.daemon.pipeline import OutboxWriter
+from pbxlink.wire.samples import sample_outcome
 
 pytestmark = pytest.mark.lab  # needs root for mount(8)
 
 
 def outcome(n: int) -> Envelope:
-    data = {"schema": 1, "id": f"pbx1:1.{n}", "direction": "inbound", "answered": True, "padding": "x" * 2000}
-    return build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
+    padded = sample_outcome(f"pbx1:1.{n}", recordings=("x" * 2000,))
+    return build_envelope(padded, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture

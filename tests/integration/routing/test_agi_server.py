@@ -25,8 +25,8 @@ from pbxlink.routing.model import (
     ClientOwners,
     DirectoryEntry,
     Responsible,
-    RouteDecision,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
 )
 from pbxlink.routing.presence import PresenceTracker
@@ -303,7 +303,7 @@ async def test_directory_not_loaded_in_time_falls_through_at_the_deadline(
 
 
 async def test_a_failing_resolver_falls_through_with_reason_error() -> None:
-    async def broken(request: RouteRequest) -> RouteDecision:
+    async def broken(request: RouteRequest) -> RoutingDecision:
         raise RuntimeError("directory exploded")
 
     async with FastAgiServer(broken, port=0) as server:

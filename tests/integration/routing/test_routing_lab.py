@@ -23,6 +23,7 @@ from pbxlab.mosquitto import BrokerHandle
 from pbxlab.session import LabSession
 from pbxlab.sipp import Call, Phone
 
+from pbxlink.ami.framing import Frame as AmiFrame
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
@@ -35,12 +36,7 @@ from pbxlink.routing.model import (
     Responsible,
     RoutingPolicy,
 )
-from pbxlink.routing.presence import (
-    PresenceFrameProblem,
-    PresenceTracker,
-    presence_snapshot_from_frames,
-    presence_update_from_frame,
-)
+from pbxlink.routing.presence import PresenceDecoder, PresenceFrameProblem, PresenceTracker
 
 pytestmark = pytest.mark.lab
 
@@ -68,10 +64,15 @@ def owned_by(number: str, extension: str) -> bytes:
     )
 
 
+def ami_frame(headers: dict[str, str]) -> AmiFrame:
+    """The lab client's header dict back as the AMI frame Asterisk sent (``Key: value`` lines)."""
+    return AmiFrame("".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode())
+
+
 class LivePresence:
     """Presence from a live AMI session: seeded with DeviceStateList, then every event.
 
-    This is the wiring the daemon does (AMI frame → presence_update_from_frame → tracker);
+    This is the wiring the daemon does (AMI frame → the codec's presence events → tracker);
     frames arrive on the lab client's reader thread and are applied on the event loop.
     """
 
@@ -82,8 +83,9 @@ class LivePresence:
         self.events = self.ami.subscribe()
         self.problems: list[PresenceFrameProblem] = []
         self._stop = threading.Event()
+        self.decoder = PresenceDecoder()
         snapshot = self.ami.list_action("DeviceStateList", "DeviceStateListComplete")
-        updates, problems = presence_snapshot_from_frames(snapshot)
+        updates, problems = self.decoder.snapshot(ami_frame(headers) for headers in snapshot)
         self.problems.extend(problems)
         loop.call_soon_threadsafe(tracker.replace, updates)
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -95,7 +97,7 @@ class LivePresence:
                 _, frame, _ = self.events.get(timeout=0.1)
             except queue.Empty:
                 continue
-            update = presence_update_from_frame(frame)
+            update = self.decoder.update(ami_frame(frame))
             if isinstance(update, PresenceFrameProblem):
                 self.problems.append(update)
             elif update is not None:

@@ -21,13 +21,14 @@ from pbxlink.routing.model import (
     DirectoryEntry,
     PickPolicy,
     Responsible,
-    RouteDecision,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
     Rule,
     RuleAction,
 )
 from pbxlink.routing.presence import DeviceState, PresenceTracker, QueueMemberUpdate
+from pbxlink.wire.codec import to_builtins
 
 
 def responsible(
@@ -92,7 +93,7 @@ DIRECTORY = index_of(
 
 def route(
     caller: str, *, presence: PresenceTracker | None = None, policy: RoutingPolicy = POLICY, line: str = LINE
-) -> RouteDecision:
+) -> RoutingDecision:
     return decide(
         RouteRequest(caller=caller, line=line, uniqueid="1.1"),
         DIRECTORY,
@@ -104,7 +105,7 @@ def route(
 
 @pytest.mark.parametrize("caller", ["0981234567", "380981234567", "+380981234567", "+38 (098) 123-45-67"])
 def test_known_caller_in_any_written_form_rings_the_responsible_manager(caller: str) -> None:
-    assert route(caller) == RouteDecision(
+    assert route(caller) == RoutingDecision(
         target="PJSIP/101",
         agent="101",
         reason="owner",
@@ -264,7 +265,7 @@ def test_rule_region_reads_caller_numbers_of_that_line() -> None:
 
 
 def test_decision_json_matches_the_contract_keys() -> None:
-    assert set(route("0981234567").to_json()) == {
+    assert set(to_builtins(route("0981234567"))) == {
         "target",
         "agent",
         "reason",
