@@ -18,11 +18,13 @@ import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.metrics import AdapterMetrics
 from pbxlink.adapters.store import StoreError, open_store
 from pbxlink.daemon.config import LogSettings, Secret, read_secret
 from pbxlink.daemon.logs import configure_logging
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.rules.settings import Settings, SettingsError, load_settings
+from pbxlink.toolkit.http import HealthServer
 
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 
@@ -78,8 +80,16 @@ async def serve(settings: Settings, *, shutdown: asyncio.Event, password: Secret
     try:
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
-        adapter = CrmAdapter(settings, store, password=None if password is None else password.reveal())
-        await adapter.run(shutdown)
+        metrics = AdapterMetrics(settings.adapter.name)
+        adapter = CrmAdapter(
+            settings, store, password=None if password is None else password.reveal(), metrics=metrics
+        )
+        a = settings.adapter
+        if a.http_port == 0:
+            await adapter.run(shutdown)
+            return
+        async with HealthServer(metrics.registry, adapter.readiness, host=a.http_host, port=a.http_port):
+            await adapter.run(shutdown)
     finally:
         await store.close()
 

@@ -268,6 +268,8 @@ class AdapterSettings:
     max_attempts: int = 5
     publish_directory: bool = True
     inbox_retention_days: int = 30
+    http_host: str = "127.0.0.1"  # /metrics, /healthz, /readyz (like the daemon's [http])
+    http_port: int = 9109  # 0: no HTTP endpoint
 
     @property
     def identifier(self) -> str:
@@ -641,6 +643,8 @@ def _adapter(t: _Table) -> AdapterSettings:
         max_attempts=t.integer("max_attempts", d.max_attempts, minimum=1),
         publish_directory=t.boolean("publish_directory", d.publish_directory),
         inbox_retention_days=t.integer("inbox_retention_days", d.inbox_retention_days, minimum=1),
+        http_host=t.text("http_host", d.http_host),
+        http_port=t.integer("http_port", d.http_port, minimum=0),
     )
     t.close()
     return result

@@ -192,7 +192,7 @@ class OutboxWriter:
             self.last_error = None
             retry = WRITE_RETRY_INITIAL
             for envelope in batch:
-                self._metrics.outbox_written.inc(kind=envelope.kind.value)
+                self._metrics.outbox_written.labels(kind=envelope.kind.value).inc()
             if batch:
                 self._on_commit()
 
@@ -227,11 +227,11 @@ class CallPipeline:
         """One AMI frame. ``replaying``: from the journal at start (not counted or re-journaled)."""
         name = frame.event
         if name is not None and not replaying:
-            self._metrics.ami_events.inc(event=name)
+            self._metrics.ami_events.labels(event=name).inc()
         try:
             event = self._decoder.decode(frame)
         except MalformedEvent as exc:
-            self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+            self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
             log.warning(
                 "ami_frame_rejected",
                 reason="malformed_event",
@@ -264,7 +264,7 @@ class CallPipeline:
             try:
                 event = self._decoder.decode(frame)
             except MalformedEvent as exc:
-                self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+                self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
                 log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc))
                 continue
             if isinstance(event, CoreShowChannel):
@@ -309,9 +309,11 @@ class CallPipeline:
             if isinstance(output, CallOutcome):
                 self._complete_routing(data, output)
                 kind = MessageKind.OUTCOME
-                self._metrics.outcomes.inc(
-                    direction=output.direction.value, answered=str(output.answered).lower()
-                )
+                self._metrics.outcomes.labels(
+                    direction=output.direction.value,
+                    answered=str(output.answered).lower(),
+                    missed_at="none" if output.missed_at is None else output.missed_at.value,
+                ).inc()
                 _log_finished_call(data)
             else:
                 kind = MessageKind.EVENT

@@ -39,12 +39,13 @@ from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
 from pbxlink.daemon.check_config import add_config_arguments
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
 from pbxlink.daemon.logs import configure_logging
-from pbxlink.daemon.metrics import DaemonMetrics, HealthServer, Readiness
+from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import SCHEMA_VERSION, Outbox, OutboxError
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.toolkit.http import HealthServer, Readiness
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +124,11 @@ class Daemon:
         self._router: Router | None = None
         self._clock = clock
         self.metrics = DaemonMetrics()
+        self.metrics.export_agi(
+            lambda: (
+                None if self._router is None else (self._router.server.counters, self._router.feed.counters)
+            )
+        )
         self._ami: AmiShell | None = None
         self._ami_seen = _ShellCounters()
         self._ami_restart = asyncio.Event()
@@ -389,7 +395,7 @@ class Daemon:
                     await self._seed_presence(shell, router)
                 metrics.ami_connected.set(1)
                 if item.session > 1:
-                    metrics.reconnects.inc(link="ami")
+                    metrics.reconnects.labels(link="ami").inc()
                 pipeline.resync(item.channels, item.taken_at)
                 log.info(
                     "ami_resynced",
@@ -414,14 +420,9 @@ class Daemon:
     async def _run_directory_feed(self, router: Router) -> None:
         """The ownership directory from MQTT (retained messages), own connection."""
         mqtt = self.settings.mqtt
+        # The same [mqtt] settings as the publisher (TLS, client certificate, auth): one factory.
         await router.feed.run(
-            host=mqtt.host,
-            port=mqtt.port,
-            identifier=f"{mqtt.client_id or 'pbxlink-' + self.settings.node.name}-directory",
-            username=mqtt.username or None,
-            password=mqtt.password.reveal() if mqtt.password is not None else None,
-            backoff_initial=mqtt.backoff_initial,
-            backoff_max=mqtt.backoff_max,
+            mqtt, identifier=f"{mqtt.client_id or 'pbxlink-' + self.settings.node.name}-directory"
         )
 
     def _sync_shell_counters(self) -> None:
@@ -433,9 +434,9 @@ class Daemon:
         seen = self._ami_seen
         rejected = self.metrics.ami_frames_rejected
         if stats.oversized_frames > seen.oversized:
-            rejected.inc(stats.oversized_frames - seen.oversized, reason="oversized")
+            rejected.labels(reason="oversized").inc(stats.oversized_frames - seen.oversized)
         if stats.handler_errors > seen.handler_errors:
-            rejected.inc(stats.handler_errors - seen.handler_errors, reason="handler_error")
+            rejected.labels(reason="handler_error").inc(stats.handler_errors - seen.handler_errors)
         self._ami_seen = _ShellCounters(stats.oversized_frames, stats.handler_errors)
 
     async def _run_ticker(self) -> None:
@@ -451,8 +452,8 @@ class Daemon:
         while True:
             stats = await outbox.stats()
             m = self.metrics
-            m.outbox_pending.set(stats.pending_outcomes, kind="call.outcome")
-            m.outbox_pending.set(stats.pending_events, kind="call.event")
+            m.outbox_pending.labels(kind="call.outcome").set(stats.pending_outcomes)
+            m.outbox_pending.labels(kind="call.event").set(stats.pending_events)
             oldest = stats.oldest_pending_created_at
             m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
             self._notifier.status(self._status_line(stats.pending_outcomes + stats.pending_events))
@@ -494,7 +495,7 @@ class Daemon:
         try:
             new = self._reload_settings()
         except ConfigError as exc:
-            self.metrics.config_reloads.inc(result="error")
+            self.metrics.config_reloads.labels(result="error").inc()
             log.error(
                 "config_reload_refused",
                 problems=[str(p) for p in exc.problems],
@@ -523,7 +524,7 @@ class Daemon:
             self._http_restart.set()
         if "ami" in changed:
             self._ami_restart.set()
-        self.metrics.config_reloads.inc(result="applied")
+        self.metrics.config_reloads.labels(result="applied").inc()
         log.info("config_reloaded", changed=changed)
         self._notifier.ready(self._status_line())
         return True

@@ -21,7 +21,9 @@ from pbxlink.daemon.config import MqttSettings, Secret
 from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import MessageStatus, Outbox
-from pbxlink.daemon.publisher import Backoff, OutcomePublisher
+from pbxlink.daemon.publisher import OutcomePublisher
+from pbxlink.toolkit.metrics import sample
+from pbxlink.toolkit.reconnect import Backoff
 
 NOW = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
@@ -105,8 +107,8 @@ async def test_outcomes_arrive_in_commit_order_with_envelope_and_mqtt5_propertie
         assert 0 < ev.properties["MessageExpiryInterval"] <= 300
         assert "answered" not in ev.properties["UserProperty"]
         assert await outbox.status_of("pbx1:17000.29") is MessageStatus.SENT
-        assert metrics.published.value(kind="call.outcome") == 30
-        assert metrics.publish_latency.count(kind="call.outcome") == 30
+        assert sample(metrics.registry, "pbxlink_published_total", kind="call.outcome") == 30
+        assert sample(metrics.registry, "pbxlink_publish_latency_seconds_count", kind="call.outcome") == 30
 
 
 async def test_presence_is_retained_online_then_offline_on_a_clean_stop(
@@ -153,8 +155,8 @@ async def test_messages_committed_while_the_broker_is_down_are_delivered_after_i
                 lambda c: c.unique_ids("call/outcome") >= {f"pbx1:17000.{i}" for i in range(1, 12)}
             )
             await wait_until_empty(outbox)
-        assert metrics.reconnects.value(link="mqtt") >= 1
-        assert metrics.mqtt_connected.value() == 0
+        assert sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 1
+        assert sample(metrics.registry, "pbxlink_mqtt_connected") == 0
 
 
 async def test_events_whose_expiry_passed_during_an_outage_are_not_published(
@@ -173,7 +175,7 @@ async def test_events_whose_expiry_passed_during_an_outage_are_not_published(
             await consumer.wait_for(lambda c: len(c.ids("call/outcome")) == 1)
         assert consumer.ids("call/event") == []
         assert await outbox.status_of("pbx1:17000.1:1") is MessageStatus.EXPIRED
-        assert metrics.expired.value() == 1
+        assert sample(metrics.registry, "pbxlink_events_expired_total") == 1
 
 
 async def test_a_publish_the_broker_refuses_stays_pending_and_is_counted(
@@ -192,9 +194,11 @@ async def test_a_publish_the_broker_refuses_stays_pending_and_is_counted(
             await outbox.add([outcome(1)], now=time.time(), event_ttl=None)
             publisher = OutcomePublisher(settings_for(broker), outbox, node="pbx1", metrics=metrics)
             async with running(publisher):
-                await until(lambda: metrics.publish_failures.value(reason="refused") >= 1)
+                await until(
+                    lambda: sample(metrics.registry, "pbxlink_publish_failures_total", reason="refused") >= 1
+                )
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
-            assert metrics.published.value(kind="call.outcome") == 0
+            assert sample(metrics.registry, "pbxlink_published_total", kind="call.outcome") == 0
             (row,) = await outbox.pending(limit=5)
             assert row.attempts >= 1
     finally:
@@ -220,7 +224,7 @@ async def test_username_and_password_are_used_and_a_wrong_password_keeps_retryin
                 metrics=metrics,
             )
             async with running(wrong):
-                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                await until(lambda: sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 2)
                 assert not wrong.connected
                 assert "not authori" in (wrong.last_error or "").lower(), wrong.last_error
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
@@ -365,7 +369,7 @@ async def test_tls_with_the_right_ca_delivers_and_with_another_ca_refuses_to_con
                 settings_for(broker, tls=True, ca_file=other_ca), outbox, node="pbx1", metrics=metrics
             )
             async with running(impostor):
-                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                await until(lambda: sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 2)
                 assert not impostor.connected
                 assert "certificate verify failed" in (impostor.last_error or "")
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
@@ -446,7 +450,7 @@ async def test_a_broker_requiring_client_certificates_gets_the_configured_one(
                 publish_timeout=2,
             )
             async with running(anonymous):
-                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                await until(lambda: sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 2)
                 assert not anonymous.connected
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
 

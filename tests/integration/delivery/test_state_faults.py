@@ -21,6 +21,7 @@ from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox, OutboxError, OutboxWriteError
 from pbxlink.daemon.pipeline import OutboxWriter
+from pbxlink.toolkit.metrics import sample
 
 pytestmark = pytest.mark.lab  # needs root for mount(8)
 
@@ -76,7 +77,7 @@ async def test_a_full_disk_is_an_error_the_batch_waits_in_memory_and_commits_lat
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=committed)
         task = asyncio.create_task(writer.run())
         writer.submit([outcome(i) for i in range(1, 40)])
-        await until(lambda: metrics.outbox_write_errors.value() >= 2)
+        await until(lambda: sample(metrics.registry, "pbxlink_outbox_write_errors_total") >= 2)
         assert not writer.writable
         assert "disk is full" in (writer.last_error or "")
         assert writer.backlog == 39

@@ -13,6 +13,7 @@ import pytest
 
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
+from pbxlink.daemon.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
 
@@ -67,7 +68,10 @@ async def store(tmp_path: Path) -> AsyncIterator[DirectoryStore]:
 
 async def run_feed(feed: DirectoryFeed, broker: BrokerLike) -> asyncio.Task[None]:
     task = asyncio.create_task(
-        feed.run(host=broker.host, port=broker.port, backoff_initial=0.1, backoff_max=0.5)
+        feed.run(
+            MqttSettings(host=broker.host, port=broker.port, backoff_initial=0.1, backoff_max=0.5),
+            identifier="test-directory-feed",
+        )
     )
     await until(feed.subscribed.is_set)
     return task

@@ -27,6 +27,7 @@ from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
+from pbxlink.daemon.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import (
     Availability,
@@ -480,7 +481,12 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
     async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
         await store.load()
         feed = DirectoryFeed(store)
-        feeding = asyncio.create_task(feed.run(host=mosquitto_broker.host, port=mosquitto_broker.port))
+        feeding = asyncio.create_task(
+            feed.run(
+                MqttSettings(host=mosquitto_broker.host, port=mosquitto_broker.port),
+                identifier="test-directory-feed",
+            )
+        )
         try:
             async with aiomqtt.Client(
                 mosquitto_broker.host, mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5
