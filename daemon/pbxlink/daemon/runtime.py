@@ -329,21 +329,20 @@ class Daemon:
             publisher = self._publisher
             assert publisher is not None
             publisher.wake()
-            task = asyncio.create_task(publisher.run(), name="publisher-connection")
-            restart = asyncio.create_task(self._mqtt_restart.wait())
-            await asyncio.wait({task, restart}, return_when=asyncio.FIRST_COMPLETED)
-            restart.cancel()
-            if task.done():
-                await task
-                return
-            # Reload: let the old connection finish its in-flight publishes and say offline.
-            self._mqtt_restart.clear()
-            publisher.stop()
-            done, _ = await asyncio.wait({task}, timeout=DRAIN_SECONDS)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            async with asyncio.TaskGroup() as tasks:
+                task = tasks.create_task(publisher.run(), name="publisher-connection")
+                restart = tasks.create_task(self._mqtt_restart.wait(), name="mqtt-reload-wait")
+                await asyncio.wait({task, restart}, return_when=asyncio.FIRST_COMPLETED)
+                restart.cancel()
+                if not task.done():
+                    # Reload: let the old connection finish its in-flight publishes and say offline.
+                    self._mqtt_restart.clear()
+                    publisher.stop()
+                    done, _ = await asyncio.wait({task}, timeout=DRAIN_SECONDS)
+                    if not done:
+                        task.cancel()
+                elif not task.cancelled():
+                    return  # the publisher ended (stopped); the group re-raises what ended it
             if self._mqtt_stop_for_good:
                 return
             self._publisher = self._new_publisher(outbox)
@@ -362,21 +361,18 @@ class Daemon:
             async with shell:
                 self._ami = shell
                 self._ami_seen = _ShellCounters()
-                reader = asyncio.create_task(self._pump(shell, pipeline), name="ami-frames")
-                restart = asyncio.create_task(self._ami_restart.wait())
                 try:
-                    await asyncio.wait({reader, restart}, return_when=asyncio.FIRST_COMPLETED)
+                    async with asyncio.TaskGroup() as tasks:
+                        reader = tasks.create_task(self._pump(shell, pipeline), name="ami-frames")
+                        restart = tasks.create_task(self._ami_restart.wait(), name="ami-reload-wait")
+                        await asyncio.wait({reader, restart}, return_when=asyncio.FIRST_COMPLETED)
+                        restart.cancel()
+                        reader.cancel()  # a no-op when the stream ended by itself
                 finally:
-                    restart.cancel()
-                    if not reader.done():
-                        reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader
                     self._ami = None
                     self.metrics.ami_connected.set(0)
-                if reader.done() and not reader.cancelled():
-                    reader.result()  # re-raise what ended the stream
-                    return
+                if not reader.cancelled():
+                    return  # the stream ended; an error of it came out of the group above
             log.info("ami_reconnecting", reason="config reload")
 
     async def _pump(self, shell: AmiShell, pipeline: CallPipeline) -> None:
