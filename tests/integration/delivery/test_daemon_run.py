@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from lab_support import CallLoad, DaemonProcess, new_daemon
-from mqtt_support import Mosquitto, RecordingConsumer, recording_consumer, until
+from mqtt_support import RecordingConsumer, lab_broker, recording_consumer, until
 from pbxlab import AmiClient
 from pbxlab.mosquitto import BrokerHandle
 from pbxlab.session import LabSession
@@ -119,8 +119,7 @@ async def test_sighup_with_a_new_broker_moves_publishing_there_without_a_restart
     daemon.start()
     await asyncio.to_thread(daemon.wait_ready)
     (tmp_path / "second").mkdir()
-    second = Mosquitto(tmp_path / "second")
-    second.start()
+    second = lab_broker(tmp_path / "second")
     try:
         async with recording_consumer(second.port, "pbxlink/v1/#") as moved:
             daemon.config.mqtt_port = second.port

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from mqtt_support import Mosquitto, recording_consumer, until
+from mqtt_support import recording_consumer, until
+from pbxlab.mosquitto import BrokerHandle
 
 from pbxlink.ami.framing import AmiFramer
 from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
@@ -54,13 +55,13 @@ def test_there_are_recordings_to_replay() -> None:
 @pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.name.split(".")[0])
 async def test_a_recorded_session_reaches_mqtt_once_per_call_as_replay_computes_it(
     recording: Path,
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     expected = list(replay_outcomes(read_chunks(recording)))
     async with (
-        recording_consumer(mosquitto.port, "pbxlink/v1/pbx1/call/#") as consumer,
-        daemon_path(tmp_path, mosquitto.port) as (pipeline, metrics),
+        recording_consumer(mosquitto_broker.port, "pbxlink/v1/pbx1/call/#") as consumer,
+        daemon_path(tmp_path, mosquitto_broker.port) as (pipeline, metrics),
     ):
         framer = AmiFramer()
         for chunk in read_chunks(recording, chunk_size=997):  # frames split across reads

@@ -29,7 +29,8 @@ from typing import Any
 
 from pbxlab.driver import LabDriver
 from pbxlab.instance import LabInstance, running_instance, setup_asterisk, start_asterisk, stop_asterisk
-from pbxlab.mosquitto import Broker, free_port, start_mosquitto, stop_mosquitto
+from pbxlab.mosquitto import Broker, start_mosquitto, stop_mosquitto
+from pbxlab.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 WORK = REPO / ".demo"

@@ -110,7 +110,6 @@ def start_mosquitto(
 
     ``tls`` makes the one listener TLS-only. ``extra_config`` is appended to the generated
     mosquitto.conf: ``password_file``, ``acl_file``, ``allow_anonymous false``, limits...
-    (mosquitto takes the last value of a repeated global option).
     """
     state = state_dir or STATE_ROOT / f"mosquitto-{name}"
     pid_file = state / "mosquitto.pid"
@@ -126,17 +125,24 @@ def start_mosquitto(
     # mosquitto's own user could not enter
     user = pwd.getpwuid(os.geteuid()).pw_name
     conf = state / "mosquitto.conf"
-    conf.write_text(
-        "# pbxlab broker (generated)\n"
-        f"listener {port} 127.0.0.1\n" + (tls.config() if tls is not None else "") + "allow_anonymous true\n"
-        "persistence true\n"
-        f"persistence_location {state / 'data'}/\n"
-        f"autosave_interval {autosave_interval}\n"
-        f"log_dest file {state / 'mosquitto.log'}\n"
-        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-        "connection_messages true\n"
-        f"user {user}\n" + extra_config
-    )
+    lines = [
+        "# pbxlab broker (generated)",
+        f"listener {port} 127.0.0.1",
+        tls.config() if tls is not None else "",
+        # extra_config may say otherwise (a password_file test): then it alone decides.
+        "" if "allow_anonymous" in extra_config else "allow_anonymous true",
+        # QoS 1 round trips otherwise wait on Nagle + delayed ACK on the broker's side too.
+        "set_tcp_nodelay true",
+        "persistence true",
+        f"persistence_location {state / 'data'}/",
+        f"autosave_interval {autosave_interval}",
+        f"log_dest file {state / 'mosquitto.log'}",
+        "log_type error\nlog_type warning\nlog_type notice\nlog_type information",
+        "connection_messages true",
+        f"user {user}",
+        extra_config,
+    ]
+    conf.write_text("\n".join(line.rstrip("\n") for line in lines if line) + "\n")
     log = state / "mosquitto.log"
     proc = subprocess.Popen(
         [_mosquitto_exe(), "-c", str(conf)],
