@@ -16,9 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiomqtt
 import structlog
@@ -29,10 +27,11 @@ from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.metrics import INBOX_STATES, AdapterMetrics
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store
+from pbxlink.foundation.config import MqttSettings, Secret
 from pbxlink.routing.directory import directory_topic
 from pbxlink.rules.settings import Settings
 from pbxlink.toolkit.http import Readiness
-from pbxlink.toolkit.mqtt import MqttEndpoint, mqtt_client, mqtt_reconnect
+from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
 log = structlog.get_logger()
 
@@ -58,38 +57,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class _Password:
-    value: str = field(repr=False)
-
-    def reveal(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True, slots=True)
-class _AdapterBroker:
-    """The broker named by the ``[adapter]`` keys (plain TCP), in the factory's shape."""
-
-    host: str
-    port: int
-    username: str
-    password: _Password | None
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    keepalive: int = 60
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-
-
-def _broker_of(settings: Settings, password: str | None) -> _AdapterBroker:
+def _broker_of(settings: Settings, password: str | None) -> MqttSettings:
+    """The broker named by the ``[adapter]`` keys (plain TCP), as an ``[mqtt]`` section."""
     a = settings.adapter
-    return _AdapterBroker(
+    return MqttSettings(
         host=a.broker_host,
         port=a.broker_port,
         username=a.username or "",
-        password=None if password is None else _Password(password),
+        password=None if password is None else Secret(password),
+        keepalive=60,
     )
 
 
@@ -100,7 +76,7 @@ class CrmAdapter:
         store: Store,
         *,
         password: str | None = None,
-        mqtt: MqttEndpoint | None = None,
+        mqtt: MqttSettings | None = None,
         metrics: AdapterMetrics | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
@@ -114,7 +90,7 @@ class CrmAdapter:
         )
         self.password = password
         # The broker: the one [mqtt] section when given, else the [adapter] broker keys.
-        self.mqtt: MqttEndpoint = mqtt if mqtt is not None else _broker_of(settings, password)
+        self.mqtt: MqttSettings = mqtt if mqtt is not None else _broker_of(settings, password)
         self.metrics = metrics
         self.clock = clock
         self.wake = asyncio.Event()

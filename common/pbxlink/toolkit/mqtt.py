@@ -13,16 +13,16 @@ import random
 import socket
 import ssl
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.toolkit.reconnect import Backoff, Reconnect
 
-__all__ = ["MQTT_TRANSIENT", "MqttEndpoint", "mqtt_client", "mqtt_reconnect", "tls_context"]
+__all__ = ["MQTT_TRANSIENT", "mqtt_client", "mqtt_reconnect", "tls_context"]
 
 # The errors a connection loop retries on: aiomqtt reports refused connects, lost connections,
 # timeouts and socket errors as MqttError (and its subclasses).
@@ -31,38 +31,7 @@ MQTT_TRANSIENT: Final[tuple[type[BaseException], ...]] = (aiomqtt.MqttError,)
 _NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
-class _Revealable(Protocol):
-    def reveal(self) -> str: ...
-
-
-class MqttEndpoint(Protocol):
-    """What the factory reads from the ``[mqtt]`` section (``pbxlink.foundation.config.MqttSettings``)."""
-
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def username(self) -> str: ...
-    @property
-    def password(self) -> _Revealable | None: ...
-    @property
-    def tls(self) -> bool: ...
-    @property
-    def ca_file(self) -> Path | None: ...
-    @property
-    def cert_file(self) -> Path | None: ...
-    @property
-    def key_file(self) -> Path | None: ...
-    @property
-    def keepalive(self) -> int: ...
-    @property
-    def backoff_initial(self) -> float: ...
-    @property
-    def backoff_max(self) -> float: ...
-
-
-def tls_context(settings: MqttEndpoint) -> ssl.SSLContext | None:
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     """The TLS context for ``settings`` (None without ``tls``): server verified, client cert if set."""
     if not settings.tls:
         return None
@@ -77,7 +46,7 @@ def tls_context(settings: MqttEndpoint) -> ssl.SSLContext | None:
 
 
 def mqtt_client(
-    settings: MqttEndpoint,
+    settings: MqttSettings,
     *,
     identifier: str,
     client_class: type[aiomqtt.Client] = aiomqtt.Client,
@@ -120,7 +89,7 @@ def mqtt_client(
     )
 
 
-def mqtt_reconnect(settings: MqttEndpoint, *, unit_random: Callable[[], float] = random.random) -> Reconnect:
+def mqtt_reconnect(settings: MqttSettings, *, unit_random: Callable[[], float] = random.random) -> Reconnect:
     """The reconnect policy of an MQTT connection loop: ``[mqtt] backoff_*`` on MQTT_TRANSIENT."""
     return Reconnect(
         Backoff(settings.backoff_initial, settings.backoff_max),

@@ -19,12 +19,12 @@ from pbxlab.mosquitto import BrokerHandle
 
 from pbxlink.ami.framing import AmiFramer
 from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
-from pbxlink.daemon.config import MqttSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.replay import read_chunks, replay_outcomes
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.toolkit.metrics import sample
 
 _DATA = Path(__file__).parents[2] / "data" / "ami"

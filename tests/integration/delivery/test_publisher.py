@@ -19,11 +19,11 @@ from mqtt_support import lab_broker, recording_consumer, until
 from pbxlab.mosquitto import BrokerHandle, BrokerTls
 from pbxlab.pki import make_test_pki
 
-from pbxlink.daemon.config import MqttSettings, Secret
 from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import MessageStatus, Outbox
 from pbxlink.daemon.publisher import OutcomePublisher
+from pbxlink.foundation.config import MqttSettings, Secret
 from pbxlink.toolkit.metrics import sample
 from pbxlink.toolkit.reconnect import Backoff
 
@@ -247,7 +247,7 @@ import asyncio, sys, time
 from pathlib import Path
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from pbxlink.daemon.config import MqttSettings
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.publisher import OutcomePublisher

@@ -13,7 +13,7 @@ import pytest
 
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
-from pbxlink.daemon.config import MqttSettings
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
 

@@ -27,7 +27,7 @@ from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
-from pbxlink.daemon.config import MqttSettings
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import (
     Availability,

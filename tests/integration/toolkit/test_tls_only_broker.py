@@ -17,11 +17,12 @@ from pbxlab.pki import LabPki
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import open_store
 from pbxlink.daemon.agi.router import Router
-from pbxlink.daemon.config import AgiSettings, MqttSettings, Settings, StateSettings
+from pbxlink.daemon.config import AgiSettings, Settings, StateSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.runtime import Daemon
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.rules.settings import Settings as AdapterConfig
 from pbxlink.toolkit.mqtt import mqtt_client
 

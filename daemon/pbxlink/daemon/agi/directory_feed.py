@@ -23,13 +23,14 @@ import aiomqtt
 import structlog
 
 from pbxlink.daemon.agi.directory_store import DirectoryStore
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import (
     DIRECTORY_TOPIC_PREFIX,
     DirectoryPayloadError,
     DirectoryUpdate,
     parse_directory_message,
 )
-from pbxlink.toolkit.mqtt import MqttEndpoint, mqtt_client, mqtt_reconnect
+from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
 __all__ = ["DirectoryFeed", "FeedCounters"]
 
@@ -110,7 +111,7 @@ class DirectoryFeed:
             relevant = [m for m in batch if m.topic.matches(self.topic_filter)]
             await self._apply(relevant)
 
-    async def run(self, settings: MqttEndpoint, *, identifier: str) -> None:
+    async def run(self, settings: MqttSettings, *, identifier: str) -> None:
         """Own connection (built by the one factory: TLS, auth), reconnecting until cancelled."""
         reconnect = mqtt_reconnect(settings)
         while True:
