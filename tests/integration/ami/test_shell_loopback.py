@@ -304,12 +304,13 @@ async def test_frames_has_exactly_one_consumer_at_a_time(peer: Peer) -> None:
     async with AmiShell(settings) as shell:
         first = shell.frames()
         await next_marker(first, Resynced)  # the queue is empty now
-        waiting = asyncio.create_task(next_item(first))
-        await asyncio.sleep(0.05)  # let it wait on the queue
-        with pytest.raises(RuntimeError, match="one consumer"):
-            await anext(shell.frames())
-        await server.push(frame("Event: ForTheFirst"))
-        item = await asyncio.wait_for(waiting, 5)
+        async with asyncio.TaskGroup() as tasks:
+            waiting = tasks.create_task(next_item(first), name="first-consumer")
+            await asyncio.sleep(0.05)  # let it wait on the queue
+            with pytest.raises(RuntimeError, match="one consumer"):
+                await anext(shell.frames())
+            await server.push(frame("Event: ForTheFirst"))
+            item = await asyncio.wait_for(waiting, 5)
         assert isinstance(item, Frame)
         assert item.event == "ForTheFirst"
         # taken one after the other, iterators share the one queue

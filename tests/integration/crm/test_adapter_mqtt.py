@@ -119,13 +119,14 @@ async def running(
     async with aiomqtt.Client("127.0.0.1", mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5) as sub:
         for topic in ("pbxlink/v1/crm/#", "pbxlink/v1/directory/#"):
             await sub.subscribe(topic, qos=1)
-        collector = asyncio.create_task(_collect(sub, watcher))
-        task = asyncio.create_task(adapter.run(shutdown))
-        await asyncio.wait_for(adapter.ready.wait(), 10)
-        yield adapter, watcher, database
-        shutdown.set()
-        await asyncio.wait_for(task, 10)
-        collector.cancel()
+        async with asyncio.TaskGroup() as tasks:
+            collector = tasks.create_task(_collect(sub, watcher), name="collector")
+            task = tasks.create_task(adapter.run(shutdown), name="adapter")
+            await asyncio.wait_for(adapter.ready.wait(), 10)
+            yield adapter, watcher, database
+            shutdown.set()
+            await asyncio.wait_for(task, 10)
+            collector.cancel()
     await store.close()
 
 
@@ -220,11 +221,13 @@ async def test_adapter_killed_and_restarted_mid_stream_loses_and_duplicates_noth
     adapter = _start_adapter(config, log)
     try:
         await wait_for(lambda: b"crm.adapter.connected" in log.read_bytes(), 15)
-        publisher = asyncio.create_task(publish(mosquitto_broker.port, stream))
-        await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 40, 20)
-        os.kill(adapter.pid, signal.SIGKILL)  # mid-stream, no goodbye
-        adapter.wait()
-        await publisher  # the rest is queued by the broker for the adapter's persistent session
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(publish(mosquitto_broker.port, stream), name="publisher")
+            await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 40, 20)
+            os.kill(adapter.pid, signal.SIGKILL)  # mid-stream, no goodbye
+            adapter.wait()
+        # (the group waited for the publisher: the rest is queued by the broker for the
+        # adapter's persistent session)
         stored_while_down = query(database, "SELECT count(*) FROM inbox")[0][0]
         assert stored_while_down < total
         adapter = _start_adapter(config, log)
@@ -263,31 +266,37 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
     config = config_text(mosquitto_broker.port, database, shared=shared)
     adapter = CrmAdapter(settings_from_toml(config), store)
     shutdown = asyncio.Event()
-    task = asyncio.create_task(adapter.run(shutdown))
     try:
-        await asyncio.wait_for(adapter.ready.wait(), 10)
-        first = [
-            outcome_message(missed(id=f"pbx1:a{n}", external={"raw": f"0671{n:06d}", "e164": None}))
-            for n in range(50)
-        ]
-        await publish(mosquitto_broker.port, first)
-        await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 10)
-        await asyncio.to_thread(mosquitto_broker.restart)  # the adapter loses its connection
-        if shared:
-            # mosquitto does not restore a shared subscription from a persisted session: what is
-            # published between its restart and the adapter's re-subscription reaches nobody
-            # (measured; docs/crm.md). Publish once the adapter is back.
-            await wait_for(lambda: adapter.ready.is_set() and adapter.connections >= 2, 20)
-        second = [
-            outcome_message(missed(id=f"pbx1:b{n}", external={"raw": f"0672{n:06d}", "e164": None}))
-            for n in range(50)
-        ]
-        await publish(mosquitto_broker.port, second + first[:5])  # and a few re-sent ones
-        await wait_for(
-            lambda: query(database, "SELECT count(*) FROM inbox WHERE state = 'done'") == [(100,)], 60
-        )
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(adapter.run(shutdown), name="adapter")
+            await _restart_the_broker_mid_stream(adapter, database, mosquitto_broker, shared=shared)
+            shutdown.set()
+            await asyncio.wait_for(task, 20)
     finally:
         shutdown.set()
-        await asyncio.wait_for(task, 20)
         await store.close()
     assert query(database, "SELECT count(*), count(DISTINCT call_id) FROM inquiries") == [(100, 100)]
+
+
+async def _restart_the_broker_mid_stream(
+    adapter: CrmAdapter, database: Path, mosquitto_broker: BrokerHandle, *, shared: bool
+) -> None:
+    await asyncio.wait_for(adapter.ready.wait(), 10)
+    first = [
+        outcome_message(missed(id=f"pbx1:a{n}", external={"raw": f"0671{n:06d}", "e164": None}))
+        for n in range(50)
+    ]
+    await publish(mosquitto_broker.port, first)
+    await wait_for(lambda: query(database, "SELECT count(*) FROM inbox")[0][0] >= 10)
+    await asyncio.to_thread(mosquitto_broker.restart)  # the adapter loses its connection
+    if shared:
+        # mosquitto does not restore a shared subscription from a persisted session: what is
+        # published between its restart and the adapter's re-subscription reaches nobody
+        # (measured; docs/crm.md). Publish once the adapter is back.
+        await wait_for(lambda: adapter.ready.is_set() and adapter.connections >= 2, 20)
+    second = [
+        outcome_message(missed(id=f"pbx1:b{n}", external={"raw": f"0672{n:06d}", "e164": None}))
+        for n in range(50)
+    ]
+    await publish(mosquitto_broker.port, second + first[:5])  # and a few re-sent ones
+    await wait_for(lambda: query(database, "SELECT count(*) FROM inbox WHERE state = 'done'") == [(100,)], 60)

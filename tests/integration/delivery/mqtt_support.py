@@ -116,12 +116,11 @@ async def recording_consumer(port: int, topic: str = "pbxlink/v1/#") -> AsyncIte
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
 
-    task = asyncio.create_task(run())
-    try:
-        async with asyncio.timeout(10):
-            await subscribed.wait()
-        yield consumer
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(run(), name="recording-consumer")
+        try:
+            async with asyncio.timeout(10):
+                await subscribed.wait()
+            yield consumer
+        finally:
+            task.cancel()

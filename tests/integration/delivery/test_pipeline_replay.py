@@ -38,14 +38,16 @@ async def daemon_path(tmp_path: Path, port: int) -> AsyncIterator[tuple[CallPipe
         publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="pbx1", metrics=metrics)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=publisher.wake)
         pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1", metrics=metrics)
-        tasks = [asyncio.create_task(writer.run()), asyncio.create_task(publisher.run())]
-        try:
-            yield pipeline, metrics
-        finally:
-            writer.stop()
-            await tasks[0]
-            publisher.stop()
-            await tasks[1]
+        async with asyncio.TaskGroup() as tasks:
+            writing = tasks.create_task(writer.run(), name="outbox-writer")
+            publishing = tasks.create_task(publisher.run(), name="publisher")
+            try:
+                yield pipeline, metrics
+            finally:
+                writer.stop()
+                await writing
+                publisher.stop()
+                await publishing
 
 
 def test_there_are_recordings_to_replay() -> None:

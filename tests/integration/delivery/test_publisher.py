@@ -53,16 +53,17 @@ def make_password_file(path: Path, user: str, password: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running(publisher: OutcomePublisher) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(publisher.run())
-    try:
-        yield task
-    finally:
-        publisher.stop()
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(publisher.run(), name="publisher")
         try:
-            async with asyncio.timeout(15):
-                await task
-        except TimeoutError:
-            task.cancel()
+            yield task
+        finally:
+            publisher.stop()
+            try:
+                async with asyncio.timeout(15):
+                    await task
+            except TimeoutError:
+                task.cancel()
 
 
 async def wait_until_empty(outbox: Outbox) -> None:
@@ -256,10 +257,10 @@ async def main() -> None:
     outbox = await Outbox.open(Path(sys.argv[1]))
     publisher = OutcomePublisher(MqttSettings(port=int(sys.argv[2])), outbox, node="pbx9",
                                  metrics=DaemonMetrics())
-    task = asyncio.create_task(publisher.run())
-    await publisher.wait_connected()
-    print(publisher.session, flush=True)
-    await task
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(publisher.run(), name="publisher")
+        await publisher.wait_connected()
+        print(publisher.session, flush=True)
 
 asyncio.run(main())
 """

@@ -59,11 +59,11 @@ async def ticker() -> AsyncIterator[Ticker]:
             state.ticks += 1
             state.last = now
 
-    task = asyncio.create_task(run(), name="ticker")
-    await asyncio.sleep(0.02)  # let it tick
-    yield state
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(run(), name="ticker")
+        await asyncio.sleep(0.02)  # let it tick
+        yield state
+        task.cancel()
 
 
 NO_BLOCK = 0.5  # s: a loop that ever stalls this long is blocked (a ticker ticks every 10 ms)
@@ -223,11 +223,11 @@ async def test_slow_client_is_cut_at_the_deadline(
 
     loop = asyncio.get_running_loop()
     started = loop.time()
-    trickling = asyncio.create_task(trickle())
-    assert await asyncio.wait_for(reader.read(), 2) == b""  # the server closed on us
-    closed_after = loop.time() - started
-    trickling.cancel()
-    await asyncio.gather(trickling, return_exceptions=True)
+    async with asyncio.TaskGroup() as tasks:
+        trickling = tasks.create_task(trickle(), name="slowloris")
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # the server closed on us
+        closed_after = loop.time() - started
+        trickling.cancel()
     writer.close()
     assert 0.3 <= closed_after < 1.0  # deadline_ms=300
     assert server.counters.slow_request == 1

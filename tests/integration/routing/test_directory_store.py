@@ -148,12 +148,13 @@ async def test_a_message_applied_while_loading_is_not_overwritten_by_the_load(
     async with DirectoryStore(path) as store:
         await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN)) for n in range(50_000)])
     async with DirectoryStore(path) as store:
-        loading = asyncio.create_task(store.load())
-        await asyncio.sleep(0)  # the load has started reading its snapshot
-        await store.apply(
-            [message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)), deletion("+380980000001")]
-        )
-        assert await loading == 50_000
+        async with asyncio.TaskGroup() as tasks:
+            loading = tasks.create_task(store.load(), name="directory-load")
+            await asyncio.sleep(0)  # the load has started reading its snapshot
+            await store.apply(
+                [message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)), deletion("+380980000001")]
+            )
+            assert await loading == 50_000
         entry = store.lookup("+380980049999")
         assert entry is not None
         assert entry.first == (OLGA,)

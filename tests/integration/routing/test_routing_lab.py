@@ -481,13 +481,9 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
     async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
         await store.load()
         feed = DirectoryFeed(store)
-        feeding = asyncio.create_task(
-            feed.run(
-                MqttSettings(host=mosquitto_broker.host, port=mosquitto_broker.port),
-                identifier="test-directory-feed",
-            )
-        )
-        try:
+        settings = MqttSettings(host=mosquitto_broker.host, port=mosquitto_broker.port)
+        async with asyncio.TaskGroup() as tasks:
+            feeding = tasks.create_task(feed.run(settings, identifier="test-directory-feed"), name="feed")
             async with aiomqtt.Client(
                 mosquitto_broker.host, mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5
             ) as crm:
@@ -510,9 +506,7 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
                     },
                     Call(DID, caller, "Published Caller", hold_ms=3000),
                 )
-        finally:
             feeding.cancel()
-            await asyncio.gather(feeding, return_exceptions=True)
     call = of_call(frames, caller_linkedid(frames, caller))
     assert agent_rings(call)[0][0] == "103"
     assert bridged_agents(call) == ["103"]

@@ -105,10 +105,11 @@ def start_mosquitto(
     timeout: float = 10.0,
     tls: BrokerTls | None = None,
     extra_config: str = "",
+    persistence: bool = True,
 ) -> Broker:
     """Start a broker (or return the one already running under `name`).
 
-    ``tls`` makes the one listener TLS-only. ``extra_config`` is appended to the generated
+    ``tls`` makes the one listener TLS-only; ``persistence=False`` keeps nothing on disk (benches). ``extra_config`` is appended to the generated
     mosquitto.conf: ``password_file``, ``acl_file``, ``allow_anonymous false``, limits...
     """
     state = state_dir or STATE_ROOT / f"mosquitto-{name}"
@@ -133,9 +134,9 @@ def start_mosquitto(
         "" if "allow_anonymous" in extra_config else "allow_anonymous true",
         # QoS 1 round trips otherwise wait on Nagle + delayed ACK on the broker's side too.
         "set_tcp_nodelay true",
-        "persistence true",
-        f"persistence_location {state / 'data'}/",
-        f"autosave_interval {autosave_interval}",
+        "persistence true" if persistence else "persistence false",
+        f"persistence_location {state / 'data'}/" if persistence else "",
+        f"autosave_interval {autosave_interval}" if persistence else "",
         f"log_dest file {state / 'mosquitto.log'}",
         "log_type error\nlog_type warning\nlog_type notice\nlog_type information",
         "connection_messages true",
