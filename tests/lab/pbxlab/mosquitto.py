@@ -109,8 +109,9 @@ def start_mosquitto(
 ) -> Broker:
     """Start a broker (or return the one already running under `name`).
 
-    ``tls`` makes the one listener TLS-only; ``persistence=False`` keeps nothing on disk (benches). ``extra_config`` is appended to the generated
-    mosquitto.conf: ``password_file``, ``acl_file``, ``allow_anonymous false``, limits...
+    ``tls`` makes the one listener TLS-only; ``persistence=False`` keeps nothing on disk
+    (benches). ``extra_config`` is appended to the generated mosquitto.conf: ``password_file``,
+    ``acl_file``, ``allow_anonymous false``, limits...
     """
     state = state_dir or STATE_ROOT / f"mosquitto-{name}"
     pid_file = state / "mosquitto.pid"
