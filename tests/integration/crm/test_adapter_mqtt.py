@@ -25,6 +25,7 @@ from pbxlab.mosquitto import BrokerHandle
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.metrics import AdapterMetrics
 from pbxlink.adapters.store import open_store
 from pbxlink.rules.samples import (
     EMPLOYEES,
@@ -36,6 +37,7 @@ from pbxlink.rules.samples import (
     request_message,
 )
 from pbxlink.rules.settings import Settings, settings_from_toml
+from pbxlink.toolkit.metrics import sample
 
 RULES = """
 [crm.inquiries]
@@ -113,7 +115,7 @@ async def running(
     await seed_employees(database)
     settings: Settings = settings_from_toml(config_text(mosquitto_broker.port, database))
     store = await open_store(database)
-    adapter = CrmAdapter(settings, store)
+    adapter = CrmAdapter(settings, store, metrics=AdapterMetrics())
     shutdown = asyncio.Event()
     watcher = Watcher()
     async with aiomqtt.Client("127.0.0.1", mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5) as sub:
@@ -192,6 +194,28 @@ async def test_bad_payload_goes_to_the_dead_letter_topic_and_the_consumer_goes_o
     assert letters[0]["payload"] == "\x00garbage"
     assert "data.started_at" in letters[1]["reason"]
     await wait_for(lambda: query(database, "SELECT count(*) FROM inquiries") == [(1,)])
+
+
+async def test_the_adapter_counts_receipts_actions_dead_letters_and_its_backlog(
+    running: tuple[CrmAdapter, Watcher, Path], mosquitto_broker: BrokerHandle
+) -> None:
+    adapter, watcher, _ = running
+    assert adapter.metrics is not None
+    r = adapter.metrics.registry
+    assert sample(r, "pbxlink_adapter_mqtt_connected") == 1
+    good = outcome_message(missed(id="pbx1:9"))
+    await publish(mosquitto_broker.port, [good, good, ("pbxlink/v1/pbx1/call/outcome", b"{broken")])
+    await wait_for(lambda: sample(r, "pbxlink_adapter_dead_letters_total") == 1)
+    await wait_for(lambda: sample(r, "pbxlink_adapter_messages_applied_total") == 1)
+    await wait_for(lambda: sample(r, "pbxlink_adapter_inbox_messages", state="done") == 1)
+    assert sample(r, "pbxlink_adapter_messages_received_total", receipt="new") == 1
+    assert sample(r, "pbxlink_adapter_messages_received_total", receipt="duplicate") == 1
+    assert sample(r, "pbxlink_adapter_messages_received_total", receipt="dead") == 1
+    assert sample(r, "pbxlink_adapter_inbox_messages", state="pending") == 0
+    # The rules in RULES: a missed call from a new number creates a client and an inquiry.
+    assert sample(r, "pbxlink_adapter_actions_applied_total", action="CreateInquiry") == 1
+    assert sample(r, "pbxlink_adapter_crm_apply_seconds_count") >= 1
+    await wait_for(lambda: [t for t, _, _ in watcher.seen].count("pbxlink/v1/crm/deadletter") == 1)
 
 
 def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
