@@ -22,14 +22,13 @@ import aiomqtt
 import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import Settings
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
 from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.metrics import INBOX_STATES, AdapterMetrics
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store
-from pbxlink.foundation.config import MqttSettings, Secret
 from pbxlink.routing.directory import directory_topic
-from pbxlink.rules.settings import Settings
 from pbxlink.toolkit.http import Readiness
 from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
@@ -57,26 +56,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _broker_of(settings: Settings, password: str | None) -> MqttSettings:
-    """The broker named by the ``[adapter]`` keys (plain TCP), as an ``[mqtt]`` section."""
-    a = settings.adapter
-    return MqttSettings(
-        host=a.broker_host,
-        port=a.broker_port,
-        username=a.username or "",
-        password=None if password is None else Secret(password),
-        keepalive=60,
-    )
-
-
 class CrmAdapter:
     def __init__(
         self,
         settings: Settings,
         store: Store,
         *,
-        password: str | None = None,
-        mqtt: MqttSettings | None = None,
         metrics: AdapterMetrics | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
@@ -88,9 +73,6 @@ class CrmAdapter:
         self.processor = Processor(
             self.inbox, self.crm, settings.crm, max_attempts=self.adapter.max_attempts, clock=clock
         )
-        self.password = password
-        # The broker: the one [mqtt] section when given, else the [adapter] broker keys.
-        self.mqtt: MqttSettings = mqtt if mqtt is not None else _broker_of(settings, password)
         self.metrics = metrics
         self.clock = clock
         self.wake = asyncio.Event()
@@ -106,13 +88,14 @@ class CrmAdapter:
     @property
     def topics(self) -> tuple[str, ...]:
         a = self.adapter
+        prefix = self.settings.mqtt.topic_prefix
         share = f"$share/{a.name}/" if a.shared_subscription else ""
-        base = f"{share}{a.topic_prefix}/{a.nodes}/call"
-        return f"{base}/outcome", f"{base}/event", f"{share}{a.topic_prefix}/crm/request"
+        base = f"{share}{prefix}/{a.nodes}/call"
+        return f"{base}/outcome", f"{base}/event", f"{share}{prefix}/crm/request"
 
     def _client(self) -> aiomqtt.Client:
         client = mqtt_client(
-            self.mqtt,
+            self.settings.mqtt,
             identifier=self.adapter.identifier,
             clean_start=False,
             session_expiry=self.adapter.session_expiry_seconds,
@@ -122,7 +105,7 @@ class CrmAdapter:
 
     async def run(self, shutdown: asyncio.Event) -> None:
         """Consume until `shutdown` is set; reconnects with capped, jittered backoff."""
-        reconnect = mqtt_reconnect(self.mqtt)
+        reconnect = mqtt_reconnect(self.settings.mqtt)
         stopping = False
         while not stopping and not shutdown.is_set():
             try:
@@ -241,7 +224,7 @@ class CrmAdapter:
             }
             publishes.append(
                 client.publish(
-                    f"{self.adapter.topic_prefix}/crm/notify/{row[1]}",
+                    f"{self.settings.mqtt.topic_prefix}/crm/notify/{row[1]}",
                     json.dumps(document, ensure_ascii=False).encode(),
                     qos=1,
                 )
@@ -263,7 +246,7 @@ class CrmAdapter:
                 self.metrics.dead_letters.inc()
 
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
-        prefix = f"{self.adapter.topic_prefix}/directory/"
+        prefix = f"{self.settings.mqtt.topic_prefix}/directory/"
         dirty = await dirty_numbers(self.store)
         payloads = [await directory_payload(self.store, e164, self.clock()) for e164, _ in dirty]
         await asyncio.gather(

@@ -22,8 +22,9 @@ from pbxlab.mosquitto import BrokerHandle
 from pbxlab.ports import free_port
 from pbxlab.session import LabSession
 
+from pbxlink.adapters.config import AdapterSettings, Settings
 from pbxlink.adapters.service import serve
-from pbxlink.rules.settings import AdapterSettings, Settings
+from pbxlink.foundation.config import MqttSettings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "delivery"))  # the daemon process helper
 from lab_support import new_daemon
@@ -92,11 +93,8 @@ async def test_every_metric_of_the_dashboard_and_the_alert_rules_is_in_the_live_
     daemon.write_config()
     adapter_port = free_port()
     adapter = Settings(
-        adapter=AdapterSettings(
-            broker_port=mosquitto_broker.port,
-            database=str(tmp_path / "crm.sqlite3"),
-            http_port=adapter_port,
-        )
+        mqtt=MqttSettings(port=mosquitto_broker.port),
+        adapter=AdapterSettings(database=str(tmp_path / "crm.sqlite3"), http_port=adapter_port),
     )
     shutdown = asyncio.Event()
     daemon.start()

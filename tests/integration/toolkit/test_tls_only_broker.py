@@ -14,6 +14,7 @@ import pytest
 from pbxlab.mosquitto import BrokerHandle
 from pbxlab.pki import LabPki
 
+from pbxlink.adapters.config import Settings as AdapterConfig
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import open_store
 from pbxlink.daemon.agi.router import Router
@@ -23,7 +24,6 @@ from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.runtime import Daemon
 from pbxlink.foundation.config import MqttSettings
-from pbxlink.rules.settings import Settings as AdapterConfig
 from pbxlink.toolkit.mqtt import mqtt_client
 
 WITHIN = 30.0  # seconds: a bound on a hang, not a timing assertion
@@ -64,7 +64,7 @@ async def test_publisher_directory_feed_and_adapter_all_connect_over_tls_with_a_
     outbox = await Outbox.open(tmp_path / "outbox.sqlite")
     store = await open_store(tmp_path / "crm.sqlite3")
     publisher = OutcomePublisher(mqtt, outbox, node="tls1", metrics=DaemonMetrics())
-    adapter = CrmAdapter(AdapterConfig(), store, mqtt=mqtt)
+    adapter = CrmAdapter(AdapterConfig(mqtt=mqtt), store)
     shutdown = asyncio.Event()
     try:
         async with Router(settings) as router, asyncio.TaskGroup() as tasks:

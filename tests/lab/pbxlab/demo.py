@@ -95,7 +95,6 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
 
         [adapter]
         name = "demo-crm"
-        broker_port = {broker.port}
         database = "{WORK / "crm.sqlite3"}"
 
         [crm]
