@@ -22,6 +22,7 @@ from typing import Any
 import aiomqtt
 import pytest
 from pbxlab.mosquitto import BrokerHandle
+from pbxlab.ports import free_port
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings, settings_from_toml
@@ -61,7 +62,7 @@ user = "boris"
 
 def config_text(port: int, database: Path, *, shared: bool = True) -> str:
     return (
-        f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\n'
+        f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\nhttp_port = {free_port()}\n'
         f"shared_subscription = {str(shared).lower()}\n" + RULES
     )
 

@@ -65,7 +65,7 @@ def step(text: str) -> None:
     say(f"\n== {text}")
 
 
-def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
+def config_text(instance: LabInstance, broker: Broker, http_port: int, adapter_http_port: int) -> str:
     """The demo's config: embedded defaults, pointed at the lab's ports and the demo's files."""
     return textwrap.dedent(f"""\
         # Written by `make demo`: the defaults, plus the lab's ports and the demo's files.
@@ -95,6 +95,7 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
 
         [adapter]
         name = "demo-crm"
+        http_port = {adapter_http_port}
         database = "{WORK / "crm.sqlite3"}"
 
         [crm]
@@ -251,7 +252,7 @@ def main() -> int:
         (WORK / "ami.secret").chmod(0o600)
         http_port = free_port()
         config = WORK / "pbxlink.toml"
-        config.write_text(config_text(instance, broker, http_port))
+        config.write_text(config_text(instance, broker, http_port, free_port()))
         pbxlink("check-config", "--quiet", "-c", str(config))
         daemon = procs.start("pbxlink run", [str(PBXLINK), "run", "-c", str(config)], WORK / "daemon.log")
         wait_ready(http_port, daemon)
