@@ -194,7 +194,7 @@ class OutboxWriter:
             self.last_error = None
             retry = WRITE_RETRY_INITIAL
             for envelope in batch:
-                self._metrics.outbox_written.inc(kind=envelope.kind.value)
+                self._metrics.outbox_written.labels(kind=envelope.kind.value).inc()
             if batch:
                 self._on_commit()
 
@@ -283,11 +283,11 @@ class CallPipeline:
         """One AMI frame. ``replaying``: from the journal at start (not counted or re-journaled)."""
         name = frame.event
         if name is not None and not replaying:
-            self._metrics.ami_events.inc(event=name)
+            self._metrics.ami_events.labels(event=name).inc()
         try:
             event = self.core.decode(frame)
         except MalformedEvent as exc:
-            self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+            self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
             log.warning(
                 "ami_frame_rejected",
                 reason="malformed_event",
@@ -352,15 +352,17 @@ class CallPipeline:
         envelopes = []
         for output in outputs:
             if isinstance(output, CallOutcome):
-                self._metrics.outcomes.inc(
-                    direction=output.direction.value, answered=str(output.answered).lower()
-                )
+                self._metrics.outcomes.labels(
+                    direction=output.direction.value,
+                    answered=str(output.answered).lower(),
+                    missed_at="none" if output.missed_at is None else output.missed_at.value,
+                ).inc()
                 _log_finished_call(output)
             envelopes.append(build_envelope(output, node=self._node, now=now, prefix=self._prefix))
         self._writer.submit(envelopes)
 
     def _rejected(self, exc: MalformedEvent) -> None:
-        self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+        self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
         log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from pbxlab.mosquitto import BrokerHandle
+from pbxlab.ports import free_port
 from pbxlab.session import LabSession
 
 pytestmark = pytest.mark.lab
@@ -41,12 +41,6 @@ deadline_hours = 2
 [crm.clients.answered]
 create = "client"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -128,7 +122,8 @@ def rig(
     database = tmp_path / "crm.sqlite3"
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{database}"\n' + rules
+        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{database}"\n'
+        f"http_port = {free_port()}\n" + rules
     )
     crm = ["crm", "--config", str(adapter_config)]
     for employee, name, extension in (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from datetime import datetime
 from pathlib import Path
 
 from pbxlink.ami.framing import Frame
@@ -15,6 +14,7 @@ from pbxlink.daemon.config import Settings, StateSettings, load_settings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
 from pbxlink.routing.settings import AgiSettings
+from pbxlink.wire.model import DirectoryTime
 
 NUMBER = "+380981234567"
 
@@ -36,10 +36,10 @@ def settings_for(tmp_path: Path) -> Settings:
 async def seed(tmp_path: Path) -> None:
     entry = DirectoryEntry(
         NUMBER,
-        datetime.fromisoformat("2026-11-22T10:00:00Z"),
+        DirectoryTime.parse("2026-11-22T10:00:00Z"),
         (
             ClientOwners(
-                "c1", "Client", datetime.fromisoformat("2025-01-01T00:00:00Z"), (Responsible("ivan", "101"),)
+                "c1", "Client", DirectoryTime.parse("2025-01-01T00:00:00Z"), (Responsible("ivan", "101"),)
             ),
         ),
     )

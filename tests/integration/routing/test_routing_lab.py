@@ -13,7 +13,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import aiomqtt
@@ -28,6 +27,7 @@ from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import (
     Availability,
@@ -37,6 +37,7 @@ from pbxlink.routing.model import (
     RoutingPolicy,
 )
 from pbxlink.routing.presence import PresenceDecoder, PresenceFrameProblem, PresenceTracker
+from pbxlink.wire.model import DirectoryTime
 
 pytestmark = pytest.mark.lab
 
@@ -51,12 +52,12 @@ def owned_by(number: str, extension: str) -> bytes:
     return encode_directory_entry(
         DirectoryEntry(
             number,
-            datetime.fromisoformat("2026-11-22T10:00:00Z"),
+            DirectoryTime.parse("2026-11-22T10:00:00Z"),
             (
                 ClientOwners(
                     "c1",
                     "Client",
-                    datetime.fromisoformat("2025-01-01T00:00:00Z"),
+                    DirectoryTime.parse("2025-01-01T00:00:00Z"),
                     (Responsible("ivan", extension),),
                 ),
             ),
@@ -462,6 +463,7 @@ async def test_slow_directory_hits_the_deadline_and_falls_through(
     decision = routing.decisions.get(linkedid)
     assert decision is not None
     assert (decision.target, decision.reason) == (None, "deadline")
+    assert decision.decided_in_ms is not None
     assert 400 <= decision.decided_in_ms < 1000
     assert agi_status(call) == "SUCCESS"
     agi_at = stamp(app_started(call, "AGI"))
@@ -482,8 +484,9 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
     async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
         await store.load()
         feed = DirectoryFeed(store)
-        feeding = asyncio.create_task(feed.run(host=mosquitto_broker.host, port=mosquitto_broker.port))
-        try:
+        settings = MqttSettings(host=mosquitto_broker.host, port=mosquitto_broker.port)
+        async with asyncio.TaskGroup() as tasks:
+            feeding = tasks.create_task(feed.run(settings, identifier="test-directory-feed"), name="feed")
             async with aiomqtt.Client(
                 mosquitto_broker.host, mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5
             ) as crm:
@@ -506,9 +509,7 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
                     },
                     Call(DID, caller, "Published Caller", hold_ms=3000),
                 )
-        finally:
             feeding.cancel()
-            await asyncio.gather(feeding, return_exceptions=True)
     call = of_call(frames, caller_linkedid(frames, caller))
     assert agent_rings(call)[0][0] == "103"
     assert bridged_agents(call) == ["103"]

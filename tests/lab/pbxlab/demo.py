@@ -29,7 +29,8 @@ from typing import Any
 
 from pbxlab.driver import LabDriver
 from pbxlab.instance import LabInstance, running_instance, setup_asterisk, start_asterisk, stop_asterisk
-from pbxlab.mosquitto import Broker, free_port, start_mosquitto, stop_mosquitto
+from pbxlab.mosquitto import Broker, start_mosquitto, stop_mosquitto
+from pbxlab.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 WORK = REPO / ".demo"
@@ -64,7 +65,7 @@ def step(text: str) -> None:
     say(f"\n== {text}")
 
 
-def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
+def config_text(instance: LabInstance, broker: Broker, http_port: int, adapter_http_port: int) -> str:
     """The demo's config: embedded defaults, pointed at the lab's ports and the demo's files."""
     return textwrap.dedent(f"""\
         # Written by `make demo`: the defaults, plus the lab's ports and the demo's files.
@@ -94,6 +95,7 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
 
         [adapter]
         name = "demo-crm"
+        http_port = {adapter_http_port}
         database = "{WORK / "crm.sqlite3"}"
 
         [crm]
@@ -259,7 +261,7 @@ def main() -> int:
         (WORK / "ami.secret").chmod(0o600)
         http_port = free_port()
         config = WORK / "pbxlink.toml"
-        config.write_text(config_text(instance, broker, http_port))
+        config.write_text(config_text(instance, broker, http_port, free_port()))
         pbxlink("check-config", "--quiet", "-c", str(config))
         daemon = procs.start("pbxlink run", [str(PBXLINK), "run", "-c", str(config)], WORK / "daemon.log")
         wait_ready(http_port, daemon)

@@ -20,10 +20,10 @@ async def test_a_task_cancelled_during_begin_does_not_wedge_the_next_transaction
                 entered.set()
                 await db.execute("INSERT INTO request_queues VALUES ('lost', 1)")
 
-        task = asyncio.create_task(writer())
-        await asyncio.sleep(0)  # the task now waits for its BEGIN to come back from the DB thread
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer(), name="writer")
+            await asyncio.sleep(0)  # the task now waits for its BEGIN to come back from the DB thread
+            task.cancel()
         assert not entered.is_set()
         async with store.transaction() as db:  # raised "within a transaction" before the fix
             await db.execute("INSERT INTO request_queues VALUES ('kept', 2)")
@@ -44,10 +44,10 @@ async def test_a_task_cancelled_inside_its_transaction_rolls_it_back(tmp_path: P
                 started.set()
                 await asyncio.sleep(10)
 
-        task = asyncio.create_task(writer())
-        await started.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer(), name="writer")
+            await started.wait()
+            task.cancel()
         async with store.transaction():
             pass
         assert await store.db.execute_fetchall("SELECT * FROM request_queues") == []

@@ -29,6 +29,7 @@ from pbxlink.routing.model import (
 )
 from pbxlink.routing.presence import DeviceState, PresenceTracker, QueueMemberUpdate
 from pbxlink.wire.codec import to_builtins
+from pbxlink.wire.model import DirectoryTime
 
 
 def responsible(
@@ -43,13 +44,13 @@ def responsible(
 
 
 def client(client_id: str, created_at: str, *responsibles: Responsible) -> ClientOwners:
-    return ClientOwners(client_id, f"Client {client_id}", datetime.fromisoformat(created_at), responsibles)
+    return ClientOwners(client_id, f"Client {client_id}", DirectoryTime.parse(created_at), responsibles)
 
 
 def payload(number: str, *clients: ClientOwners, employee: str | None = None) -> bytes:
     """The retained message the CRM side publishes for one number."""
     return encode_directory_entry(
-        DirectoryEntry(number, datetime.fromisoformat("2026-11-22T10:00:00Z"), clients, employee)
+        DirectoryEntry(number, DirectoryTime.parse("2026-11-22T10:00:00Z"), clients, employee)
     )
 
 

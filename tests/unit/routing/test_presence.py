@@ -17,6 +17,7 @@ from pbxlink.routing.presence import (
     PresenceDecoder,
     PresenceFrameProblem,
     PresenceTracker,
+    PresenceUpdate,
     QueueMemberRemoval,
     QueueMemberUpdate,
     agent_for_device,
@@ -32,7 +33,7 @@ def frame(event: str, **headers: str) -> Frame:
     return raw_frame({"Event": event, "Privilege": "call,all", **headers})
 
 
-def presence_update_from_frame(item: Frame) -> object:
+def presence_update_from_frame(item: Frame) -> PresenceUpdate | PresenceFrameProblem | None:
     return PresenceDecoder().update(item)
 
 

@@ -95,11 +95,17 @@ class Router:
         )
         self.presence_problems = 0
         self._load: asyncio.Task[int] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
         await self.store.open()
+        # The load runs beside the caller, owned by the router's TaskGroup (entered here, left
+        # in _shutdown): a failing load fails the task that opened the router.
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._tasks = tasks
         try:
-            self._load = asyncio.create_task(self._load_directory(), name="directory-load")
+            self._load = tasks.create_task(self._load_directory(), name="directory-load")
             if self.settings.agi.enabled:
                 await self.server.start()
         except BaseException:
@@ -116,8 +122,12 @@ class Router:
         await self.server.close()
         if self._load is not None and not self._load.done():
             self._load.cancel()
-            await asyncio.gather(self._load, return_exceptions=True)
-        await self.store.close()
+        try:
+            if self._tasks is not None:
+                tasks, self._tasks = self._tasks, None
+                await tasks.__aexit__(None, None, None)
+        finally:
+            await self.store.close()
 
     async def _load_directory(self) -> int:
         loop = asyncio.get_running_loop()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pbxlink.daemon.amiclient.errors import (
     AmiProtocolError,
 )
 from pbxlink.daemon.amiclient.protocol import ActionReply, FramingProtocol, LinkCounters
+from pbxlink.toolkit.reconnect import Backoff, Reconnect
 
 __all__ = [
     "ActionReply",
@@ -65,6 +65,13 @@ __all__ = [
 log = structlog.get_logger("pbxlink.ami")
 
 _LOGOFF_TIMEOUT: Final = 1.0
+# What a (re)connect retries on: the peer unreachable or silent, the link dropped during login.
+AMI_TRANSIENT: Final[tuple[type[Exception], ...]] = (
+    OSError,
+    TimeoutError,
+    AmiConnectionLost,
+    AmiActionTimeout,
+)
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -450,27 +457,27 @@ class AmiShell:
 
     async def _establish(self, *, retry: bool) -> FramingProtocol:
         settings = self.settings
-        attempt = 0
+        reconnect = Reconnect(
+            Backoff(settings.backoff_initial, settings.backoff_max), transient=AMI_TRANSIENT
+        )
         while True:
             try:
                 return await self._open_session()
-            except (OSError, TimeoutError, AmiConnectionLost, AmiActionTimeout) as exc:
+            except AMI_TRANSIENT as exc:
                 self.counters.connect_failures += 1
                 reason = str(exc) or type(exc).__name__
                 if not retry:
                     raise AmiConnectError(settings.host, settings.port, reason) from exc
-                ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0**attempt)
-                delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311  # jitter, not crypto
-                attempt += 1
+                delay = reconnect.failed()
                 log.warning(
                     "ami_connect_failed",
                     host=settings.host,
                     port=settings.port,
                     error=reason,
-                    attempt=attempt,
+                    attempt=reconnect.failures,
                     retry_in=round(delay, 3),
                 )
-                await asyncio.sleep(delay)
+                await reconnect.wait(delay)
 
     async def _open_session(self) -> FramingProtocol:
         settings = self.settings
