@@ -70,13 +70,14 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str, logs: list[
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(PBXLINK), *args],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [str(PBXLINK), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -122,7 +123,8 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     )
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{tmp_path / "crm.sqlite3"}"\n'
+        f"[mqtt]\nport = {mosquitto_broker.port}\n"
+        f'[adapter]\ndatabase = "{tmp_path / "crm.sqlite3"}"\nhttp_port = 0\n'
         + RULES.replace("{url}", fake.url).replace("{key}", str(key))
     )
     daemon_log, adapter_log = tmp_path / "daemon.log", tmp_path / "adapter.log"
@@ -141,7 +143,7 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     try:
         wait_until(daemon_ready, 30, "daemon ready", logs)
         wait_until(
-            lambda: b"crm.adapter.connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
+            lambda: b"crm_adapter_connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
         )
         yield Rig(asterisk_lab, fake, logs)
     finally:

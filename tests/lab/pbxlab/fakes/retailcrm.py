@@ -32,6 +32,7 @@ import asyncio
 import collections
 import json
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,7 +88,7 @@ def _check_date(value: Any, path: str, errors: dict[str, str]) -> None:
         errors[path] = "This value should not be blank."
         return
     try:
-        datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007 - a format check only
     except ValueError:
         errors[path] = "This value is not a valid datetime."
 
@@ -169,10 +170,11 @@ class FakeRetailCrm:
     async def start(self, port: int = 0) -> str:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        await web.SockSite(self._runner, sock).start()
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         return self.url
 
     async def stop(self) -> None:
@@ -517,7 +519,7 @@ class FakeRetailCrm:
                 errors["order"] = "Order not found."
         if data.get("datetime") is not None:
             try:
-                datetime.strptime(data["datetime"], "%Y-%m-%d %H:%M")
+                datetime.strptime(data["datetime"], "%Y-%m-%d %H:%M")  # noqa: DTZ007 - a format check only
             except (TypeError, ValueError):
                 errors["datetime"] = "This value is not a valid datetime."
         if errors:

@@ -214,7 +214,7 @@ def live_event(event: LiveEvent, s: RetailCrmSettings) -> dict[str, Any] | None:
     if event.type is EventType.RINGING:
         kind, agent = ("in" if event.direction is Direction.INBOUND else "out"), event.agent
     elif event.type is EventType.TRANSFERRED and event.direction is Direction.INBOUND:
-        kind, agent = "in", event.to_agent
+        kind, agent = "in", event.to_agent if isinstance(event.to_agent, str) else None
     else:
         return None
     return _event(kind, external=event.external, agent=agent, line=event.line, call_id=event.call_id, s=s)
