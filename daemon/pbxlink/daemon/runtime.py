@@ -36,6 +36,7 @@ from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.agi.router import Router
 from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, Resynced
 from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
+from pbxlink.daemon.click_to_call import ClickToCallServer
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
 from pbxlink.daemon.logs import configure_logging
 from pbxlink.daemon.metrics import DaemonMetrics
@@ -257,6 +258,8 @@ class Daemon:
                     others.append(
                         tg.create_task(self.run_directory_feed(self._router), name="directory-feed")
                     )
+                if self.settings.click_to_call.enabled:
+                    others.append(tg.create_task(self._run_click_to_call(), name="click-to-call"))
                 await shutdown.wait()
                 await self._drain(ami_task, writer_task, publisher_task)
                 for task in others:
@@ -393,6 +396,22 @@ class Daemon:
             else:
                 metrics.ami_connected.set(0)
                 log.warning("ami_connection_lost", session=item.session, reason=item.reason)
+
+    async def _run_click_to_call(self) -> None:
+        """The click-to-call endpoint (docs/crm-retailcrm.md): a CRM's click → AMI Originate."""
+
+        async def originate(headers: dict[str, str]) -> None:
+            shell = self._ami
+            if shell is None or not shell.connected:
+                raise ConnectionError("AMI is not connected")
+            try:
+                await shell.action("Originate", headers)
+            except AmiError as exc:
+                raise ConnectionError(str(exc)) from exc
+
+        settings = self.settings
+        async with ClickToCallServer(settings.click_to_call, settings.tracker.agent_endpoints, originate):
+            await asyncio.Event().wait()  # until the task group cancels it at shutdown
 
     async def _seed_presence(self, shell: AmiShell, router: Router) -> None:
         """After each (re)login: who is online, for routing (``DeviceStateList``)."""

@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 from aiohttp import web
 
 RATE_LIMIT_PER_SECOND = 10
@@ -205,6 +206,7 @@ class FakeRetailCrm:
         r.add_get("/api/v5/telephony/manager", self.telephony_manager)
         r.add_get("/_fake/state", self.fake_state)
         r.add_post("/_fake/faults", self.fake_faults)
+        r.add_post("/_fake/click", self.fake_click)
         return app
 
     def _rate_limited(self) -> bool:
@@ -716,6 +718,24 @@ class FakeRetailCrm:
                 "requests": s.requests,
             }
         )
+
+    async def fake_click(self, request: web.Request) -> web.Response:
+        """A manager clicks a phone number: RetailCRM calls the module's makeCallUrl with the
+        module's clientId, the manager's extension (code) and the number."""
+        body = await request.json()
+        for module in self.state.modules.values():
+            telephony = (module.get("integrations") or {}).get("telephony") or {}
+            url = telephony.get("makeCallUrl")
+            if url:
+                params = {
+                    "clientId": module.get("clientId", ""),
+                    "code": body["code"],
+                    "phone": body["phone"],
+                }
+                params.update(body.get("override") or {})
+                async with aiohttp.ClientSession() as session, session.get(url, params=params) as answer:
+                    return web.json_response({"status": answer.status, "body": await answer.text()})
+        raise ApiError(404, "No telephony module with a makeCallUrl")
 
     async def fake_faults(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -92,7 +92,7 @@ def module_request(s: RetailCrmSettings) -> Request:
         "integrationCode": s.module_code,
         "active": True,
         "name": "pbxlink",
-        "clientId": s.module_code,
+        "clientId": s.client_id.reveal() if s.client_id is not None else s.module_code,
         "integrations": {"telephony": telephony},
     }
     return Request("POST", f"/api/v5/integration-modules/{s.module_code}/edit", {"integrationModule": module})
