@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 import structlog
 
-from pbxlink.adapters.backends.ledger import BatchHooks
+from pbxlink.adapters.backends.ledger import BatchHooks, prune_ledger
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
@@ -248,6 +248,8 @@ class CrmAdapter:
         if self._last_prune is None or now - self._last_prune > _PRUNE_EVERY:
             self._last_prune = now
             await self.inbox.prune(now - timedelta(days=self.adapter.inbox_retention_days))
+            if self.ack_after_apply:  # a remote CRM: its ledger follows the inbox
+                await prune_ledger(self.store)
 
     async def _publish_notifications(self, client: aiomqtt.Client) -> None:
         async with self.store.db.execute(
