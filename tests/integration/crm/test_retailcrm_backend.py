@@ -205,7 +205,7 @@ async def test_a_dead_lettered_message_leaves_no_in_flight_mark_and_pruning_foll
         await rig.outcome(outcome(id="pbx1:14.2"))  # done
         db = rig.store.db
         assert await db.execute_fetchall("SELECT message_id FROM crm_inflight") == []
-        assert len(await db.execute_fetchall("SELECT * FROM crm_effects WHERE message_id = 'pbx1:14.2'")) > 0
+        assert list(await db.execute_fetchall("SELECT * FROM crm_effects WHERE message_id = 'pbx1:14.2'"))
         await db.execute("DELETE FROM inbox WHERE id = 'pbx1:14.2'")  # what inbox.prune does after retention
         assert await prune_ledger(rig.store) > 0
         assert await db.execute_fetchall("SELECT * FROM crm_effects WHERE message_id = 'pbx1:14.2'") == []
