@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -66,7 +67,7 @@ unlinked = "skip"
 async def run_case(
     name: str,
     fake: FakeRetailCrmProcess,
-    outcomes: list[dict],
+    outcomes: list[dict[str, Any]],
     *,
     rate: int,
     batch: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -89,7 +89,10 @@ class StoredBackend(CrmBackend, Protocol):
     def forget_cached(self) -> None: ...
 
 
-class Processor:
+B = TypeVar("B", bound=StoredBackend)
+
+
+class Processor(Generic[B]):
     """Remote backends pass themselves as `hooks` too (see backends/ledger.py): a message whose
     CRM is unreachable (`RemoteUnavailable`) stays pending without counting an attempt, keeping
     what already reached the CRM; a refusal (`RemoteRejected`) is dead-lettered at once."""
@@ -97,7 +100,7 @@ class Processor:
     def __init__(
         self,
         inbox: Inbox,
-        crm: StoredBackend,
+        crm: B,
         settings: CrmSettings,
         *,
         max_attempts: int = 5,
@@ -198,10 +201,10 @@ class Processor:
                 self.unavailable = str(exc)
                 applied, problems = [], []
             for message_id, reason, dead in problems:
-                log.error("crm.message.failed", id=message_id, error=reason, dead=dead)
+                log.error("crm_message_failed", id=message_id, error=reason, dead=dead)
             for processed in applied:
                 log.info(
-                    "crm.message.applied",
+                    "crm_message_applied",
                     id=processed.message_id,
                     call_id=processed.call_id,
                     actions=[type(a).__name__ for a in processed.actions],
@@ -209,6 +212,6 @@ class Processor:
                 )
             done.extend(applied)
             if self.unavailable is not None:
-                log.warning("crm.remote.unavailable", error=self.unavailable)
+                log.warning("crm_remote_unavailable", error=self.unavailable)
                 break
         return done

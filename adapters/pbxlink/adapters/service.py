@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from dataclasses import replace
@@ -18,15 +19,18 @@ import structlog
 
 from pbxlink.adapters.backends.bitrix24.setup import open_bitrix24
 from pbxlink.adapters.backends.owners import owner_payload
+from pbxlink.adapters.backends.retailcrm.directory import RetailCrmDirectory
 from pbxlink.adapters.backends.retailcrm.setup import api_key, directory_feed, open_retailcrm
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.backends.webhook.backend import Deliverer, WebhookBackend, create_schema, read_keys
 from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
-from pbxlink.adapters.store import Store, StoreError, open_store
-from pbxlink.daemon.logs import configure_logging
+from pbxlink.adapters.metrics import AdapterMetrics
+from pbxlink.adapters.store import StoreError, open_store
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.toolkit.http import HealthServer
+from pbxlink.toolkit.logs import configure_logging
 
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 
@@ -65,8 +69,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 async def serve(settings: Settings, *, shutdown: asyncio.Event) -> None:
     store = await open_store(settings.adapter.database)
     try:
+        metrics = AdapterMetrics(settings.adapter.name)
         if settings.crm.backend == "retailcrm":
-            await _serve_retailcrm(settings, store, shutdown)
+            # RetailCRM (docs/crm-retailcrm.md): the backend, its directory feed and the consumer.
+            async with open_retailcrm(store, settings.crm, settings.crm.retailcrm) as backend:
+                adapter = CrmAdapter(
+                    settings,
+                    store,
+                    metrics=metrics,
+                    backend=backend,
+                    hooks=backend,
+                    directory_source=owner_payload,
+                )
+                await _run(settings, adapter, metrics, shutdown, directory_feed(backend))
             return
         if settings.crm.backend == "bitrix24":
             await _serve_bitrix24(settings, store, shutdown)
@@ -76,22 +91,30 @@ async def serve(settings: Settings, *, shutdown: asyncio.Event) -> None:
             return
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
-        adapter = CrmAdapter(settings, store)
-        await adapter.run(shutdown)
+        adapter = CrmAdapter(settings, store, metrics=metrics)
+        await _run(settings, adapter, metrics, shutdown, None)
     finally:
         await store.close()
 
 
-async def _serve_retailcrm(settings: Settings, store: Store, shutdown: asyncio.Event) -> None:
-    """RetailCRM (docs/crm-retailcrm.md): the backend, its directory feed and the consumer."""
-    async with open_retailcrm(store, settings.crm, settings.crm.retailcrm) as backend:
-        adapter = CrmAdapter(settings, store, backend=backend, hooks=backend, directory_source=owner_payload)
-        feed = directory_feed(backend)
+async def _run(
+    settings: Settings,
+    adapter: CrmAdapter,
+    metrics: AdapterMetrics,
+    shutdown: asyncio.Event,
+    feed: RetailCrmDirectory | None,
+) -> None:
+    """The consumer, its health/metrics endpoint (unless http_port = 0) and a remote directory feed."""
+    a = settings.adapter
+    async with contextlib.AsyncExitStack() as stack:
+        if a.http_port != 0:
+            await stack.enter_async_context(
+                HealthServer(metrics.registry, adapter.readiness, host=a.http_host, port=a.http_port)
+            )
         async with asyncio.TaskGroup() as group:
-            if feed is not None and settings.adapter.publish_directory:
+            if feed is not None and a.publish_directory:
                 group.create_task(
-                    feed.run(shutdown, adapter.wake.set, backend.s.directory_seconds),
-                    name="retailcrm-directory",
+                    feed.run(shutdown, adapter.wake.set, feed.s.directory_seconds), name="retailcrm-directory"
                 )
             group.create_task(adapter.run(shutdown), name="crm-adapter")
 

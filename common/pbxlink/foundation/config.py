@@ -125,6 +125,7 @@ SECTION_OWNERS: Mapping[str, str] = types.MappingProxyType(
         "agi": "daemon",
         "routing": "daemon",
         "http": "daemon",
+        "click_to_call": "daemon",
         "adapter": "adapter",
         "crm": "adapter",
     }

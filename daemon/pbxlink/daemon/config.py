@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pbxlink.daemon.click_to_call import ClickToCallSettings, click_to_call_problems
 from pbxlink.foundation.config import (
     LogSettings,
     MqttSettings,
@@ -99,6 +100,7 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    click_to_call: ClickToCallSettings = field(default_factory=ClickToCallSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -160,4 +162,7 @@ def _check_values(settings: Settings) -> list[ConfigProblem]:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         problems.append(ConfigProblem("node.timezone", f"unknown time zone {settings.node.timezone!r}"))
     problems.extend(routing_problems(settings.agi, settings.routing))
+    problems.extend(click_to_call_problems(settings.click_to_call))
+    if settings.click_to_call.enabled:
+        problems.extend(port_problems(("click_to_call.port", settings.click_to_call.port)))
     return problems

@@ -37,6 +37,7 @@ def config_text(port: int, database: Path, url: str, key_file: Path, *, rate: in
 port = {port}
 [adapter]
 database = "{database}"
+http_port = 0
 max_attempts = 3
 
 [crm]
@@ -138,12 +139,13 @@ class Rig:
         self.adapter: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.adapter = subprocess.Popen(
-            [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(self.config)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with self.log.open("ab") as out:  # the child keeps its own descriptor
+            self.adapter = subprocess.Popen(
+                [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     def kill(self) -> None:
         assert self.adapter is not None
@@ -151,7 +153,7 @@ class Rig:
         self.adapter.wait()
 
     def connected(self) -> int:
-        return self.log.read_bytes().count(b"crm.adapter.connected") if self.log.exists() else 0
+        return self.log.read_bytes().count(b"crm_adapter_connected") if self.log.exists() else 0
 
     def done(self) -> int:
         return int(query(self.database, "SELECT count(*) FROM inbox WHERE state = 'done'")[0][0])
@@ -221,7 +223,8 @@ async def test_bursts_of_503_are_retried_and_every_effect_arrives_once(make_rig:
     for chunk in range(3):  # each chunk of calls meets a burst of five 503s
         rig.fake.faults(fail_next=5)
         await publish(rig.broker.port, stream[chunk * 10 : chunk * 10 + 10])
-        await wait_for(lambda c=chunk: rig.done() == c * 10 + 10, 60, f"chunk {chunk} done", rig.log)
+        target = chunk * 10 + 10
+        await wait_for(lambda: rig.done() == target, 60, f"chunk {chunk} done", rig.log)  # noqa: B023
     state = rig.fake.state()
     assert sum(1 for r in state["requests"] if r.get("status") == 503) == 15
     assert_exactly_once(state, [f"pbx1:b{n}" for n in range(30)])

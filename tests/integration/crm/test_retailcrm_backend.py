@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pbxlab.retailcrm_rig import CONFIG, retailcrm_rig
 
+from pbxlink.adapters.backends.ledger import prune_ledger
 from pbxlink.adapters.backends.remote import RemotePolicy
 from pbxlink.rules.samples import event, event_message, missed, outcome, outcome_message
 
@@ -193,3 +194,18 @@ async def test_a_slow_task_create_that_times_out_is_checked_not_sent_twice(tmp_p
         state = rig.fake.state
         assert (len(state.customers), len(state.orders), len(state.tasks), len(state.calls)) == (1, 1, 1, 1)
         assert await rig.inbox_state("pbx1:13.1") == ("done", 0, None)
+
+
+async def test_a_dead_lettered_message_leaves_no_in_flight_mark_and_pruning_follows_the_inbox(
+    tmp_path: Path,
+) -> None:
+    config = CONFIG.replace('status = "callback"', 'status = "no-such-status"')
+    async with retailcrm_rig(tmp_path, config=config) as rig:
+        await rig.outcome(missed(id="pbx1:14.1"))  # dead: 4xx
+        await rig.outcome(outcome(id="pbx1:14.2"))  # done
+        db = rig.store.db
+        assert await db.execute_fetchall("SELECT message_id FROM crm_inflight") == []
+        assert list(await db.execute_fetchall("SELECT * FROM crm_effects WHERE message_id = 'pbx1:14.2'"))
+        await db.execute("DELETE FROM inbox WHERE id = 'pbx1:14.2'")  # what inbox.prune does after retention
+        assert await prune_ledger(rig.store) > 0
+        assert await db.execute_fetchall("SELECT * FROM crm_effects WHERE message_id = 'pbx1:14.2'") == []

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pbxlab.context import ScenarioContext, Truth
 from pbxlab.fakes.process import FakeRetailCrmProcess
 from pbxlab.mosquitto import BrokerHandle
+from pbxlab.scenarios import EXTERNAL_2, Scenario, call_truth
 from pbxlab.session import LabSession
+from pbxlab.sipp import Phone
 
 pytestmark = pytest.mark.lab
 
@@ -36,6 +39,8 @@ backend = "retailcrm"
 url = "{url}"
 api_key_file = "{key}"
 site = "main"
+make_call_url = "{make_call_url}"
+client_id_file = "{client_id}"
 [crm.retailcrm.users]
 "101" = 27
 "102" = 28
@@ -70,13 +75,14 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str, logs: list[
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(PBXLINK), *args],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [str(PBXLINK), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -109,6 +115,9 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     )
     key = tmp_path / "retailcrm.key"
     key.write_text(KEY)
+    client_id = tmp_path / "retailcrm-client-id"  # the module's secret, shared by adapter and daemon
+    client_id.write_text("lab-click-secret\n")
+    click_port = free_port()
     http_port = free_port()
     daemon_config = tmp_path / "pbxlink.toml"
     daemon_config.write_text(
@@ -119,11 +128,16 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
         f'[state]\ndirectory = "{tmp_path / "state"}"\n'
         f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
         '[agi]\nenabled = false\n[log]\nformat = "json"\n[tracker]\nsettle_seconds = 1.0\n'
+        f'[click_to_call]\nenabled = true\nport = {click_port}\nsecret_file = "{client_id}"\n'
     )
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{tmp_path / "crm.sqlite3"}"\n'
-        + RULES.replace("{url}", fake.url).replace("{key}", str(key))
+        f"[mqtt]\nport = {mosquitto_broker.port}\n"
+        f'[adapter]\ndatabase = "{tmp_path / "crm.sqlite3"}"\nhttp_port = 0\n'
+        + RULES.replace("{url}", fake.url)
+        .replace("{key}", str(key))
+        .replace("{make_call_url}", f"http://127.0.0.1:{click_port}/retailcrm/make-call")
+        .replace("{client_id}", str(client_id))
     )
     daemon_log, adapter_log = tmp_path / "daemon.log", tmp_path / "adapter.log"
     logs = [daemon_log, adapter_log, tmp_path / "fake.log"]
@@ -141,7 +155,7 @@ def rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path
     try:
         wait_until(daemon_ready, 30, "daemon ready", logs)
         wait_until(
-            lambda: b"crm.adapter.connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
+            lambda: b"crm_adapter_connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
         )
         yield Rig(asterisk_lab, fake, logs)
     finally:
@@ -201,3 +215,56 @@ def test_real_calls_reach_retailcrm_as_customers_orders_tasks_calls_and_popups(r
     hangups = {e["phone"]: e["hangupStatus"] for e in state["events"] if e["type"] == "hangup"}
     assert hangups == {"+380501110001": "answered", "+380501110002": "no answered"}
     assert all(e["phone"] for e in state["events"])  # the internal call opened no popup
+
+
+def _click_flow(
+    fake: FakeRetailCrmProcess, answers: list[dict[str, Any]]
+) -> Callable[[ScenarioContext], list[Truth]]:
+    """A manager clicks EXTERNAL_2 in RetailCRM; 101's phone rings first, then the carrier's."""
+
+    def run(ctx: ScenarioContext) -> list[Truth]:
+        ctx.phones(a101=Phone.answers(ring_ms=1000, talk_ms=4000), carrier=Phone.answers(ring_ms=1000))
+        answers.append(fake.click("101", EXTERNAL_2, clientId="a guess"))  # not RetailCRM: refused
+        answers.append(fake.click("101", EXTERNAL_2))
+        ctx.wait_event(lambda f: f.get("Event") == "OriginateResponse", timeout=20)
+        ctx.wait_bridged("101")
+        ctx.wait_event(
+            lambda f: f.get("Event") == "Hangup" and f.get("Channel", "").startswith("PJSIP/trunk-"),
+            timeout=30,
+        )
+        return [
+            call_truth(
+                direction="outbound",
+                answered=True,
+                external=EXTERNAL_2,
+                initiator="101",
+                handlers=["101"],
+                hangup_by="agent",
+                originated_by="AMI Originate",
+            )
+        ]
+
+    return run
+
+
+def test_a_click_in_retailcrm_rings_the_agent_first_then_dials_the_customer(rig: Rig) -> None:
+    wait_until(
+        lambda: "makeCallUrl" in str(rig.fake.state()["modules"]), 30, "module with makeCallUrl", rig.logs
+    )
+    module = rig.fake.state()["modules"]["pbxlink"]
+    assert module["clientId"] == "lab-click-secret"
+    answers: list[dict[str, Any]] = []
+    scenario = Scenario(
+        "retailcrm_click_to_call", "click-to-call from RetailCRM", _click_flow(rig.fake, answers)
+    )
+    rig.lab.driver.run_scenario(scenario)
+    assert [a["status"] for a in answers] == [403, 200]
+    # The call that followed is an outgoing call of 101 to the number clicked, back in RetailCRM.
+    wait_until(lambda: len(rig.fake.state()["calls"]) >= 1, 60, "the call uploaded", rig.logs)
+    [call] = rig.fake.state()["calls"]
+    assert (call["type"], call["phone"], call["code"], call["result"]) == (
+        "out",
+        "+380671234568",
+        "101",
+        "answered",
+    )

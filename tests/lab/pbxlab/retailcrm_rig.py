@@ -64,7 +64,7 @@ class Rig:
     store: Store
     inbox: Inbox
     backend: RetailCrm
-    processor: Processor
+    processor: Processor[RetailCrm]
     client: RemoteClient
     settings: Settings
 

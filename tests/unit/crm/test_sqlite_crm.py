@@ -55,12 +55,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
-def processor(store: Store, rules: str = RULES) -> Processor:
+def processor(store: Store, rules: str = RULES) -> Processor[SqliteCrm]:
     settings: CrmSettings = settings_from_toml(rules).crm
     return Processor(Inbox(store), SqliteCrm(store), settings, max_attempts=2)
 
 
-async def deliver(proc: Processor, message: tuple[str, bytes]) -> Receipt:
+async def deliver(proc: Processor[SqliteCrm], message: tuple[str, bytes]) -> Receipt:
     receipt = await proc.inbox.receive(*message, NOW)
     await proc.run_pending()
     return receipt

@@ -84,6 +84,11 @@ class EffectLedger:
         if not message_ids:
             return frozenset()
         async with self.store.transaction() as db:
+            # Marks of messages that were dead-lettered meanwhile (never finished) go.
+            await db.execute(
+                "DELETE FROM crm_inflight "
+                "WHERE message_id NOT IN (SELECT id FROM inbox WHERE state = 'pending')"
+            )
             marks = ",".join("?" * len(message_ids))
             rows = await db.execute_fetchall(
                 f"SELECT message_id FROM crm_inflight WHERE message_id IN ({marks})",  # noqa: S608 - placeholders only
@@ -154,3 +159,12 @@ class EffectLedger:
             "SELECT crm_id FROM crm_links WHERE kind = ? AND key = ? ORDER BY rowid", (kind, key)
         )
         return tuple(str(r[0]) for r in rows)
+
+
+async def prune_ledger(store: Store) -> int:
+    """Forget the effects of messages the inbox forgot (after `inbox_retention_days`)."""
+    async with (
+        store.transaction() as db,
+        db.execute("DELETE FROM crm_effects WHERE message_id NOT IN (SELECT id FROM inbox)") as cursor,
+    ):
+        return cursor.rowcount

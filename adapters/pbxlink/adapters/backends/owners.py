@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import encode_directory_entry
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
+from pbxlink.wire.model import DirectoryTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +116,12 @@ async def owner_entry(store: Store, e164: str, now: datetime) -> DirectoryEntry 
         if responsible is not None:
             employee = extension if extension is not None else f"crm-user:{responsible}"
             responsibles = (Responsible(employee, extension, extension is not None, bool(blocked), False),)
-        clients.append(
-            ClientOwners(str(crm_id), name, datetime.fromisoformat(created_at).astimezone(UTC), responsibles)
-        )
+        clients.append(ClientOwners(str(crm_id), name, DirectoryTime.parse(created_at), responsibles))
     if not clients:
         return None
-    return DirectoryEntry(number=e164, updated_at=now, clients=tuple(clients), employee=None)
+    return DirectoryEntry(
+        number=e164, updated_at=DirectoryTime.of(now), clients=tuple(clients), employee=None
+    )
 
 
 async def owner_payload(store: Store, e164: str, now: datetime) -> bytes:

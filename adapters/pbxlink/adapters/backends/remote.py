@@ -179,20 +179,20 @@ class RemoteClient:
             try:
                 response = await self._http.request(method, path, **kwargs)
             except _NOT_SENT as exc:
-                log.warning("crm.remote.transient", crm=self.name, path=path, error=type(exc).__name__)
+                log.warning("crm_remote_transient", crm=self.name, path=path, error=type(exc).__name__)
                 raise _Transient(f"{type(exc).__name__}: {exc}") from exc
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if not idempotent:
-                    log.warning("crm.remote.ambiguous", crm=self.name, path=path, error=type(exc).__name__)
+                    log.warning("crm_remote_ambiguous", crm=self.name, path=path, error=type(exc).__name__)
                     raise RemoteAmbiguous(
                         f"{self.name} {method} {path}: {type(exc).__name__} after sending; "
                         "checked before the next attempt"
                     ) from exc
-                log.warning("crm.remote.transient", crm=self.name, path=path, error=type(exc).__name__)
+                log.warning("crm_remote_transient", crm=self.name, path=path, error=type(exc).__name__)
                 raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         status = response.status_code
         if status in _RETRIED_STATUSES or status >= 500:
-            log.warning("crm.remote.transient", crm=self.name, path=path, status=status)
+            log.warning("crm_remote_transient", crm=self.name, path=path, status=status)
             raise _Transient(f"HTTP {status}")
         try:
             body: Any = response.json()

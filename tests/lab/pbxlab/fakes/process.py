@@ -81,6 +81,18 @@ class FakeRetailCrmProcess:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return int(json.loads(answer.read())["id"])
 
+    def click(self, code: str, phone: str, **override: str) -> dict[str, Any]:
+        """A manager clicks a number in RetailCRM: the answer of pbxlink's makeCallUrl."""
+        request = urllib.request.Request(
+            f"{self.url}/_fake/click",
+            data=json.dumps({"code": code, "phone": phone, "override": override}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            document: dict[str, Any] = json.loads(answer.read())
+        return document
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

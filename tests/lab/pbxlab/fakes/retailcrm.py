@@ -32,12 +32,14 @@ import asyncio
 import collections
 import json
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 from aiohttp import web
 
 RATE_LIMIT_PER_SECOND = 10
@@ -87,7 +89,7 @@ def _check_date(value: Any, path: str, errors: dict[str, str]) -> None:
         errors[path] = "This value should not be blank."
         return
     try:
-        datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+        datetime.strptime(value, "%Y-%m-%d %H:%M:%S")  # noqa: DTZ007 - a format check only
     except ValueError:
         errors[path] = "This value is not a valid datetime."
 
@@ -169,10 +171,11 @@ class FakeRetailCrm:
     async def start(self, port: int = 0) -> str:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        await web.SockSite(self._runner, sock).start()
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         return self.url
 
     async def stop(self) -> None:
@@ -203,6 +206,7 @@ class FakeRetailCrm:
         r.add_get("/api/v5/telephony/manager", self.telephony_manager)
         r.add_get("/_fake/state", self.fake_state)
         r.add_post("/_fake/faults", self.fake_faults)
+        r.add_post("/_fake/click", self.fake_click)
         return app
 
     def _rate_limited(self) -> bool:
@@ -517,7 +521,7 @@ class FakeRetailCrm:
                 errors["order"] = "Order not found."
         if data.get("datetime") is not None:
             try:
-                datetime.strptime(data["datetime"], "%Y-%m-%d %H:%M")
+                datetime.strptime(data["datetime"], "%Y-%m-%d %H:%M")  # noqa: DTZ007 - a format check only
             except (TypeError, ValueError):
                 errors["datetime"] = "This value is not a valid datetime."
         if errors:
@@ -714,6 +718,24 @@ class FakeRetailCrm:
                 "requests": s.requests,
             }
         )
+
+    async def fake_click(self, request: web.Request) -> web.Response:
+        """A manager clicks a phone number: RetailCRM calls the module's makeCallUrl with the
+        module's clientId, the manager's extension (code) and the number."""
+        body = await request.json()
+        for module in self.state.modules.values():
+            telephony = (module.get("integrations") or {}).get("telephony") or {}
+            url = telephony.get("makeCallUrl")
+            if url:
+                params = {
+                    "clientId": module.get("clientId", ""),
+                    "code": body["code"],
+                    "phone": body["phone"],
+                }
+                params.update(body.get("override") or {})
+                async with aiohttp.ClientSession() as session, session.get(url, params=params) as answer:
+                    return web.json_response({"status": answer.status, "body": await answer.text()})
+        raise ApiError(404, "No telephony module with a makeCallUrl")
 
     async def fake_faults(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -112,7 +112,7 @@ class RetailCrm:
         """Register/update the telephony integration module (extensions, DIDs, click-to-call)."""
         await self._send(payloads.module_request(self.s))
         self.module_registered = True
-        log.info("crm.retailcrm.module_registered", code=self.s.module_code, users=len(self.s.users))
+        log.info("retailcrm_module_registered", code=self.s.module_code, users=len(self.s.users))
 
     # ---------------------------------------------------------------- batch hooks
 
@@ -145,13 +145,13 @@ class RetailCrm:
 
     async def _live(self, message_id: str, event: dict[str, Any], age: float) -> None:
         if age > self.s.stale_event_seconds:
-            log.info("crm.retailcrm.event_stale", id=message_id, type=event["type"], age=round(age))
+            log.info("retailcrm_event_stale", id=message_id, type=event["type"], age=round(age))
             return
 
         async def send() -> str:
             answer = await self._send(payloads.event_request(event))
             if answer.get("notExistCodes"):
-                log.warning("crm.retailcrm.unknown_codes", codes=answer["notExistCodes"])
+                log.warning("retailcrm_unknown_codes", codes=answer["notExistCodes"])
             return "sent"
 
         await self.ledger.once(message_id, f"event:{event['type']}", send)
@@ -370,32 +370,37 @@ class RetailCrm:
     async def record_call(self, action: RecordCall, client_id: str) -> None:
         """The call itself reaches RetailCRM through telephony/calls/upload."""
 
-    async def notify(self, action: Notify, subject_id: str | None, call_id: str) -> str:
+    async def notify(self, action: Notify, subject_id: str | None, call_id: str) -> str:  # noqa: ARG002 - the protocol's signature
         """RetailCRM opens its own popups from telephony/call/event; nothing to send here."""
         return "retailcrm-popup"
 
-    async def create_deal(self, action: CreateDeal, client_id: str) -> str:
+    async def create_deal(self, action: CreateDeal, client_id: str) -> str:  # noqa: ARG002 - the protocol's signature
         raise Unsupported("deals", "deals in [crm.clients]")
 
-    async def create_inquiry(self, action: CreateInquiry, client_id: str | None, call_id: str) -> str:
+    async def create_inquiry(self, action: CreateInquiry, client_id: str | None, call_id: str) -> str:  # noqa: ARG002 - the protocol's signature
         raise Unsupported("inquiries", "[crm.inquiries]")
 
-    async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:
+    async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:  # noqa: ARG002 - the protocol's signature
         return ()
 
-    async def deal_is_open(self, deal_id: str) -> bool:
+    async def deal_is_open(self, deal_id: str) -> bool:  # noqa: ARG002 - the protocol's signature
         return False
 
     async def queue_positions(self) -> tuple[tuple[str, int], ...]:
         return ()
 
-    async def create_ticket(self, action: CreateTicket, client_id: str) -> str:
+    async def create_ticket(self, action: CreateTicket, client_id: str) -> str:  # noqa: ARG002 - the protocol's signature
         raise Unsupported("support tickets", "[crm.requests]")
 
     async def log_request(
-        self, action: LogRequest, *, client_id: str | None, deal_id: str | None, ticket_id: str | None
+        self,
+        action: LogRequest,  # noqa: ARG002 - the protocol's signature
+        *,
+        client_id: str | None,  # noqa: ARG002
+        deal_id: str | None,  # noqa: ARG002
+        ticket_id: str | None,  # noqa: ARG002
     ) -> None:
         raise Unsupported("request log", "[crm.requests]")
 
-    async def advance_queue(self, queue_rule: str, next_index: int) -> None:
+    async def advance_queue(self, queue_rule: str, next_index: int) -> None:  # noqa: ARG002 - the protocol's signature
         raise Unsupported("request queues", "[crm.requests]")

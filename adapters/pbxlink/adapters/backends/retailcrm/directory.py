@@ -149,10 +149,10 @@ class RetailCrmDirectory:
             try:
                 dirty = await self.sync_once()
             except RemoteError as exc:
-                log.warning("crm.retailcrm.directory_sync_failed", error=str(exc))
+                log.warning("retailcrm_directory_sync_failed", error=str(exc))
             else:
                 if dirty:
-                    log.info("crm.retailcrm.directory_synced", numbers_changed=dirty)
+                    log.info("retailcrm_directory_synced", numbers_changed=dirty)
                     changed()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(shutdown.wait(), interval)

@@ -92,7 +92,7 @@ def module_request(s: RetailCrmSettings) -> Request:
         "integrationCode": s.module_code,
         "active": True,
         "name": "pbxlink",
-        "clientId": s.module_code,
+        "clientId": s.client_id.reveal() if s.client_id is not None else s.module_code,
         "integrations": {"telephony": telephony},
     }
     return Request("POST", f"/api/v5/integration-modules/{s.module_code}/edit", {"integrationModule": module})
@@ -214,7 +214,7 @@ def live_event(event: LiveEvent, s: RetailCrmSettings) -> dict[str, Any] | None:
     if event.type is EventType.RINGING:
         kind, agent = ("in" if event.direction is Direction.INBOUND else "out"), event.agent
     elif event.type is EventType.TRANSFERRED and event.direction is Direction.INBOUND:
-        kind, agent = "in", event.to_agent
+        kind, agent = "in", event.to_agent if isinstance(event.to_agent, str) else None
     else:
         return None
     return _event(kind, external=event.external, agent=agent, line=event.line, call_id=event.call_id, s=s)

@@ -44,7 +44,12 @@ class RetailCrmSettings:
     sites: Mapping[str, str] = field(default_factory=dict)  # called line (DID) → site code
     module_code: str = "pbxlink"
     register_module: bool = True
-    make_call_url: str | None = None
+    make_call_url: str | None = (
+        None  # click-to-call: pbxlink's [click_to_call] endpoint, as RetailCRM reaches it
+    )
+    client_id_file: Path | None = None  # the module's clientId: the secret [click_to_call] checks
+    client_id_credential: str = "retailcrm-client-id"
+    client_id: Secret | None = None  # filled from the two keys above
     call_events: bool = True
     closed_statuses: tuple[str, ...] = ("complete", "cancel-other")
     order_method: str | None = None
@@ -86,6 +91,14 @@ def retailcrm_problems(s: RetailCrmSettings, path: str = "crm.retailcrm") -> lis
     for extension, user in s.users.items():
         if user < 1:
             problems.append(ConfigProblem(f"{path}.users.{extension}", "must be a RetailCRM user id"))
+    if s.make_call_url and s.client_id is None:
+        problems.append(
+            ConfigProblem(
+                f"{path}.client_id_file",
+                "required with make_call_url: the secret RetailCRM sends back as clientId "
+                f"(or the systemd credential {s.client_id_credential!r})",
+            )
+        )
     if s.upload_batch > 50:
         problems.append(ConfigProblem(f"{path}.upload_batch", "RetailCRM takes at most 50 calls per upload"))
     return problems

@@ -56,9 +56,9 @@ async def open_retailcrm(store: Store, crm: CrmSettings, s: RetailCrmSettings) -
             try:
                 await backend.register_module()
             except RemoteUnavailable as exc:
-                log.warning("crm.retailcrm.module_not_registered", error=str(exc), retry="at the next start")
+                log.warning("retailcrm_module_not_registered", error=str(exc), retry="at the next start")
             except RemoteRejected as exc:
-                log.error("crm.retailcrm.module_refused", error=exc.reason)
+                log.error("retailcrm_module_refused", error=exc.reason)
         yield backend
 
 
