@@ -26,7 +26,7 @@ from pbxlink.adapters.backends.webhook.backend import Deliverer, WebhookBackend,
 from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.metrics import AdapterMetrics
-from pbxlink.adapters.store import StoreError, open_store
+from pbxlink.adapters.store import Store, StoreError, open_store
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.toolkit.http import HealthServer
