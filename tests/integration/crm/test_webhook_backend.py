@@ -5,7 +5,7 @@ and nothing enqueued twice for a redelivered message."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -64,12 +64,13 @@ class Rig:
             due_in = await self.deliverer.next_due_in()
             if due_in is None:
                 return
-            time.sleep(min(due_in, 0.05))
+            await asyncio.sleep(min(due_in, 0.05))
         raise AssertionError("deliveries still pending")
 
     async def rows(self) -> list[tuple[str, str, str, int, str | None]]:
         rows = await self.store.db.execute_fetchall(
-            "SELECT message_id, subscriber, state, attempts, last_error FROM webhook_deliveries ORDER BY rowid"
+            "SELECT message_id, subscriber, state, attempts, last_error "
+            "FROM webhook_deliveries ORDER BY rowid"
         )
         return [(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
 
