@@ -180,7 +180,7 @@ async def test_a_refused_signature_is_dead_at_once_and_a_receiver_that_is_down_i
 ) -> None:
     port = free_port()
     async with (
-        receivers(["not-the-secret"], ["wallboard-new"]) as (erp, wallboard),
+        receivers(["not-the-secret"], ["wallboard-new"]) as (erp, _wallboard),
         webhook_rig(tmp_path, erp.url, f"http://127.0.0.1:{port}/hook", attempts=4) as rig,
     ):
         await rig.deliver(outcome_message(outcome(id="pbx1:6.1")), event_message(RINGING))
