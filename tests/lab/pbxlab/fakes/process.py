@@ -104,3 +104,83 @@ class FakeRetailCrmProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self._log.close()
+
+
+class _FakeProcess:
+    """A fake service as its own process on a free 127.0.0.1 port (it prints one JSON line)."""
+
+    def __init__(self, module: str, args: list[str], log: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LAB), os.environ.get("PYTHONPATH", "")])}
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{module} did not start (see {log})")
+        self.started: dict[str, Any] = json.loads(line)
+        self.url: str = self.started["url"]
+
+    def _post(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.url.removesuffix('/hook')}{path}",
+            data=json.dumps(document).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+    def _get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url.removesuffix('/hook')}{path}", timeout=10) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+
+
+class FakeBitrix24Process(_FakeProcess):
+    """`python -m pbxlab.fakes.bitrix24`: one portal with an inbound webhook and users."""
+
+    def __init__(
+        self, log: Path, *, token: str, users: dict[int, tuple[str, str]], rate: float = 2.0, burst: int = 50
+    ) -> None:
+        args = ["--webhook", f"1:{token}", "--rate", str(rate), "--burst", str(burst)]
+        args += [a for uid, (name, inner) in users.items() for a in ("--user", f"{uid}:{name}:{inner}")]
+        super().__init__("pbxlab.fakes.bitrix24", args, log)
+        self.webhook: str = self.started["webhook"]
+
+    def state(self) -> dict[str, Any]:
+        return self._get("/_fake/state")
+
+    def faults(self, **faults: Any) -> dict[str, Any]:
+        return self._post("/_fake/faults", faults)
+
+
+class WebhookReceiverProcess(_FakeProcess):
+    """`python -m pbxlab.fakes.webhook_receiver`: verifies signatures, counts deliveries."""
+
+    def __init__(self, log: Path, *, secrets: list[str]) -> None:
+        super().__init__("pbxlab.fakes.webhook_receiver", [a for s in secrets for a in ("--secret", s)], log)
+
+    def state(self) -> dict[str, Any]:
+        return self._get("/_state")
+
+    def faults(self, **faults: Any) -> dict[str, Any]:
+        return self._post("/_faults", faults)
