@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from pbxlink.adapters.backends.bitrix24.explain import bitrix24_requests
 from pbxlink.adapters.backends.retailcrm.explain import retailcrm_requests
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings
@@ -192,6 +193,8 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
         )
     zone = settings.crm.zone
     retailcrm = settings.crm.retailcrm if settings.crm.backend == "retailcrm" else None
+    bitrix24 = settings.crm.bitrix24 if settings.crm.backend == "bitrix24" else None
+    crm_name = "Bitrix24" if bitrix24 is not None else "RetailCRM"
     out = sys.stdout
     for result in results:
         sent = (
@@ -199,6 +202,8 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
             if retailcrm is None or result.error
             else retailcrm_requests(result.kind, result.data, result.actions, retailcrm, zone)
         )
+        if bitrix24 is not None and not result.error:
+            sent = bitrix24_requests(result.kind, result.data, result.actions, bitrix24, settings.crm)
         if args.quiet_events and result.kind == "event" and not result.actions:
             continue
         if args.json:
@@ -219,6 +224,8 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
             }
             if retailcrm is not None:
                 document["retailcrm"] = sent
+            if bitrix24 is not None:
+                document["bitrix24"] = sent
             out.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
             continue
         out.write(_headline(result) + "\n")
@@ -229,6 +236,6 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
         if not result.actions and not result.error:
             out.write("  (no CRM action)\n")
         for line in sent:
-            out.write(f"  → RetailCRM {line}\n")
+            out.write(f"  → {crm_name} {line}\n")
     out.flush()
     return 0
