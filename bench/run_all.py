@@ -10,6 +10,9 @@ Each benchmark measures pbxlink side by side with its baseline in the same run:
 * bench_crm.py          outcomes applied end to end with 1M clients, and the planner alone
 * bench_retailcrm.py    outcomes/s and HTTP requests per outcome into the fake RetailCRM at
                         its 10 req/s quota, batched uploads vs one upload per call
+* bench_bitrix24.py     outcomes/s and requests per outcome into the fake Bitrix24 under its
+                        2 req/s leaky bucket (503s counted), batched vs one outcome per request;
+                        signed webhook deliveries/s to a verifying receiver
 
     .venv/bin/python bench/run_all.py [--quick] [--lab]
 
@@ -56,6 +59,15 @@ def main() -> int:
         ],
     ]
     runs.append(["bench_retailcrm.py", "--outcomes", "300" if quick else "1000"])
+    runs.append(
+        [
+            "bench_bitrix24.py",
+            "--outcomes",
+            "200" if quick else "600",
+            "--deliveries",
+            "300" if quick else "2000",
+        ]
+    )
     if args.lab:
         runs.append(["bench_delivery.py", "latency", "--rate", "20", "--seconds", "10" if quick else "60"])
         runs.append(["bench_lab_capacity.py", "--rates", "10", "25", "--seconds", "6"])
