@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import time
+from pathlib import Path
 
 from pbxlink.adapters.backends.webhook import signing
 
@@ -35,3 +38,18 @@ def test_a_header_without_timestamp_or_signature_is_refused() -> None:
     assert not signing.verify("v1=abc", BODY, [b"k"], now=0)
     assert not signing.verify("t=1700000000", BODY, [b"k"], now=1700000000)
     assert not signing.verify("", BODY, [b"k"], now=1700000000)
+
+
+def test_the_python_snippet_in_docs_webhook_md_verifies_what_pbxlink_signs() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "webhook.md").read_text(encoding="utf-8")
+    found = re.search(r"```python\n(.*?)```", doc, re.S)
+    assert found is not None
+    snippet: dict[str, object] = {}
+    exec(found.group(1), snippet)
+    verified = snippet["verified"]
+    assert callable(verified)
+    now = int(time.time())
+    assert verified(signing.header([b"current-secret"], now, BODY), BODY)
+    assert verified(signing.header([b"new", b"previous-secret"], now, BODY), BODY)
+    assert not verified(signing.header([b"current-secret"], now, BODY), BODY + b"x")
+    assert not verified(signing.header([b"current-secret"], now - 301, BODY), BODY)
