@@ -12,21 +12,22 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from pbxlink.adapters.backends.bitrix24.setup import open_bitrix24
+from pbxlink.adapters.backends.bitrix24.setup import bitrix24_directory, open_bitrix24
 from pbxlink.adapters.backends.owners import owner_payload
-from pbxlink.adapters.backends.retailcrm.directory import RetailCrmDirectory
 from pbxlink.adapters.backends.retailcrm.setup import api_key, directory_feed, open_retailcrm
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.backends.webhook.backend import Deliverer, WebhookBackend, create_schema, read_keys
 from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.metrics import AdapterMetrics
-from pbxlink.adapters.store import Store, StoreError, open_store
+from pbxlink.adapters.store import StoreError, open_store
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.toolkit.http import HealthServer
@@ -81,20 +82,49 @@ async def serve(settings: Settings, *, shutdown: asyncio.Event) -> None:
                     hooks=backend,
                     directory_source=owner_payload,
                 )
-                await _run(settings, adapter, metrics, shutdown, directory_feed(backend))
+                feed = directory_feed(backend)
+                tasks: list[Task] = []
+                if feed is not None and settings.adapter.publish_directory:
+                    interval = feed.s.directory_seconds
+                    tasks.append(
+                        ("retailcrm-directory", lambda: feed.run(shutdown, adapter.wake.set, interval))
+                    )
+                await _run(settings, adapter, metrics, shutdown, tasks)
             return
         if settings.crm.backend == "bitrix24":
-            await _serve_bitrix24(settings, store, shutdown)
+            # Bitrix24 (docs/crm-bitrix24.md): the backend (its own batch hooks), its directory feed.
+            async with open_bitrix24(store, settings.crm, settings.crm.bitrix24) as b24:
+                adapter = CrmAdapter(
+                    settings, store, metrics=metrics, backend=b24, hooks=b24, directory_source=owner_payload
+                )
+                tasks = []
+                b24_feed = bitrix24_directory(b24)
+                if b24_feed is not None and settings.adapter.publish_directory:
+                    every = b24.s.directory_seconds
+                    tasks.append(
+                        ("bitrix24-directory", lambda: b24_feed.run(shutdown, adapter.wake.set, every))
+                    )
+                await _run(settings, adapter, metrics, shutdown, tasks)
             return
         if settings.crm.backend == "webhook":
-            await _serve_webhook(settings, store, shutdown)
+            # Signed webhooks (docs/webhook.md): the consumer enqueues, the deliverer POSTs.
+            await create_schema(store)
+            deliverer = Deliverer(store, settings.crm.webhook, read_keys(settings.crm.webhook))
+            hooks = WebhookBackend(store, settings.crm.webhook, wake=deliverer.wake)
+            adapter = CrmAdapter(settings, store, metrics=metrics, backend=hooks, hooks=hooks)
+            await _run(
+                settings, adapter, metrics, shutdown, [("webhook-deliverer", lambda: deliverer.run(shutdown))]
+            )
             return
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
         adapter = CrmAdapter(settings, store, metrics=metrics)
-        await _run(settings, adapter, metrics, shutdown, None)
+        await _run(settings, adapter, metrics, shutdown, [])
     finally:
         await store.close()
+
+
+Task = tuple[str, Callable[[], Coroutine[Any, Any, None]]]
 
 
 async def _run(
@@ -102,9 +132,10 @@ async def _run(
     adapter: CrmAdapter,
     metrics: AdapterMetrics,
     shutdown: asyncio.Event,
-    feed: RetailCrmDirectory | None,
+    tasks: Sequence[Task],
 ) -> None:
-    """The consumer, its health/metrics endpoint (unless http_port = 0) and a remote directory feed."""
+    """The consumer, its health/metrics endpoint (unless http_port = 0) and the backend's own tasks
+    (a remote directory feed, the webhook deliverer)."""
     a = settings.adapter
     async with contextlib.AsyncExitStack() as stack:
         if a.http_port != 0:
@@ -112,29 +143,9 @@ async def _run(
                 HealthServer(metrics.registry, adapter.readiness, host=a.http_host, port=a.http_port)
             )
         async with asyncio.TaskGroup() as group:
-            if feed is not None and a.publish_directory:
-                group.create_task(
-                    feed.run(shutdown, adapter.wake.set, feed.s.directory_seconds), name="retailcrm-directory"
-                )
+            for name, start in tasks:
+                group.create_task(start(), name=name)
             group.create_task(adapter.run(shutdown), name="crm-adapter")
-
-
-async def _serve_bitrix24(settings: Settings, store: Store, shutdown: asyncio.Event) -> None:
-    """Bitrix24 (docs/crm-bitrix24.md): the backend (its own batch hooks) and the consumer."""
-    async with open_bitrix24(store, settings.crm, settings.crm.bitrix24) as backend:
-        adapter = CrmAdapter(settings, store, backend=backend, hooks=backend)
-        await adapter.run(shutdown)
-
-
-async def _serve_webhook(settings: Settings, store: Store, shutdown: asyncio.Event) -> None:
-    """Signed webhooks (docs/webhook.md): the consumer enqueues, the deliverer POSTs."""
-    await create_schema(store)
-    deliverer = Deliverer(store, settings.crm.webhook, read_keys(settings.crm.webhook))
-    backend = WebhookBackend(store, settings.crm.webhook, wake=deliverer.wake)
-    adapter = CrmAdapter(settings, store, backend=backend, hooks=backend)
-    async with asyncio.TaskGroup() as group:
-        group.create_task(deliverer.run(shutdown), name="webhook-deliverer")
-        group.create_task(adapter.run(shutdown), name="crm-adapter")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -122,6 +122,22 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _compare(operator: str, actual: Any, wanted: Any) -> bool:
+    def key(value: Any) -> tuple[int, float, str]:
+        text = str(value)
+        try:
+            return (0, float(text), "")
+        except ValueError:
+            pass
+        try:
+            return (1, datetime.fromisoformat(text).timestamp(), "")
+        except ValueError:
+            return (2, 0.0, text)
+
+    a, w = key(actual), key(wanted)
+    return {">": a > w, ">=": a >= w, "<": a < w, "<=": a <= w}[operator]
+
+
 def _int(value: Any, name: str) -> int:
     try:
         return int(value)
@@ -730,6 +746,7 @@ class FakeBitrix24:
             "PHONE": [{"ID": next(self._ids), **p} for p in phones],
             "ASSIGNED_BY_ID": int(fields.get("ASSIGNED_BY_ID") or 1),
             "DATE_CREATE": _now_iso(),
+            "DATE_MODIFY": _now_iso(),
         }
         return contact_id
 
@@ -754,11 +771,15 @@ class FakeBitrix24:
 
         def matches(entity: dict[str, Any]) -> bool:
             for key, wanted in filters.items():
-                name = key.lstrip("=@!")
+                name = key.lstrip("=@!<>")
                 values = (
                     [str(v) for v in _as_list(wanted)] if isinstance(wanted, list | dict) else [str(wanted)]
                 )
                 actual = entity.get(name)
+                if key.startswith((">", "<")):  # ISO dates and numbers, compared as the portal does
+                    if not _compare(key[: 2 if key[1:2] == "=" else 1], actual, wanted):
+                        return False
+                    continue
                 if key.startswith("!"):
                     if str(actual) in values:
                         return False
@@ -794,6 +815,7 @@ class FakeBitrix24:
         if "ASSIGNED_BY_ID" in fields:
             fields["ASSIGNED_BY_ID"] = self._assigned(fields)
         entity.update({k: v for k, v in fields.items() if k != "PHONE"})
+        entity["DATE_MODIFY"] = _now_iso()
         return True, {}
 
     def _add_deal(self, fields: dict[str, Any]) -> int:
@@ -953,6 +975,12 @@ class FakeBitrix24:
             self.faults.delay = float(body["delay"])
         if body.get("expire_tokens"):
             self.access_tokens = dict.fromkeys(self.access_tokens, 0.0)
+        for user_id, status in (body.get("timeman") or {}).items():  # {id: OPENED | CLOSED | …}
+            self.portal.users[int(user_id)]["TIMEMAN_STATUS"] = status
+        if "assign" in body:  # [contact id, user id]: a person reassigns a contact in the portal
+            contact_id, user_id = body["assign"]
+            self.portal.contacts[int(contact_id)]["ASSIGNED_BY_ID"] = int(user_id)
+            self.portal.contacts[int(contact_id)]["DATE_MODIFY"] = _now_iso()
         if "users" in body:  # [[id, name, inner, timeman], ...]
             for user_id, name, inner, timeman in body["users"]:
                 self.add_user(int(user_id), name, inner, timeman=timeman)

@@ -71,6 +71,9 @@ class Bitrix24Settings:
     retry_seconds: Annotated[int, AtLeast(1)] = 30
     stale_event_seconds: Annotated[int, AtLeast(1)] = 60
     users_cache_seconds: Annotated[int, AtLeast(1)] = 300
+    directory: bool = True  # feed routing's ownership directory from the contacts' responsibles
+    directory_seconds: Annotated[int, AtLeast(1)] = 60  # how often changes are fetched
+    skip_not_at_work: bool = True  # a responsible whose timeman.status is not OPENED is skipped
 
     def user_id(self, employee: str | None) -> int | None:
         """The Bitrix24 user of an extension from [users] (or a user id written as text)."""

@@ -10,6 +10,7 @@ import structlog
 
 from pbxlink.adapters.backends.bitrix24.api import Bitrix24Api, TokenStore, open_client
 from pbxlink.adapters.backends.bitrix24.backend import Bitrix24
+from pbxlink.adapters.backends.bitrix24.directory import Bitrix24Directory
 from pbxlink.adapters.backends.bitrix24.settings import Bitrix24Settings
 from pbxlink.adapters.backends.remote import RemoteRejected, RemoteUnavailable
 from pbxlink.adapters.store import Store
@@ -42,3 +43,10 @@ async def open_bitrix24(
             except RemoteRejected as exc:
                 log.error("crm.bitrix24.lines_refused", error=exc.reason)
         yield backend
+
+
+def bitrix24_directory(backend: Bitrix24) -> Bitrix24Directory | None:
+    """The directory feed of an open backend (sharing its client, so one rate limit), if on."""
+    if not backend.s.directory:
+        return None
+    return Bitrix24Directory(backend.store, backend.api, backend.s, backend.crm)
