@@ -201,7 +201,7 @@ async def test_register_errors_are_the_documented_error_shape(hook: httpx.AsyncC
 async def test_the_documented_batch_runs_commands_in_order_with_result_references(
     hook: httpx.AsyncClient, fake: FakeBitrix24
 ) -> None:
-    body = {
+    body: dict[str, Any] = {
         "halt": 0,
         "cmd": {
             "reg": f"telephony.externalCall.register?USER_ID=1&PHONE_NUMBER={DOC_PHONE}"

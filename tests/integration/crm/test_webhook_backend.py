@@ -49,7 +49,7 @@ lines = ["4930100200"]
 class Rig:
     store: Store
     inbox: Inbox
-    processor: Processor
+    processor: Processor[WebhookBackend]
     deliverer: Deliverer
     backend: WebhookBackend
 

@@ -68,7 +68,7 @@ class Rig:
     store: Store
     inbox: Inbox
     backend: Bitrix24
-    processor: Processor
+    processor: Processor[Bitrix24]
     client: RemoteClient
     settings: Settings
 

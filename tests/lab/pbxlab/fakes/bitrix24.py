@@ -383,7 +383,8 @@ class FakeBitrix24:
         if handler is None:
             raise ApiError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
         self.portal.commands.append(method)
-        return handler(self, params)
+        answer: tuple[Any, dict[str, Any]] = handler(self, params)
+        return answer
 
     # ------------------------------------------------------------------ batch
 
@@ -944,7 +945,10 @@ class FakeBitrix24:
 
     def snapshot(self) -> dict[str, Any]:
         p = self.portal
-        clean = lambda rows: [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]  # noqa: E731
+
+        def clean(rows: Any) -> list[dict[str, Any]]:
+            return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
         return {
             "users": list(p.users.values()),
             "contacts": list(p.contacts.values()),
