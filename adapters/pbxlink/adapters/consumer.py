@@ -25,11 +25,12 @@ from pbxlink.adapters.backends.ledger import BatchHooks, prune_ledger
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
-from pbxlink.adapters.inbox import Inbox, Receipt
+from pbxlink.adapters.inbox import Inbox, Receipt, validate
 from pbxlink.adapters.metrics import INBOX_STATES, AdapterMetrics
 from pbxlink.adapters.processing import Processor, StoredBackend
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
+from pbxlink.rules.calls import CallInputError
 from pbxlink.toolkit.http import Readiness
 from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
@@ -180,9 +181,12 @@ class CrmAdapter:
                 log.error("crm_inbox_store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
             for message, (topic, payload), receipt in zip(burst, items, receipts, strict=True):
-                if self.ack_after_apply and receipt is not Receipt.DEAD:
-                    self._defer_ack(payload, message.mid, message.qos)
-                else:
+                held = (
+                    self.ack_after_apply
+                    and receipt is not Receipt.DEAD
+                    and self._defer_ack(topic, payload, message.mid, message.qos)
+                )
+                if not held:
                     client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see manual_ack_set
                 self.received[receipt] += 1
                 if self.metrics is not None:
@@ -203,9 +207,15 @@ class CrmAdapter:
                 await asyncio.wait_for(self.wake.wait(), _WORK_INTERVAL)
             self.wake.clear()
 
-    def _defer_ack(self, payload: bytes, mid: int, qos: int) -> None:
-        message_id = str(json.loads(payload)["id"])  # validated by the inbox already
+    def _defer_ack(self, topic: str, payload: bytes, mid: int, qos: int) -> bool:
+        """Hold the PUBACK until the message's inbox row is done or dead; False (ack now) for a
+        repeat of an invalid payload, which was dead-lettered the first time."""
+        try:
+            message_id = validate(topic, payload).id
+        except CallInputError:
+            return False
         self._unacked.setdefault(message_id, []).append((mid, qos))
+        return True
 
     async def _ack_finished(self, client: aiomqtt.Client) -> None:
         """PUBACK every held message whose inbox row is done or dead now."""
