@@ -32,8 +32,13 @@ def describe(action: Action, zone: ZoneInfo) -> str:
     """`+ what` for writes, `- rule: why not` for rules that decided to do nothing."""
     match action:
         case CreateClient():
+            contact = (
+                f"{action.phone_e164} (raw {action.phone_raw!r})"
+                if action.phone_e164
+                else (action.email or action.phone_raw or "no contact")
+            )
             what = (
-                f"create client «{action.name}» {action.phone_e164} (raw {action.phone_raw!r}), "
+                f"create {'potential ' if action.potential else ''}client «{action.name}» {contact}, "
                 f"responsible {action.responsible or 'none'}, source line "
                 f"{action.source_line or 'not stored'}"
             )

@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
-from pbxlink.rules.identity import PhoneFormat
+from pbxlink.rules.calls import MissedAt
+from pbxlink.rules.identity import PhoneFormat, line_key
 from pbxlink.rules.numbering import NumberTemplateError, parse_template
 
 E = TypeVar("E", bound=enum.Enum)
+D = TypeVar("D")
 
 
 class SettingsError(ValueError):
@@ -78,6 +80,21 @@ class ExistingClientOrders(enum.Enum):
     IF_NO_OPEN_ORDER = "if_no_open_order"
 
 
+class ClientPick(enum.Enum):
+    """Which client when several share the caller's number, for every action of one call:
+    RO App «тот, который был создан позже всех» (newest), Megaplan «первый найденный» (first)."""
+
+    NEWEST = "newest"
+    FIRST = "first"
+
+
+class DeadlineFrom(enum.Enum):
+    """RO App's example counts a task's deadline from when the call was missed (its start)."""
+
+    CALL_START = "call_start"
+    CALL_END = "call_end"
+
+
 class CallKind(enum.Enum):
     """The call classes that rules are switched on for."""
 
@@ -104,7 +121,7 @@ class InquirySettings:
     default_type: str | None = None
     unknown_client_name: str = "Неизвестный клиент"
     missed_description: str = "Пропущенный"
-    answered_description: str = ""
+    answered_description: str = "Пропущенный"  # seed 000: both kinds of call get «Пропущенный»
     on_answered: InquiryTrigger = InquiryTrigger()
     on_missed: InquiryTrigger = InquiryTrigger()
 
@@ -121,6 +138,8 @@ class TaskSettings:
     link_to_open_order: bool = True
     link_to_open_inquiry: bool = True
     unlinked: UnlinkedTask = UnlinkedTask.CREATE
+    link_to_this_call: bool = False  # also link to the order/inquiry this same call creates
+    deadline_from: DeadlineFrom = DeadlineFrom.CALL_START
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +173,7 @@ class OrderRule:
     status: str
     line: str | None = None
     kind: CallKind | None = None
-    missed_at: str | None = None
+    missed_at: MissedAt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +194,9 @@ class PhoneSettings:
 
     def region_for(self, line: str | None) -> str:
         """The default region for numbers that came in on `line` (DID or trunk)."""
+        key = line_key(line, self.default_region)
         for known, region in self.line_regions:
-            if known == line:
+            if line_key(known, self.default_region) == key:
                 return region
         return self.default_region
 
@@ -235,6 +255,7 @@ class ScreenPopSettings:
 @dataclass(frozen=True, slots=True)
 class CrmSettings:
     timezone: str = "Europe/Kyiv"
+    pick: ClientPick = ClientPick.NEWEST
     phone: PhoneSettings = PhoneSettings()
     inquiries: InquirySettings = InquirySettings()
     tasks: TaskSettings = TaskSettings()
@@ -352,7 +373,7 @@ class _Table:
             return ()
         return tuple(value)
 
-    def choice(self, key: str, enum_type: type[E], default: E) -> E:
+    def choice(self, key: str, enum_type: type[E], default: D) -> E | D:
         value = self._get(key)
         if value is None:
             return default
@@ -429,6 +450,8 @@ def _tasks(t: _Table) -> TaskSettings:
         link_to_open_order=t.boolean("link_to_open_order", d.link_to_open_order),
         link_to_open_inquiry=t.boolean("link_to_open_inquiry", d.link_to_open_inquiry),
         unlinked=t.choice("unlinked", UnlinkedTask, d.unlinked),
+        link_to_this_call=t.boolean("link_to_this_call", d.link_to_this_call),
+        deadline_from=t.choice("deadline_from", DeadlineFrom, d.deadline_from),
     )
     if result.enabled and not result.assignees:
         t.problems.append(f"{t.path}.assignees: at least one assignee when enabled")
@@ -488,13 +511,7 @@ def _orders(t: _Table) -> OrderSettings:
             t.problems.append(f"{t.path}.on: unknown call kind {value!r}")
     rules: list[OrderRule] = []
     for rt in t.tables("rules"):
-        kind_text = rt.optional_text("kind")
-        kind: CallKind | None = None
-        if kind_text is not None:
-            try:
-                kind = CallKind(kind_text)
-            except ValueError:
-                rt.problems.append(f"{rt.path}.kind: unknown call kind {kind_text!r}")
+        kind = rt.choice("kind", CallKind, None)
         name = rt.text("name", "")
         status = rt.text("status", "")
         if not name or not status:
@@ -505,7 +522,7 @@ def _orders(t: _Table) -> OrderSettings:
                 status=status,
                 line=rt.optional_text("line"),
                 kind=kind,
-                missed_at=rt.optional_text("missed_at"),
+                missed_at=rt.choice("missed_at", MissedAt, None),
             )
         )
         rt.close()
@@ -608,6 +625,7 @@ def _crm(t: _Table) -> CrmSettings:
     screen.close()
     result = CrmSettings(
         timezone=timezone,
+        pick=t.choice("pick", ClientPick, d.pick),
         phone=_phone(t.table("phone")),
         inquiries=_inquiries(t.table("inquiries")),
         tasks=_tasks(t.table("tasks")),
