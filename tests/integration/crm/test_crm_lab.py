@@ -202,7 +202,8 @@ def test_real_calls_become_crm_work_through_daemon_broker_and_adapter(rig: Rig) 
         "group_concat(a.employee) FROM tasks t JOIN task_assignees a "
         "ON a.task_id = t.id GROUP BY t.id",
     )
-    assert task == ("Пропущенный звонок", "anna", 1, "anna,boris")  # linked to this call's inquiry
+    # An unknown caller: «Если не удалось найти клиента … задача будет создана без связки».
+    assert task == ("Пропущенный звонок", "anna", 0, "anna,boris")
 
     # The internal call reached the adapter and created nothing.
     outcomes = [

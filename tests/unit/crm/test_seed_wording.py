@@ -6,7 +6,10 @@ the default is the seed's behaviour and a second test shows the setting.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -382,3 +385,20 @@ def test_a_potential_client_with_only_an_email_is_described_by_its_email() -> No
     assert "None" not in text
     assert all("a email" not in a.reason for a in actions)
     assert any("from an e-mail" in a.reason for a in actions_of(actions, Notify))
+
+
+def test_check_config_refuses_an_order_rule_missed_at_group(tmp_path: Path) -> None:
+    config = tmp_path / "pbxlink.toml"
+    config.write_text(
+        '[crm.orders]\nenabled = true\n[[crm.orders.rules]]\nname = "g"\nstatus = "s"\nmissed_at = "group"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pbxlink.cli", "check-config", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 78
+    assert "crm.orders.rules[0].missed_at: must be one of" in result.stderr
+    assert "'group'" in result.stderr
