@@ -59,6 +59,7 @@ class CrmAdapter:
         *,
         password: str | None = None,
         clock: Callable[[], datetime] = _now,
+        batched: bool = True,
     ) -> None:
         self.settings = settings
         self.adapter = settings.adapter
@@ -66,7 +67,12 @@ class CrmAdapter:
         self.inbox = Inbox(store)
         self.crm = SqliteCrm(store)
         self.processor = Processor(
-            self.inbox, self.crm, settings.crm, max_attempts=self.adapter.max_attempts, clock=clock
+            self.inbox,
+            self.crm,
+            settings.crm,
+            max_attempts=self.adapter.max_attempts,
+            clock=clock,
+            batched=batched,
         )
         self.password = password
         self.clock = clock
@@ -225,8 +231,13 @@ class CrmAdapter:
 
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
         prefix = f"{self.adapter.topic_prefix}/directory/"
-        dirty = await dirty_numbers(self.store)
-        payloads = [await directory_payload(self.store, e164, self.clock()) for e164, _ in dirty]
+        now = self.clock()
+
+        async def entries(store: Store) -> tuple[list[tuple[str, int]], list[bytes]]:
+            dirty = await dirty_numbers(store)
+            return dirty, [await directory_payload(store, e164, now) for e164, _ in dirty]
+
+        dirty, payloads = await self.store.in_thread(entries)
         await asyncio.gather(
             *(
                 client.publish(directory_topic(e164, prefix), payload, qos=1, retain=True)
