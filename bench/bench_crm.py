@@ -1,7 +1,9 @@
 """CRM adapter benchmark: planner decisions/s, and outcomes/s applied end to end by one adapter
-(real mosquitto → shared subscription → inbox → rules → SQLite CRM) with 1,000,000 clients.
+(real mosquitto → subscription → inbox → rules → SQLite CRM) with 1,000,000 clients: the
+per-message path (before issue 13) and the batched path side by side on copies of one CRM,
+then a backlog (an hour of peak traffic queued while the adapter was down) drained.
 
-    .venv/bin/python bench/bench_crm.py [--clients 1000000] [--outcomes 2000]
+    .venv/bin/python bench/bench_crm.py [--clients 1000000] [--outcomes 2000] [--backlog 72000]
 
 Prints figures; asserts nothing. Needs mosquitto on PATH (started on a free loopback port).
 """
@@ -25,7 +27,7 @@ import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import ImportedClient, SqliteCrm
 from pbxlink.adapters.consumer import CrmAdapter
-from pbxlink.adapters.store import open_store
+from pbxlink.adapters.store import Store, open_store
 from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_call
@@ -127,77 +129,158 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def bench_end_to_end(workdir: Path, clients: int, outcomes: int) -> None:
-    database = workdir / "crm.sqlite3"
-    built = await build_crm(database, clients)
-    print(f"built a CRM of {clients:,} clients in {built:.1f} s ({database.stat().st_size / 1e6:.0f} MB)")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
-    )
-    broker = await asyncio.create_subprocess_exec(
-        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
-        "-c",
-        str(conf),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+def messages_for(count: int, clients: int, first: int = 0) -> list[tuple[str, bytes]]:
+    """Half the calls come from known clients (spread over the million), half from new numbers."""
+    messages = []
+    for n in range(first, first + count):
+        number = phone((n * 7919) % clients + 1) if n % 2 == 0 else f"+38067{n:07d}"
+        data = (missed if n % 3 else outcome)(id=f"pbx1:{n}", external={"raw": number, "e164": number})
+        messages.append(outcome_message(data))
+    return messages
+
+
+async def publish(port: int, messages: list[tuple[str, bytes]]) -> float:
+    start = time.perf_counter()
+    async with aiomqtt.Client(
+        "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
+    ) as client:
+        for chunk in range(0, len(messages), 5000):
+            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages[chunk : chunk + 5000]))
+    return time.perf_counter() - start
+
+
+async def created(store: Store) -> dict[str, int]:
+    counts = {}
+    for table in ("inquiries", "tasks", "clients", "deals"):
+        async with store.db.execute(f"SELECT count(*) FROM {table}") as cursor:
+            row = await cursor.fetchone()
+            counts[table] = row[0] if row else 0
+    return counts
+
+
+class Broker:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            "max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
+        )
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Broker:
+        self.process = await asyncio.create_subprocess_exec(
+            shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+            "-c",
+            str(self.conf),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
                 break
             await asyncio.sleep(0.05)
-        settings = settings_from_toml(f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n' + RULES)
-        store = await open_store(database)
-        adapter = CrmAdapter(settings, store)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        await self.process.wait()
+
+
+async def run_adapter(
+    database: Path, port: int, *, batched: bool, client_id: str
+) -> tuple[CrmAdapter, Store]:
+    settings = settings_from_toml(
+        f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\nclient_id = "{client_id}"\n' + RULES
+    )
+    store = await open_store(database)
+    return CrmAdapter(settings, store, batched=batched), store
+
+
+async def until_done(adapter: CrmAdapter, count: int) -> None:
+    while (await adapter.inbox.counts()).get("done", 0) < count:  # noqa: ASYNC110 - polling the DB is the measurement
+        await asyncio.sleep(0.05)
+
+
+async def bench_live(database: Path, outcomes: int, clients: int, *, batched: bool) -> float:
+    """Outcomes published while the adapter runs: first publish → last inbox row done."""
+    async with Broker(database.parent) as broker:
+        adapter, store = await run_adapter(database, broker.port, batched=batched, client_id="bench-live")
         shutdown = asyncio.Event()
         task = asyncio.create_task(adapter.run(shutdown))
         await asyncio.wait_for(adapter.ready.wait(), 10)
-        # Half the calls come from known clients (spread over the million), half from new numbers.
-        messages = []
-        for n in range(outcomes):
-            number = phone((n * 7919) % clients + 1) if n % 2 == 0 else f"+38067{n:07d}"
-            data = (missed if n % 3 else outcome)(id=f"pbx1:{n}", external={"raw": number, "e164": number})
-            messages.append(outcome_message(data))
         start = time.perf_counter()
-        async with aiomqtt.Client(
-            "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
-        ) as client:
-            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages))
-        published = time.perf_counter() - start
-        while (await adapter.inbox.counts()).get("done", 0) < outcomes:  # noqa: ASYNC110 - polling the DB is the measurement
-            await asyncio.sleep(0.02)
+        published = await publish(broker.port, messages_for(outcomes, clients))
+        await until_done(adapter, outcomes)
         elapsed = time.perf_counter() - start
         shutdown.set()
         await task
-        counts = {}
-        for table in ("inquiries", "tasks", "clients", "deals"):
-            async with store.db.execute(f"SELECT count(*) FROM {table}") as cursor:
-                row = await cursor.fetchone()
-                counts[table] = row[0] if row else 0
+        counts = await created(store)
         await store.close()
-        print(
-            f"end to end: {outcomes:,} outcomes applied in {elapsed:.2f} s → "
-            f"{outcomes / elapsed:,.0f} outcomes/s (publishing took {published:.2f} s); "
-            f"created {counts}"
-        )
-    finally:
-        broker.terminate()
-        await broker.wait()
+    label = "batched (new)   " if batched else "per message (old)"
+    print(
+        f"end to end, {label}: {outcomes:,} outcomes applied in {elapsed:.2f} s → "
+        f"{outcomes / elapsed:,.0f} outcomes/s (publishing took {published:.2f} s); created {counts}"
+    )
+    return outcomes / elapsed
+
+
+async def bench_backlog(database: Path, outcomes: int, clients: int) -> float:
+    """An hour of peak traffic queued by the broker while the adapter was down, then drained."""
+    async with Broker(database.parent) as broker:
+        adapter, store = await run_adapter(database, broker.port, batched=True, client_id="bench-backlog")
+        shutdown = asyncio.Event()
+        task = asyncio.create_task(adapter.run(shutdown))
+        await asyncio.wait_for(adapter.ready.wait(), 10)  # the persistent session exists now
+        shutdown.set()
+        await task
+        published = await publish(broker.port, messages_for(outcomes, clients, first=1_000_000))
+        shutdown = asyncio.Event()
+        start = time.perf_counter()
+        task = asyncio.create_task(adapter.run(shutdown))
+        await until_done(adapter, outcomes)
+        elapsed = time.perf_counter() - start
+        shutdown.set()
+        await task
+        counts = await created(store)
+        await store.close()
+    print(
+        f"backlog: {outcomes:,} outcomes queued while the adapter was down (publishing took "
+        f"{published:.1f} s) drained in {elapsed:.1f} s → {outcomes / elapsed:,.0f} outcomes/s; "
+        f"created {counts}"
+    )
+    return elapsed
+
+
+async def bench_end_to_end(workdir: Path, clients: int, outcomes: int, backlog: int) -> None:
+    built_file = workdir / "built.sqlite3"
+    built = await build_crm(built_file, clients)
+    print(f"built a CRM of {clients:,} clients in {built:.1f} s ({built_file.stat().st_size / 1e6:.0f} MB)")
+    for batched in (False, True):
+        database = workdir / f"crm-{'batched' if batched else 'per-message'}.sqlite3"
+        shutil.copyfile(built_file, database)
+        await bench_live(database, outcomes, clients, batched=batched)
+        database.unlink()
+    if backlog:
+        database = workdir / "crm-backlog.sqlite3"
+        shutil.copyfile(built_file, database)
+        await bench_backlog(database, backlog, clients)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=1_000_000)
-    parser.add_argument("--outcomes", type=int, default=2000)
+    parser.add_argument("--outcomes", type=int, default=2000, help="live run, each path")
+    parser.add_argument(
+        "--backlog", type=int, default=72_000, help="queued while down, then drained (0: skip)"
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt: "N pending publish calls"
     bench_planner()
     with tempfile.TemporaryDirectory(prefix="pbxlink-bench-crm-") as workdir:
-        asyncio.run(bench_end_to_end(Path(workdir), args.clients, args.outcomes))
+        asyncio.run(bench_end_to_end(Path(workdir), args.clients, args.outcomes, args.backlog))
     return 0
 
 

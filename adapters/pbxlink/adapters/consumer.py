@@ -17,6 +17,7 @@ import json
 import random
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -30,7 +31,7 @@ from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
-from pbxlink.rules.settings import Settings
+from pbxlink.rules.settings import CrmSettings, Settings
 
 log = structlog.get_logger()
 
@@ -81,6 +82,13 @@ class CrmAdapter:
         self.received: dict[Receipt, int] = dict.fromkeys(Receipt, 0)
         self.connections = 0
         self._last_prune: datetime | None = None
+
+    def use_rules(self, crm: CrmSettings) -> None:
+        """New CRM rules (a SIGHUP reload): the next batch is planned with them; the batch
+        being applied finishes with the old ones, so no message is dropped or applied twice."""
+        self.settings = replace(self.settings, crm=crm)
+        self.processor.settings = crm
+        self.wake.set()
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -112,16 +112,16 @@ class Processor:
         self.batch_size = batch_size
 
     async def _facts(
-        self, crm: SqliteCrm, envelope: Envelope, known: _Prefetched | None
+        self, crm: SqliteCrm, envelope: Envelope, known: _Prefetched | None, settings: CrmSettings
     ) -> tuple[str, CrmFacts]:
         body = envelope.body
         call_id = _call_id(envelope)
         if isinstance(body, InboundRequest):
-            sender = sender_identity(body, self.settings)
+            sender = sender_identity(body, settings)
             return call_id, await gather_request_facts(
                 crm, sender.e164 if sender else None, body.sender_email, body.deal_id
             )
-        e164 = caller_identity(body.external, body.line, self.settings).e164
+        e164 = caller_identity(body.external, body.line, settings).e164
         if (
             known is None
             or (e164 is not None and e164 in known.touched_numbers)
@@ -138,17 +138,22 @@ class Processor:
         )
 
     async def _apply_envelope(
-        self, crm: SqliteCrm, message_id: str, envelope: Envelope, known: _Prefetched | None = None
+        self,
+        crm: SqliteCrm,
+        message_id: str,
+        envelope: Envelope,
+        settings: CrmSettings,
+        known: _Prefetched | None = None,
     ) -> Processed:
         """Facts → plan → CRM writes → stage marks, inside the caller's transaction."""
         body = envelope.body
-        call_id, facts = await self._facts(crm, envelope, known)
+        call_id, facts = await self._facts(crm, envelope, known, settings)
         if isinstance(body, InboundRequest):
-            actions = plan_request(body, facts, self.settings)
+            actions = plan_request(body, facts, settings)
         elif isinstance(body, LiveEvent):
-            actions = plan_event(body, facts, self.settings)
+            actions = plan_event(body, facts, settings)
         else:
-            actions = plan_call(body, facts, self.settings)
+            actions = plan_call(body, facts, settings)
         applied: AppliedPlan = await apply_plan(crm, call_id, actions)
         stage = _stage(envelope)
         if stage is not None:
@@ -157,7 +162,7 @@ class Processor:
 
     async def _apply_in_transaction(self, message: InboxMessage) -> Processed:
         envelope = validate(message.topic, message.payload)
-        processed = await self._apply_envelope(self.crm, message.id, envelope)
+        processed = await self._apply_envelope(self.crm, message.id, envelope, self.settings)
         await self.inbox.mark_done(message.id, self.clock())
         return processed
 
@@ -173,7 +178,9 @@ class Processor:
         return f"{type(exc).__name__}: {exc}", self.max_attempts
 
     async def _apply_batch(self, store: Store, skip: frozenset[str]) -> _BatchResult:
-        """One batch, inside `Store.in_thread`: bulk look-ups, then a savepoint per message."""
+        """One batch, inside `Store.in_thread`: bulk look-ups, then a savepoint per message.
+        The whole batch uses the rules in force when it starts (a reload takes the next one)."""
+        settings = self.settings
         inbox, crm = Inbox(store), SqliteCrm(store)
         db = store.db
         result = _BatchResult()
@@ -187,7 +194,7 @@ class Processor:
             except CallInputError as exc:
                 envelopes.append(exc)
         valid = [e for e in envelopes if isinstance(e, Envelope)]
-        numbers = {n for n in (_caller(e, self.settings) for e in valid) if n is not None}
+        numbers = {n for n in (_caller(e, settings) for e in valid) if n is not None}
         known = _Prefetched(
             clients=await crm.clients_by_phones(numbers),
             stages=await crm.stages_of({_call_id(e) for e in valid}),
@@ -198,7 +205,7 @@ class Processor:
             try:
                 if isinstance(envelope, CallInputError):
                     raise envelope
-                processed = await self._apply_envelope(crm, message.id, envelope, known)
+                processed = await self._apply_envelope(crm, message.id, envelope, settings, known)
             except Exception as exc:  # noqa: BLE001 - bad input or CRM failure: count it
                 await db.execute("ROLLBACK TO message")
                 await db.execute("RELEASE message")
@@ -209,7 +216,7 @@ class Processor:
             await db.execute("RELEASE message")
             result.applied.append(processed)
             done.append(message.id)
-            number = None if isinstance(envelope, CallInputError) else _caller(envelope, self.settings)
+            number = None if isinstance(envelope, CallInputError) else _caller(envelope, settings)
             if number is not None:
                 known.touched_numbers.add(number)
             known.touched_calls.add(processed.call_id)
