@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import socket
@@ -139,14 +140,45 @@ def messages_for(count: int, clients: int, first: int = 0) -> list[tuple[str, by
     return messages
 
 
-async def publish(port: int, messages: list[tuple[str, bytes]]) -> float:
-    start = time.perf_counter()
+class Publisher:
+    """Publishes from a separate process, as the daemon does (not on the adapter's event loop).
+
+    `started` is when the publisher, connected and with its messages loaded, began to publish.
+    """
+
+    def __init__(self, port: int, messages: list[tuple[str, bytes]], workdir: Path) -> None:
+        self.port = port
+        self.file = workdir / "messages.json"
+        self.file.write_text(json.dumps([[t, p.decode()] for t, p in messages]))
+        self.started = 0.0
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--publish-to", str(self.port), str(self.file), stdout=subprocess.PIPE
+        )
+        assert self.process.stdout is not None
+        await self.process.stdout.readline()  # "ready"
+        self.started = time.perf_counter()
+
+    async def wait(self) -> float:
+        """Seconds from the first publish to the last PUBACK."""
+        assert self.process is not None
+        if await self.process.wait() != 0:
+            raise RuntimeError("the publisher failed")
+        return time.perf_counter() - self.started
+
+
+async def publish_here(port: int, path: Path) -> None:
+    messages = json.loads(path.read_text())  # noqa: ASYNC240 - before connecting, on purpose
     async with aiomqtt.Client(
         "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
     ) as client:
+        print("ready", flush=True)
         for chunk in range(0, len(messages), 5000):
-            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages[chunk : chunk + 5000]))
-    return time.perf_counter() - start
+            await asyncio.gather(
+                *(client.publish(t, p.encode(), qos=1) for t, p in messages[chunk : chunk + 5000])
+            )
 
 
 async def created(store: Store) -> dict[str, int]:
@@ -199,8 +231,17 @@ async def run_adapter(
 
 
 async def until_done(adapter: CrmAdapter, count: int) -> None:
-    while (await adapter.inbox.counts()).get("done", 0) < count:  # noqa: ASYNC110 - polling the DB is the measurement
+    """Until `count` messages are stored and none is pending (cheap queries: partial index, rowid)."""
+    db = adapter.store.db
+    while True:
+        [(stored,)] = await db.execute_fetchall("SELECT coalesce(max(rowid), 0) FROM inbox")
+        [(pending,)] = await db.execute_fetchall("SELECT count(*) FROM inbox WHERE state = 'pending'")
+        if stored >= count and pending == 0:
+            break
         await asyncio.sleep(0.05)
+    done = (await adapter.inbox.counts()).get("done", 0)
+    if done != count:
+        raise RuntimeError(f"{done} of {count} outcomes applied")
 
 
 async def bench_live(database: Path, outcomes: int, clients: int, *, batched: bool) -> float:
@@ -210,10 +251,11 @@ async def bench_live(database: Path, outcomes: int, clients: int, *, batched: bo
         shutdown = asyncio.Event()
         task = asyncio.create_task(adapter.run(shutdown))
         await asyncio.wait_for(adapter.ready.wait(), 10)
-        start = time.perf_counter()
-        published = await publish(broker.port, messages_for(outcomes, clients))
+        publisher = Publisher(broker.port, messages_for(outcomes, clients), database.parent)
+        await publisher.start()
         await until_done(adapter, outcomes)
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - publisher.started
+        published = await publisher.wait()
         shutdown.set()
         await task
         counts = await created(store)
@@ -235,7 +277,9 @@ async def bench_backlog(database: Path, outcomes: int, clients: int) -> float:
         await asyncio.wait_for(adapter.ready.wait(), 10)  # the persistent session exists now
         shutdown.set()
         await task
-        published = await publish(broker.port, messages_for(outcomes, clients, first=1_000_000))
+        publisher = Publisher(broker.port, messages_for(outcomes, clients, first=1_000_000), database.parent)
+        await publisher.start()
+        published = await publisher.wait()
         shutdown = asyncio.Event()
         start = time.perf_counter()
         task = asyncio.create_task(adapter.run(shutdown))
@@ -275,7 +319,12 @@ def main() -> int:
     parser.add_argument(
         "--backlog", type=int, default=72_000, help="queued while down, then drained (0: skip)"
     )
+    parser.add_argument("--publish-to", nargs=2, metavar=("PORT", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt: "N pending publish calls"
+    if args.publish_to:
+        asyncio.run(publish_here(int(args.publish_to[0]), Path(args.publish_to[1])))
+        return 0
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt: "N pending publish calls"
     bench_planner()

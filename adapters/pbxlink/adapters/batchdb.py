@@ -99,4 +99,8 @@ def connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA busy_timeout = 10000")
     connection.execute("PRAGMA synchronous = FULL")
     connection.execute("PRAGMA foreign_keys = ON")
+    # A batch looks up numbers all over a CRM of a million clients: keep the hot part of the
+    # indexes in memory (64 MiB of page cache, and reads through a 1 GiB memory map).
+    connection.execute("PRAGMA cache_size = -65536")
+    connection.execute("PRAGMA mmap_size = 1073741824")
     return connection

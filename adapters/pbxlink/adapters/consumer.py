@@ -37,6 +37,7 @@ log = structlog.get_logger()
 
 _WORK_INTERVAL = 5.0
 _BURST = 500
+_PARSED_KEPT = 50_000
 _PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -163,7 +164,9 @@ class CrmAdapter:
                 for m in burst
             ]
             try:
-                receipts = await self.inbox.receive_many(items, self.clock())
+                if len(self.processor.parsed) > _PARSED_KEPT:  # messages that failed: parse again
+                    self.processor.parsed.clear()
+                receipts = await self.inbox.receive_many(items, self.clock(), self.processor.parsed)
             except Exception as exc:
                 log.error("crm.inbox.store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc

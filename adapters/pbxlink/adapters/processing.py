@@ -110,6 +110,8 @@ class Processor:
         self.clock = clock
         self.batched = batched
         self.batch_size = batch_size
+        # Envelopes parsed when their message was received (the consumer fills it), by id.
+        self.parsed: dict[str, Envelope] = {}
 
     async def _facts(
         self, crm: SqliteCrm, envelope: Envelope, known: _Prefetched | None, settings: CrmSettings
@@ -189,6 +191,10 @@ class Processor:
         now = self.clock()
         envelopes: list[Envelope | CallInputError] = []
         for message in messages:
+            known_envelope = self.parsed.pop(message.id, None)
+            if known_envelope is not None:
+                envelopes.append(known_envelope)
+                continue
             try:
                 envelopes.append(validate(message.topic, message.payload))
             except CallInputError as exc:

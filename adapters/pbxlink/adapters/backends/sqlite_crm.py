@@ -71,7 +71,8 @@ def _client_fact(row: Any) -> ClientFact:
 
 def iso(moment: datetime) -> str:
     """Stored times: UTC, second precision, "Z" (sorts as text)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    u = moment.astimezone(UTC)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 def from_iso(text: str) -> datetime:
