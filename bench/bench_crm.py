@@ -28,13 +28,13 @@ import aiomqtt
 import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import ImportedClient, SqliteCrm
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import Store, open_store
 from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_call
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome, outcome_message
-from pbxlink.rules.settings import settings_from_toml
 
 RULES = """
 [crm.inquiries]
@@ -225,7 +225,7 @@ async def run_adapter(
     database: Path, port: int, *, batched: bool, client_id: str
 ) -> tuple[CrmAdapter, Store]:
     settings = settings_from_toml(
-        f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\nclient_id = "{client_id}"\n' + RULES
+        f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\nclient_id = "{client_id}"\n' + RULES
     )
     store = await open_store(database)
     return CrmAdapter(settings, store, batched=batched), store

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import Settings
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.service import add_config_argument, load
@@ -34,7 +35,6 @@ from pbxlink.foundation.errors import EX_CONFIG
 from pbxlink.rules.actions import Action
 from pbxlink.rules.calls import envelope_for
 from pbxlink.rules.describe import action_record, render
-from pbxlink.rules.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

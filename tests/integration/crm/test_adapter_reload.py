@@ -70,7 +70,7 @@ def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _config(port: int, database: Path, inquiry_type: str) -> str:
-    return f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n' + RULES.replace(
+    return f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\n' + RULES.replace(
         "{type}", inquiry_type
     )
 

@@ -11,12 +11,12 @@ import pytest
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.batchdb import BatchDb, Suspended, run_to_end
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import open_store
 from pbxlink.rules.calls import envelope_for, request_envelope
 from pbxlink.rules.samples import EMPLOYEES, at, event, missed, outcome, request
-from pbxlink.rules.settings import settings_from_toml
 
 RULES = """
 [crm.inquiries]

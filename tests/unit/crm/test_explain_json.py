@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import jsonschema
 import pytest
 
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.cli import main
 from pbxlink.rules.actions import Action
 from pbxlink.rules.calls import parse_request
@@ -19,7 +20,6 @@ from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem, Stage
 from pbxlink.rules.planner import plan_live_event, plan_outcome
 from pbxlink.rules.request_rules import plan_request
 from pbxlink.rules.samples import EMPLOYEES, at, event, missed, outcome, request
-from pbxlink.rules.settings import settings_from_toml
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((ROOT / "docs" / "explain.schema.json").read_text())
