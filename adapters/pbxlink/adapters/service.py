@@ -94,7 +94,10 @@ async def _reloads(adapter: CrmAdapter, reload: asyncio.Event, reread: Callable[
     while True:
         await reload.wait()
         reload.clear()
-        await apply_reload(adapter, reread)
+        try:
+            await apply_reload(adapter, reread)
+        except Exception as exc:  # noqa: BLE001 - a failed reload must not stop the adapter
+            log.error("crm.adapter.reload_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _changed(old: object, new: object) -> list[str]:
