@@ -71,6 +71,9 @@ class _Prefetched:
     stages: dict[str, frozenset[Stage]] = field(default_factory=dict)
     touched_numbers: set[str] = field(default_factory=set)
     touched_calls: set[str] = field(default_factory=set)
+    # An A7 request may write to a client found by e-mail, whatever its numbers: after one, the
+    # rest of the batch looks its facts up message by message.
+    all_touched: bool = False
 
 
 @dataclass(slots=True)
@@ -126,6 +129,7 @@ class Processor:
         e164 = caller_identity(body.external, body.line, settings).e164
         if (
             known is None
+            or known.all_touched
             or (e164 is not None and e164 in known.touched_numbers)
             or call_id in known.touched_calls
         ):
@@ -222,7 +226,9 @@ class Processor:
             await db.execute("RELEASE message")
             result.applied.append(processed)
             done.append(message.id)
-            number = None if isinstance(envelope, CallInputError) else _caller(envelope, settings)
+            if isinstance(envelope.body, InboundRequest):
+                known.all_touched = True
+            number = _caller(envelope, settings)
             if number is not None:
                 known.touched_numbers.add(number)
             known.touched_calls.add(processed.call_id)

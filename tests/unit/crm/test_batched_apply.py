@@ -87,6 +87,11 @@ def _stream() -> list[tuple[str, bytes]]:
             items.append(envelope_for(missed(id=call_id, external=external)))
     items.insert(10, items[3])  # a duplicate
     items.insert(20, ("pbxlink/v1/pbx1/call/outcome", b"{not json"))
+    # A request whose sender's number calls again later in the batch: a potential client appears.
+    sender = {"name": "Ольга", "email": "olga@shop.example", "phone": "+380980000099"}
+    items.insert(30, request_envelope(request(id="mail:2", subject="ремонт", **{"from": sender})))
+    again = {"raw": "+380980000099", "e164": "+380980000099"}
+    items.insert(33, envelope_for(missed(id="pbx1:olga", external=again)))
     items.append(request_envelope(request()))
     return items
 
