@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import functools
 import json
 import logging
+import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,10 @@ from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_call
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome, outcome_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lab"))
+from pbxlab.mosquitto import Broker as BrokerHandle
+from pbxlab.mosquitto import start_mosquitto, stop_mosquitto
 
 RULES = """
 [crm.inquiries]
@@ -125,12 +129,6 @@ async def build_crm(path: Path, clients: int) -> float:
     return time.perf_counter() - start
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def messages_for(count: int, clients: int, first: int = 0) -> list[tuple[str, bytes]]:
     """Half the calls come from known clients (spread over the million), half from new numbers."""
     messages = []
@@ -192,33 +190,27 @@ async def created(store: Store) -> dict[str, int]:
 
 
 class Broker:
+    """The lab's one mosquitto launcher: no queue limits (a backlog of an hour), no persistence."""
+
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-            "max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
-        )
-        self.process: asyncio.subprocess.Process | None = None
+        self.workdir = workdir
+        self.broker: BrokerHandle | None = None
+        self.port = 0
 
     async def __aenter__(self) -> Broker:
-        self.process = await asyncio.create_subprocess_exec(
-            shutil.which("mosquitto") or "/usr/sbin/mosquitto",
-            "-c",
-            str(self.conf),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        self.broker = await asyncio.to_thread(
+            start_mosquitto,
+            name=f"bench-crm-{os.getpid()}-{self.workdir.name}",
+            state_dir=self.workdir / f"mosquitto-{time.monotonic_ns()}",
+            persistence=False,
+            extra_config="max_queued_messages 0\nmax_inflight_messages 0\n",
         )
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                break
-            await asyncio.sleep(0.05)
+        self.port = self.broker.port
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        await self.process.wait()
+        assert self.broker is not None
+        await asyncio.to_thread(stop_mosquitto, self.broker)
 
 
 async def run_adapter(
@@ -305,6 +297,9 @@ async def bench_end_to_end(workdir: Path, clients: int, outcomes: int, backlog: 
     built = await build_crm(built_file, clients)
     print(f"built a CRM of {clients:,} clients in {built:.1f} s ({built_file.stat().st_size / 1e6:.0f} MB)")
 
+    async def drain(database: Path, *, batched: bool) -> float:
+        return await bench_backlog(database, outcomes, clients, batched=batched)
+
     async def on_a_copy(name: str, run: Callable[[Path], Awaitable[float]]) -> None:
         database = workdir / f"crm-{name}.sqlite3"
         shutil.copyfile(built_file, database)
@@ -314,9 +309,7 @@ async def bench_end_to_end(workdir: Path, clients: int, outcomes: int, backlog: 
 
     # Side by side: the same queued outcomes drained by the path before issue 13 and the new one.
     for batched in (False, True):
-        await on_a_copy(
-            f"drain-{batched}", lambda db, b=batched: bench_backlog(db, outcomes, clients, batched=b)
-        )
+        await on_a_copy(f"drain-{batched}", functools.partial(drain, batched=batched))
     # Live: published while the adapter runs (bounded by the publisher on a small machine).
     await on_a_copy("live", lambda db: bench_live(db, outcomes, clients, batched=True))
     if backlog:  # an hour of peak traffic

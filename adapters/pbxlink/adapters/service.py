@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable
@@ -23,10 +24,12 @@ import structlog
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.metrics import AdapterMetrics
 from pbxlink.adapters.store import StoreError, open_store
 from pbxlink.daemon.logs import configure_logging
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.toolkit.http import HealthServer
 
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 
@@ -78,14 +81,21 @@ async def serve(
     try:
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
-        adapter = CrmAdapter(settings, store)
-        async with asyncio.TaskGroup() as group:
-            reloads = None
-            if reload is not None and reread is not None:
-                reloads = group.create_task(_reloads(adapter, reload, reread), name="crm-reload")
-            await adapter.run(shutdown)
-            if reloads is not None:
-                reloads.cancel()
+        metrics = AdapterMetrics(settings.adapter.name)
+        adapter = CrmAdapter(settings, store, metrics=metrics)
+        a = settings.adapter
+        async with contextlib.AsyncExitStack() as stack:
+            if a.http_port != 0:
+                await stack.enter_async_context(
+                    HealthServer(metrics.registry, adapter.readiness, host=a.http_host, port=a.http_port)
+                )
+            async with asyncio.TaskGroup() as group:
+                reloads = None
+                if reload is not None and reread is not None:
+                    reloads = group.create_task(_reloads(adapter, reload, reread), name="crm-reload")
+                await adapter.run(shutdown)
+                if reloads is not None:
+                    reloads.cancel()
     finally:
         await store.close()
 
@@ -97,7 +107,7 @@ async def _reloads(adapter: CrmAdapter, reload: asyncio.Event, reread: Callable[
         try:
             await apply_reload(adapter, reread)
         except Exception as exc:  # noqa: BLE001 - a failed reload must not stop the adapter
-            log.error("crm.adapter.reload_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("crm_adapter_reload_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _changed(old: object, new: object) -> list[str]:
@@ -110,7 +120,7 @@ async def apply_reload(adapter: CrmAdapter, reread: Callable[[], Settings]) -> b
         new = reread()
     except ConfigError as exc:
         log.error(
-            "crm.adapter.reload_refused",
+            "crm_adapter_reload_refused",
             problems=[str(p) for p in exc.problems],
             keeping="the running rules",
         )
@@ -122,12 +132,12 @@ async def apply_reload(adapter: CrmAdapter, reread: Callable[[], Settings]) -> b
         for key in _changed(getattr(old, section), getattr(new, section))
     ]
     if restart:
-        log.warning("crm.adapter.reload_needs_restart", keys=restart, keeping="their running values")
+        log.warning("crm_adapter_reload_needs_restart", keys=restart, keeping="their running values")
     if new.crm.inquiries.next_number != old.crm.inquiries.next_number:
         async with adapter.store.transaction():
             await SqliteCrm(adapter.store).sync_numbering(new.crm.inquiries.next_number)
     adapter.use_rules(new.crm)
-    log.info("crm.adapter.reloaded", changed=[f"crm.{name}" for name in _changed(old.crm, new.crm)])
+    log.info("crm_adapter_reloaded", changed=[f"crm.{name}" for name in _changed(old.crm, new.crm)])
     return True
 
 

@@ -62,11 +62,12 @@ async def publish(port: int, messages: list[tuple[str, bytes]]) -> None:
 
 
 def _start_adapter(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(config)],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "pbxlink.cli", "adapter", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _config(port: int, database: Path, inquiry_type: str) -> str:
@@ -110,7 +111,7 @@ async def test_sighup_reloads_the_rules_mid_stream_and_refuses_a_bad_file(
     log = tmp_path / "adapter.log"
     adapter = _start_adapter(config, log)
     try:
-        await wait_for(lambda: b"crm.adapter.connected" in log.read_bytes(), 15)
+        await wait_for(lambda: b"crm_adapter_connected" in log.read_bytes(), 15)
         await publish(mosquitto_broker.port, _outcomes(0, 100))
         await wait_for(lambda: _done(database) == 100, 30)
 
@@ -119,7 +120,7 @@ async def test_sighup_reloads_the_rules_mid_stream_and_refuses_a_bad_file(
         await wait_for(lambda: _done(database) > 100, 30)
         config.write_text(_config(mosquitto_broker.port, database, "Второй"))
         adapter.send_signal(signal.SIGHUP)
-        await wait_for(lambda: _count(log, "crm.adapter.reloaded") == 1, 15)
+        await wait_for(lambda: _count(log, "crm_adapter_reloaded") == 1, 15)
         await publisher
         await wait_for(lambda: _done(database) == 500, 30)
 
@@ -130,7 +131,7 @@ async def test_sighup_reloads_the_rules_mid_stream_and_refuses_a_bad_file(
             + '[[crm.orders.rules]]\nname = "g"\nstatus = "s"\nmissed_at = "group"\n'
         )
         adapter.send_signal(signal.SIGHUP)
-        await wait_for(lambda: _count(log, "crm.adapter.reload_refused") == 1, 15)
+        await wait_for(lambda: _count(log, "crm_adapter_reload_refused") == 1, 15)
         await publish(mosquitto_broker.port, _outcomes(500, 50))
         await wait_for(lambda: _done(database) == 550, 30)
         assert adapter.poll() is None  # the same process all along
@@ -139,10 +140,10 @@ async def test_sighup_reloads_the_rules_mid_stream_and_refuses_a_bad_file(
         adapter.wait(15)
     assert adapter.returncode == 0
 
-    [refused] = [e for e in _events(log) if e.get("event") == "crm.adapter.reload_refused"]
+    [refused] = [e for e in _events(log) if e.get("event") == "crm_adapter_reload_refused"]
     assert any("crm.tasks.assignee: unknown key" in p for p in refused["problems"])
     assert any("missed_at" in p and "'group'" in p for p in refused["problems"])
-    [reloaded] = [e for e in _events(log) if e.get("event") == "crm.adapter.reloaded"]
+    [reloaded] = [e for e in _events(log) if e.get("event") == "crm_adapter_reloaded"]
     assert "crm.inquiries" in reloaded["changed"]
 
     # Every outcome applied exactly once, in the order received: the rules switch once.

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # no stubs published
 import pytest
 
 from pbxlink.adapters.config import settings_from_toml
