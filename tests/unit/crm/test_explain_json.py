@@ -139,6 +139,6 @@ def test_explain_json_lines_follow_the_schema_and_the_text_view_is_rendered_from
     assert client["responsible"] == "101"
     code, text = _run(capsys, "explain", str(TRANSCRIPT), "--config", str(config))
     assert code == 0
-    from pbxlink.adapters.explain import render_document  # noqa: PLC0415 - the adapter's view
+    from pbxlink.cli.explain import render_document  # noqa: PLC0415 - the command's view
 
     assert text == "".join(render_document(d) for d in documents)
