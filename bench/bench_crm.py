@@ -140,31 +140,47 @@ def messages_for(count: int, clients: int, first: int = 0) -> list[tuple[str, by
 
 
 class Publisher:
-    """Publishes from a separate process, as the daemon does (not on the adapter's event loop).
+    """Publishes from separate processes, as the daemon does (not on the adapter's event loop):
+    `processes` publishers, each with its share, start together when all are connected.
 
-    `started` is when the publisher, connected and with its messages loaded, began to publish.
+    `started` is when they began to publish.
     """
 
-    def __init__(self, port: int, messages: list[tuple[str, bytes]], workdir: Path) -> None:
+    def __init__(
+        self, port: int, messages: list[tuple[str, bytes]], workdir: Path, processes: int = 1
+    ) -> None:
         self.port = port
-        self.file = workdir / "messages.json"
-        self.file.write_text(json.dumps([[t, p.decode()] for t, p in messages]))
+        self.files = [workdir / f"messages-{n}.json" for n in range(processes)]
+        for n, file in enumerate(self.files):
+            file.write_text(json.dumps([[t, p.decode()] for t, p in messages[n::processes]]))
         self.started = 0.0
-        self.process: asyncio.subprocess.Process | None = None
+        self.processes: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--publish-to", str(self.port), str(self.file), stdout=subprocess.PIPE
-        )
-        assert self.process.stdout is not None
-        await self.process.stdout.readline()  # "ready"
+        for file in self.files:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--publish-to",
+                str(self.port),
+                str(file),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            assert process.stdout is not None
+            await process.stdout.readline()  # "ready": connected, messages loaded
+            self.processes.append(process)
+        for process in self.processes:
+            assert process.stdin is not None
+            process.stdin.write(b"go\n")
+            await process.stdin.drain()
         self.started = time.perf_counter()
 
     async def wait(self) -> float:
         """Seconds from the first publish to the last PUBACK."""
-        assert self.process is not None
-        if await self.process.wait() != 0:
-            raise RuntimeError("the publisher failed")
+        for process in self.processes:
+            if await process.wait() != 0:
+                raise RuntimeError("a publisher failed")
         return time.perf_counter() - self.started
 
 
@@ -174,6 +190,7 @@ async def publish_here(port: int, path: Path) -> None:
         "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
     ) as client:
         print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # "go"
         for chunk in range(0, len(messages), 5000):
             await asyncio.gather(
                 *(client.publish(t, p.encode(), qos=1) for t, p in messages[chunk : chunk + 5000])
@@ -244,7 +261,7 @@ async def bench_live(database: Path, outcomes: int, clients: int, *, batched: bo
         shutdown = asyncio.Event()
         task = asyncio.create_task(adapter.run(shutdown))
         await asyncio.wait_for(adapter.ready.wait(), 10)
-        publisher = Publisher(broker.port, messages_for(outcomes, clients), database.parent)
+        publisher = Publisher(broker.port, messages_for(outcomes, clients), database.parent, processes=2)
         await publisher.start()
         await until_done(adapter, outcomes)
         elapsed = time.perf_counter() - publisher.started
