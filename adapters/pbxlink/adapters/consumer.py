@@ -38,7 +38,7 @@ log = structlog.get_logger()
 
 _WORK_INTERVAL = 5.0
 _BURST = 500
-_PARSED_KEPT = 50_000
+_PARSED_KEPT = 10_000  # envelopes parsed at receipt and not yet applied (about 2 KiB each)
 _PRUNE_EVERY = timedelta(hours=1)
 
 
