@@ -60,6 +60,7 @@ status = "callback"
 [crm.tasks]
 enabled = true
 assignees = ["101"]
+link_to_this_call = true
 unlinked = "skip"
 """
 

@@ -16,6 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -23,13 +24,14 @@ import structlog
 
 from pbxlink.adapters.backends.ledger import BatchHooks, prune_ledger
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
-from pbxlink.adapters.config import Settings
+from pbxlink.adapters.config import CrmSection, Settings
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
-from pbxlink.adapters.inbox import Inbox, Receipt
+from pbxlink.adapters.inbox import Inbox, Receipt, validate
 from pbxlink.adapters.metrics import INBOX_STATES, AdapterMetrics
 from pbxlink.adapters.processing import Processor, StoredBackend
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
+from pbxlink.rules.calls import CallInputError
 from pbxlink.toolkit.http import Readiness
 from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
@@ -37,6 +39,7 @@ log = structlog.get_logger()
 
 _WORK_INTERVAL = 5.0
 _BURST = 500
+_PARSED_KEPT = 10_000  # envelopes parsed at receipt and not yet applied (about 2 KiB each)
 _PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -68,6 +71,7 @@ class CrmAdapter:
         backend: StoredBackend | None = None,
         hooks: BatchHooks | None = None,
         directory_source: Callable[[Store, str, datetime], Awaitable[bytes]] = directory_payload,
+        batched: bool = True,
     ) -> None:
         self.settings = settings
         self.adapter = settings.adapter
@@ -81,6 +85,7 @@ class CrmAdapter:
             settings.crm,
             max_attempts=self.adapter.max_attempts,
             clock=clock,
+            batched=batched,
             hooks=hooks,
         )
         self.metrics = metrics
@@ -97,6 +102,16 @@ class CrmAdapter:
         self.received: dict[Receipt, int] = dict.fromkeys(Receipt, 0)
         self.connections = 0
         self._last_prune: datetime | None = None
+
+    def use_rules(self, crm: CrmSection) -> None:
+        """New CRM rules (a SIGHUP reload): the next batch is planned with them; the batch
+        being applied finishes with the old ones, so no message is dropped or applied twice."""
+        self.settings = replace(self.settings, crm=crm)
+        self.processor.settings = crm
+        follow = getattr(self.backend, "use_rules", None)  # a remote backend reads the rules too
+        if follow is not None:
+            follow(crm)
+        self.wake.set()
 
     def readiness(self) -> Readiness:
         """/readyz: ready while subscribed to the broker."""
@@ -175,14 +190,19 @@ class CrmAdapter:
                 for m in burst
             ]
             try:
-                receipts = await self.inbox.receive_many(items, self.clock())
+                if len(self.processor.parsed) > _PARSED_KEPT:  # messages that failed: parse again
+                    self.processor.parsed.clear()
+                receipts = await self.inbox.receive_many(items, self.clock(), self.processor.parsed)
             except Exception as exc:
                 log.error("crm_inbox_store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
             for message, (topic, payload), receipt in zip(burst, items, receipts, strict=True):
-                if self.ack_after_apply and receipt is not Receipt.DEAD:
-                    self._defer_ack(payload, message.mid, message.qos)
-                else:
+                held = (
+                    self.ack_after_apply
+                    and receipt is not Receipt.DEAD
+                    and self._defer_ack(topic, payload, message.mid, message.qos)
+                )
+                if not held:
                     client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see manual_ack_set
                 self.received[receipt] += 1
                 if self.metrics is not None:
@@ -203,9 +223,15 @@ class CrmAdapter:
                 await asyncio.wait_for(self.wake.wait(), _WORK_INTERVAL)
             self.wake.clear()
 
-    def _defer_ack(self, payload: bytes, mid: int, qos: int) -> None:
-        message_id = str(json.loads(payload)["id"])  # validated by the inbox already
+    def _defer_ack(self, topic: str, payload: bytes, mid: int, qos: int) -> bool:
+        """Hold the PUBACK until the message's inbox row is done or dead; False (ack now) for a
+        repeat of an invalid payload, which was dead-lettered the first time."""
+        try:
+            message_id = validate(topic, payload).id
+        except CallInputError:
+            return False
         self._unacked.setdefault(message_id, []).append((mid, qos))
+        return True
 
     async def _ack_finished(self, client: aiomqtt.Client) -> None:
         """PUBACK every held message whose inbox row is done or dead now."""
@@ -295,8 +321,14 @@ class CrmAdapter:
 
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
         prefix = f"{self.settings.mqtt.topic_prefix}/directory/"
-        dirty = await dirty_numbers(self.store)
-        payloads = [await self.directory_source(self.store, e164, self.clock()) for e164, _ in dirty]
+        now = self.clock()
+        source = self.directory_source
+
+        async def entries(store: Store) -> tuple[list[tuple[str, int]], list[bytes]]:
+            dirty = await dirty_numbers(store)
+            return dirty, [await source(store, e164, now) for e164, _ in dirty]
+
+        dirty, payloads = await self.store.in_thread(entries)
         await asyncio.gather(
             *(
                 client.publish(directory_topic(e164, prefix), payload, qos=1, retain=True)

@@ -126,6 +126,7 @@ SECTION_OWNERS: Mapping[str, str] = types.MappingProxyType(
         "routing": "daemon",
         "http": "daemon",
         "click_to_call": "daemon",
+        "live_owner": "daemon",
         "adapter": "adapter",
         "crm": "adapter",
     }

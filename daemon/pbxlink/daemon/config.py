@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pbxlink.daemon.agi.live_owner import LiveOwnerSettings, live_owner_problems
 from pbxlink.daemon.click_to_call import ClickToCallSettings, click_to_call_problems
 from pbxlink.foundation.config import (
     LogSettings,
@@ -101,6 +102,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     click_to_call: ClickToCallSettings = field(default_factory=ClickToCallSettings)
+    live_owner: LiveOwnerSettings = field(default_factory=LiveOwnerSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 
@@ -163,6 +165,7 @@ def _check_values(settings: Settings) -> list[ConfigProblem]:
         problems.append(ConfigProblem("node.timezone", f"unknown time zone {settings.node.timezone!r}"))
     problems.extend(routing_problems(settings.agi, settings.routing))
     problems.extend(click_to_call_problems(settings.click_to_call))
+    problems.extend(live_owner_problems(settings.live_owner, settings.agi.deadline_ms))
     if settings.click_to_call.enabled:
         problems.extend(port_problems(("click_to_call.port", settings.click_to_call.port)))
     return problems

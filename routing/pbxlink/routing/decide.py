@@ -32,7 +32,7 @@ from pbxlink.routing.model import (
 )
 from pbxlink.wire.phone import NumberKind, normalize
 
-__all__ = ["decide"]
+__all__ = ["caller_e164", "decide"]
 
 _SKIP_REASON = {
     Availability.DND: RouteReason.OWNER_DND,
@@ -112,3 +112,10 @@ def decide(
         caller_e164=caller.e164,
         line=line,
     )
+
+
+def caller_e164(request: RouteRequest, rules: RoutingPolicy, now: datetime) -> str | None:
+    """The caller's E.164 number as `decide` reads it on this line (None: not a public number)."""
+    rule = rules.first_rule(request.line, now)
+    region = (rule.region if rule is not None and rule.region else None) or rules.default_region
+    return normalize(request.caller, region, internal_max_digits=rules.internal_max_digits).e164

@@ -61,6 +61,7 @@ status = "callback"
 [crm.tasks]
 enabled = true
 assignees = ["101"]
+link_to_this_call = true
 unlinked = "skip"
 """
 
@@ -279,3 +280,18 @@ async def test_the_directory_from_retailcrm_is_published_retained_for_routing(
     [client] = document["clients"]
     assert client["name"] == "ФОП Петренко"
     assert client["responsibles"][0]["extension"] == "101"
+
+
+async def test_a_repeated_bad_payload_is_dead_lettered_once_and_the_adapter_goes_on(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(rate=200)
+    rig.start()
+    await wait_for(lambda: rig.connected() >= 1, 20, "adapter connected", rig.log)
+    garbage = ("pbxlink/v1/pbx1/call/outcome", b"\x00not json")
+    await publish(rig.broker.port, [garbage, garbage, *calls(3, "g")])
+    await wait_for(lambda: rig.done() == 3, 60, "the 3 good outcomes done", rig.log)
+    assert query(rig.database, "SELECT count(*) FROM inbox WHERE state = 'dead'") == [(1,)]
+    assert rig.adapter is not None
+    assert rig.adapter.poll() is None  # still running
+    assert_exactly_once(rig.fake.state(), [f"pbx1:g{n}" for n in range(3)])

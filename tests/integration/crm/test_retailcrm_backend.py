@@ -67,7 +67,7 @@ async def test_a_missed_call_creates_a_task_linked_to_the_order(tmp_path: Path) 
         [task] = rig.fake.state.tasks
         assert task["order"]["id"] == order["id"]
         assert task["performer"] == 27
-        assert task["datetime"] == "2018-03-05 17:32"  # ended 15:32 local + 2 hours
+        assert task["datetime"] == "2018-03-05 17:29"  # missed at 15:29 local (call start) + 2 hours
         [call] = rig.fake.state.calls
         assert (call["result"], call["durationWaiting"]) == ("no answer", 130)
 

@@ -168,6 +168,7 @@ RETAILCRM_RULES = textwrap.dedent("""
         enabled = true
         assignees = ["101"]
         deadline_hours = 2
+        link_to_this_call = true
         unlinked = "skip"
         """)
 

@@ -54,6 +54,7 @@ status = "callback"
 enabled = true
 assignees = ["101"]
 deadline_hours = 2
+link_to_this_call = true
 unlinked = "skip"
 """
 

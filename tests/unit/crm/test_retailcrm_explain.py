@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]  # no stubs published
 import pytest
 
 from pbxlink.cli import main
@@ -28,6 +29,7 @@ status = "callback"
 [crm.tasks]
 enabled = true
 assignees = ["101"]
+link_to_this_call = true
 unlinked = "skip"
 """
 
@@ -71,5 +73,9 @@ def test_json_lists_the_retailcrm_requests_of_each_outcome(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = explain(tmp_path, capsys, "inbound_agent_rings_caller_hangs_up.ami", "--json")
-    [outcome] = [d for d in map(json.loads, out.splitlines()) if d["kind"] == "outcome"]
+    documents = [json.loads(line) for line in out.splitlines()]
+    schema = json.loads((DATA.parents[2] / "docs" / "explain.schema.json").read_text())
+    for document in documents:
+        jsonschema.validate(document, schema)
+    [outcome] = [d for d in documents if d["kind"] == "outcome"]
     assert outcome["retailcrm"][-1].startswith("POST /api/v5/telephony/calls/upload")

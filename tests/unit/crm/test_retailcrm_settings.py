@@ -132,3 +132,16 @@ def test_results_and_hangup_statuses_use_retailcrms_two_different_enums() -> Non
 
 def test_a_number_is_searched_in_every_form_a_person_may_have_typed() -> None:
     assert payloads.written_forms("+380981234567") == ("+380981234567", "380981234567", "0981234567")
+
+
+def test_the_recording_url_is_the_base_url_and_the_recordings_file_name() -> None:
+    s = retailcrm(
+        GOOD.replace('site = "main"', 'site = "main"\nrecordings_base_url = "https://pbx.example/rec/"')
+    )
+    call = parse_outcome(outcome(recordings=["/var/spool/asterisk/monitor/2026/12/03/in 0981234567.wav"]))
+    record = payloads.call_record(call, s, ZoneInfo("Europe/Kyiv"))
+    assert record is not None
+    assert record["recordUrl"] == "https://pbx.example/rec/in%200981234567.wav"
+    without = payloads.call_record(parse_outcome(outcome()), s, ZoneInfo("Europe/Kyiv"))
+    assert without is not None
+    assert "recordUrl" not in without

@@ -28,6 +28,7 @@ import structlog
 from pbxlink.ami.decode import FrameLike
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
+from pbxlink.daemon.agi.live_owner import LiveOwners
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
 from pbxlink.routing.policy import routing_policy
@@ -81,6 +82,7 @@ class Router:
             self.presence,
             routing_policy(settings.routing, settings.node.default_region),
             clock=clock or (lambda: datetime.now(zone)),
+            live=LiveOwners(settings.live_owner) if settings.live_owner.enabled else None,
         )
         agi = settings.agi
         self.server = FastAgiServer(
@@ -127,6 +129,8 @@ class Router:
                 tasks, self._tasks = self._tasks, None
                 await tasks.__aexit__(None, None, None)
         finally:
+            if self.service.live is not None:
+                await self.service.live.aclose()
             await self.store.close()
 
     async def _load_directory(self) -> int:

@@ -9,12 +9,14 @@ tracker can put the decision on the call's outcome (`routing`).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Protocol
 
-from pbxlink.routing.decide import decide
+from pbxlink.daemon.agi.live_owner import LiveLookupFailed, LiveOverlay, LiveOwners
+from pbxlink.routing.decide import caller_e164, decide
 from pbxlink.routing.model import (
     DirectoryView,
     PresenceView,
@@ -75,12 +77,22 @@ class RoutingService:
         policy: RoutingPolicy,
         *,
         clock: Callable[[], datetime] = _local_now,
+        live: LiveOwners | None = None,
     ) -> None:
         self.directory = directory
         self.presence = presence
         self.policy = policy
         self.clock = clock
+        self.live = live
 
     async def resolve(self, request: RouteRequest) -> RoutingDecision:
         await self.directory.wait_loaded()
-        return decide(request, self.directory, self.presence, self.policy, self.clock())
+        now = self.clock()
+        directory: DirectoryView = self.directory
+        if self.live is not None and self.policy.enabled:
+            e164 = caller_e164(request, self.policy, now)
+            if e164 is not None:
+                # The CRM's answer now; on failure or timeout, the directory decides.
+                with contextlib.suppress(LiveLookupFailed):
+                    directory = LiveOverlay(self.directory, e164, await self.live.lookup(e164))
+        return decide(request, directory, self.presence, self.policy, now)

@@ -137,6 +137,10 @@ class Bitrix24:
     def forget_cached(self) -> None:
         """Look-ups are per batch (`prepare_batch` fills them)."""
 
+    def use_rules(self, crm: CrmSettings) -> None:
+        """New rules after a SIGHUP reload ([crm.bitrix24] itself needs a restart)."""
+        self.crm = crm
+
     def _key(self, prefix: str) -> str:
         self._keys += 1
         return f"{prefix}{self._keys}"

@@ -101,6 +101,11 @@ class RetailCrm:
     def forget_cached(self) -> None:
         """Nothing is cached across transactions."""
 
+    def use_rules(self, crm: CrmSettings) -> None:
+        """New rules after a reload (`[crm.retailcrm]` itself needs a restart)."""
+        self.crm = crm
+        self.zone = crm.zone
+
     async def _send(self, request: Request) -> dict[str, Any]:
         if request.method == "GET":
             return await self.client.get(request.path, request.fields)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -200,7 +201,19 @@ def call_record(call: CallOutcome, s: RetailCrmSettings, zone: ZoneInfo) -> dict
             record["userId"] = user
     if call.line:
         record["externalPhone"] = call.line
+    url = recording_url(call, s)
+    if url is not None:
+        record["recordUrl"] = url
     return record
+
+
+def recording_url(call: CallOutcome, s: RetailCrmSettings) -> str | None:
+    """Where RetailCRM fetches the call's recording: `recordings_base_url` + the file name of the
+    first recording (MIXMONITOR_FILENAME); None without a base URL or a recording."""
+    if s.recordings_base_url is None or not call.recordings:
+        return None
+    name = call.recordings[0].rsplit("/", 1)[-1]
+    return f"{s.recordings_base_url.rstrip('/')}/{quote(name)}"
 
 
 def upload_request(records: list[dict[str, Any]]) -> Request:
