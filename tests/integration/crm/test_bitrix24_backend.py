@@ -15,12 +15,18 @@ from pathlib import Path
 
 import httpx
 from pbxlab.bitrix24_rig import TELEPHONY_ONLY, bitrix24_rig
+from pbxlab.fakes.bitrix24 import FakeBitrix24
 
 from pbxlink.adapters.backends.bitrix24.api import Bitrix24Api, TokenStore
 from pbxlink.adapters.backends.bitrix24.settings import Bitrix24Settings
+from pbxlink.adapters.backends.bitrix24.setup import open_bitrix24
 from pbxlink.adapters.backends.remote import RemoteClient, RemotePolicy
+from pbxlink.adapters.config import settings_from_toml
+from pbxlink.adapters.inbox import Inbox
+from pbxlink.adapters.processing import Processor
+from pbxlink.adapters.store import open_store
 from pbxlink.foundation.config import Secret
-from pbxlink.rules.samples import event, event_message, missed, outcome, outcome_message
+from pbxlink.rules.samples import at, event, event_message, missed, outcome, outcome_message
 
 NEW = outcome(id="pbx1:1.1", external={"raw": "0981234567", "e164": "+380981234567"})
 
@@ -232,3 +238,53 @@ async def test_an_application_token_that_expired_is_refreshed_and_the_call_repea
         assert saved["refresh_token"] in fake.refresh_tokens
         assert access not in saved.values()
         assert oct(state.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_local_application_configured_by_files_signs_in_refreshes_and_writes_calls(
+    tmp_path: Path,
+) -> None:
+    """auth = "oauth" end to end through open_bitrix24: the client secret and the first refresh
+    token from files, tokens refreshed on expiry and kept in token_state, calls finished."""
+    fake = FakeBitrix24(rate_per_second=1000, burst=10_000)
+    fake.add_user(7, "Anna", "101")
+    fake.add_user(9, "Desk", "100")
+    await fake.start()
+    _, refresh = fake.issue_tokens()
+    (tmp_path / "secret").write_text(fake.client_secret + "\n")
+    (tmp_path / "refresh").write_text(refresh + "\n")
+    settings = settings_from_toml(
+        f"""
+[crm]
+backend = "bitrix24"
+[crm.bitrix24]
+auth = "oauth"
+portal = "{fake.url}"
+client_id = "{fake.client_id}"
+client_secret_file = "{tmp_path / "secret"}"
+refresh_token_file = "{tmp_path / "refresh"}"
+oauth_url = "{fake.url}/oauth/token/"
+token_state = "{tmp_path / "tokens.json"}"
+default_user = "100"
+[crm.bitrix24.lines]
+"4930100200" = "office"
+"""
+    )
+    store = await open_store(tmp_path / "adapter.sqlite3")
+    moment = at("2018-03-05T13:32:05Z")
+    try:
+        async with open_bitrix24(store, settings.crm, settings.crm.bitrix24) as backend:
+            inbox = Inbox(store)
+            processor = Processor(inbox, backend, settings.crm, clock=lambda: moment, hooks=backend)
+            await inbox.receive_many([outcome_message(outcome(id="pbx1:o.1"))], moment)
+            await processor.run_pending()
+            fake.access_tokens = dict.fromkeys(fake.access_tokens, 0.0)  # every access token expires
+            await inbox.receive_many([outcome_message(outcome(id="pbx1:o.2"))], moment)
+            await processor.run_pending()
+    finally:
+        await store.close()
+        await fake.stop()
+    assert sorted(c["EXTERNAL_CALL_ID"] for c in fake.portal.statistic) == ["pbx1:o.1", "pbx1:o.2"]
+    assert list(fake.portal.lines) == ["4930100200"]
+    assert [r["method"] for r in fake.portal.requests].count("oauth.token") == 2  # first token, then expiry
+    saved = json.loads((tmp_path / "tokens.json").read_text())
+    assert saved["refresh_token"] in fake.refresh_tokens  # the newest one, unspent
