@@ -288,3 +288,22 @@ default_user = "100"
     assert [r["method"] for r in fake.portal.requests].count("oauth.token") == 2  # first token, then expiry
     saved = json.loads((tmp_path / "tokens.json").read_text())
     assert saved["refresh_token"] in fake.refresh_tokens  # the newest one, unspent
+
+
+async def test_a_readable_recording_is_attached_with_its_bytes_and_an_unreadable_one_is_skipped(
+    tmp_path: Path,
+) -> None:
+    recording = tmp_path / "pbx1-9.1.wav"
+    recording.write_bytes(b"RIFF" + bytes(1000))
+    async with bitrix24_rig(tmp_path, config=TELEPHONY_ONLY) as rig:
+        await rig.outcome(outcome(id="pbx1:13.1", recordings=[str(recording)]))
+        await rig.outcome(outcome(id="pbx1:13.2", recordings=[str(tmp_path / "gone.wav")]))
+        calls = {c["EXTERNAL_CALL_ID"]: c["CALL_ID"] for c in rig.fake.portal.statistic}
+        assert sorted(calls) == ["pbx1:13.1", "pbx1:13.2"]
+        records = rig.fake.portal.records
+        assert list(records) == [calls["pbx1:13.1"]]
+        assert (records[calls["pbx1:13.1"]]["FILENAME"], records[calls["pbx1:13.1"]]["SIZE"]) == (
+            "pbx1-9.1.wav",
+            1004,
+        )
+        assert await rig.inbox_state("pbx1:13.2") == ("done", 0, None)
