@@ -10,6 +10,7 @@ message never doubles a contact, deal, task or call.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -307,3 +308,30 @@ async def test_a_readable_recording_is_attached_with_its_bytes_and_an_unreadable
             1004,
         )
         assert await rig.inbox_state("pbx1:13.2") == ("done", 0, None)
+
+
+async def test_tasks_meeting_an_expired_token_together_refresh_it_once(tmp_path: Path) -> None:
+    """The directory feed and the processor share one token pair: a refresh token is good for
+    one use, so concurrent expiries must not spend it twice (the second would be refused)."""
+    fake = FakeBitrix24(rate_per_second=1000, burst=10_000)
+    fake.add_user(7, "Anna", "101")
+    await fake.start()
+    try:
+        _, refresh = fake.issue_tokens()
+        s = Bitrix24Settings(
+            auth="oauth",
+            portal=fake.url,
+            client_id=fake.client_id,
+            oauth_url=f"{fake.url}/oauth/token/",
+            token_state=str(tmp_path / "tokens.json"),
+        )
+        tokens = TokenStore(s, Secret(fake.client_secret), Secret(refresh))
+        async with RemoteClient(f"{fake.url}/rest/", name="bitrix24") as client:
+            api = Bitrix24Api(client, s, tokens)
+            await api.call("user.get")
+            fake.access_tokens = dict.fromkeys(fake.access_tokens, 0.0)
+            answers = await asyncio.gather(*(api.call("user.get") for _ in range(5)))
+        assert all(len(a) == 1 for a in answers)
+        assert tokens.refreshes == 2  # the first token, then one refresh for all five
+    finally:
+        await fake.stop()

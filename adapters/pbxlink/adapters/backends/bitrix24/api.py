@@ -20,6 +20,7 @@ leaky bucket from overflowing (2 requests/s drained; pbxlink never spends the bu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.parse
@@ -141,8 +142,9 @@ class Bitrix24Api:
         self.requests += 1
         if self.tokens is None:
             return await self._checked(method, body, idempotent)
+        token = await self.tokens.access()
         try:
-            return await self._checked(method, {**body, "auth": await self.tokens.access()}, idempotent)
+            return await self._checked(method, {**body, "auth": token}, idempotent)
         except RemoteRejected as exc:
             if (
                 exc.status != 401
@@ -150,7 +152,7 @@ class Bitrix24Api:
                 or exc.body.get("error") != "expired_token"
             ):
                 raise
-        await self.tokens.refresh()
+        await self.tokens.refresh(stale=token)
         self.requests += 1
         return await self._checked(method, {**body, "auth": await self.tokens.access()}, idempotent)
 
@@ -180,6 +182,7 @@ class TokenStore:
         self._access = ""
         self._refresh = refresh_token.reveal()
         self._transport = transport
+        self._lock = asyncio.Lock()
         self.refreshes = 0
         if self._state.is_file():
             try:
@@ -191,10 +194,18 @@ class TokenStore:
 
     async def access(self) -> str:
         if not self._access:
-            await self.refresh()
+            await self.refresh(stale="")
         return self._access
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, stale: str) -> None:
+        """Refresh the pair unless another task (the directory feed, the processor) already
+        replaced the `stale` access token: a refresh token is good for one use only."""
+        async with self._lock:
+            if self._access != stale:
+                return
+            await self._exchange()
+
+    async def _exchange(self) -> None:
         params = {
             "grant_type": "refresh_token",
             "client_id": self.s.client_id,

@@ -125,6 +125,7 @@ class Bitrix24:
         self._units: list[_Unit] = []
         self._queued: dict[str, tuple[_Unit, str]] = {}  # call id → (unit, register key)
         self._attaches: list[_Attach] = []
+        self._refused: set[str] = set()
         self._created_entity: dict[str, tuple[str, str]] = {}  # message id → (type, id)
         self._clients: dict[str, tuple[ClientFact, ...]] = {}
         self._employees: tuple[EmployeeFact, ...] | None = None
@@ -300,6 +301,12 @@ class Bitrix24:
                 result = answer.results.get(key)
                 if isinstance(result, dict) and result.get("CALL_ID"):
                     await self.ledger.link(CALL_LINK, call_id, str(result["CALL_ID"]))
+            for key in unit.registers:
+                if key in answer.errors:
+                    code, text = answer.errors[key]
+                    await self._refuse(
+                        unit.owners[key], f"telephony.externalCall.register: {code} {text}".strip()
+                    )
             for key, known in unit.finishes.items():
                 if key in answer.results:
                     self.finished += 1
@@ -317,12 +324,6 @@ class Bitrix24:
                 else:
                     await self._refuse(
                         unit.owners[key], f"telephony.externalCall.finish: {code} {text}".strip()
-                    )
-            for key in unit.registers:
-                if key in answer.errors:
-                    code, text = answer.errors[key]
-                    await self._refuse(
-                        unit.owners[key], f"telephony.externalCall.register: {code} {text}".strip()
                     )
         if unclear:
             await self._check_finished(unclear)
@@ -370,12 +371,17 @@ class Bitrix24:
             log.error("crm.bitrix24.record_refused", call_id=attach.call_id, error=exc.reason)
 
     async def _refuse(self, message_id: str, reason: str) -> None:
-        """A command Bitrix24 refused for good: the message becomes a dead letter with the reason."""
+        """A command Bitrix24 refused for good: the message becomes a dead letter with the reason
+        (the first refusal names it: a finish fails after its register was refused)."""
+        if message_id in self._refused:
+            return
+        self._refused.add(message_id)
         self.refused += 1
         log.error("crm.bitrix24.refused", id=message_id, error=reason)
         await self.inbox.mark_failed(message_id, reason[:1000], self.clock(), 1)
 
     def forget_batch(self) -> None:
+        self._refused.clear()
         self._units.clear()
         self._queued.clear()
         self._attaches.clear()
