@@ -335,3 +335,32 @@ async def test_tasks_meeting_an_expired_token_together_refresh_it_once(tmp_path:
         assert tokens.refreshes == 2  # the first token, then one refresh for all five
     finally:
         await fake.stop()
+
+
+async def test_each_agent_a_group_call_rings_sees_the_card_and_the_others_lose_it_when_one_answers(
+    tmp_path: Path,
+) -> None:
+    async with bitrix24_rig(tmp_path, config=TELEPHONY_ONLY) as rig:
+        call = "pbx1:14.1"
+        rings = [
+            event(call_id=call, seq=1, type="ringing", time="2018-03-05T13:29:52Z", agent="101"),
+            event(call_id=call, seq=2, type="ringing", time="2018-03-05T13:29:52Z", agent="102"),
+        ]
+        await rig.deliver(*(event_message(r) for r in rings))  # one batch: show rides with register
+        await rig.processor.run_pending()
+        [registered] = rig.fake.portal.registered.values()
+        assert registered["SHOWN_TO"] == [7, 8]
+        await rig.deliver(
+            event_message(
+                event(call_id=call, seq=3, type="answered", time="2018-03-05T13:30:05Z", agent="102")
+            )
+        )
+        await rig.processor.run_pending()
+        assert registered["SHOWN_TO"] == [8]
+        again = event(call_id=call, seq=4, type="ringing", time="2018-03-05T13:29:52Z", agent="102")
+        await rig.deliver(event_message(again))
+        await rig.processor.run_pending()
+        assert rig.commands("telephony.externalCall.show") == 1  # 102 was shown the card already
+        await rig.outcome(outcome(id=call, last_handled_by="102", first_answered_by="102"))
+        [finished] = rig.fake.portal.statistic
+        assert (finished["CALL_ID"], finished["PORTAL_USER_ID"]) == (registered["CALL_ID"], 8)

@@ -323,3 +323,20 @@ async def test_tasks_and_deals_carry_their_crm_bindings(hook: httpx.AsyncClient,
     assert [int(d["ID"]) for d in open_deals["result"]] == [deal]
     no_user = await call(hook, "tasks.task.add", {"fields": {"TITLE": "x", "RESPONSIBLE_ID": 999}})
     assert no_user.json()["error"] == "ERROR_CORE"
+
+
+async def test_the_documented_show_answers_true_for_an_open_call_and_false_otherwise(
+    hook: httpx.AsyncClient, fake: FakeBitrix24
+) -> None:
+    registered = await call(
+        hook, "telephony.externalCall.register", {"USER_ID": 1, "PHONE_NUMBER": DOC_PHONE, "TYPE": 2}
+    )
+    call_id = registered.json()["result"]["CALL_ID"]
+    shown = await call(hook, "telephony.externalCall.show", {"CALL_ID": call_id, "USER_ID": DOC_USER})
+    assert shown.json()["result"] is True
+    assert fake.portal.registered[call_id]["SHOWN_TO"] == [1, DOC_USER]
+    hidden = await call(hook, "telephony.externalCall.hide", {"CALL_ID": call_id, "USER_ID": [1]})
+    assert hidden.json()["result"] is True
+    assert fake.portal.registered[call_id]["SHOWN_TO"] == [DOC_USER]
+    unknown = await call(hook, "telephony.externalCall.show", {"CALL_ID": "externalCall.nope", "USER_ID": 1})
+    assert unknown.json()["result"] is False

@@ -574,6 +574,7 @@ class FakeBitrix24:
             "CRM_ENTITY_ID": int(entity_id) if entity_id else None,
             "CRM_CREATED_LEAD": created[0]["ENTITY_ID"] if created else None,
             "CRM_CREATED_ENTITIES": created,
+            "SHOWN_TO": [int(user["ID"])] if str(params.get("SHOW", "1")) == "1" else [],
         }
         self.portal.registered[call_id] = call
         return self._register_answer(call), {}
@@ -632,8 +633,29 @@ class FakeBitrix24:
                 "LINE_NUMBER",
                 "CRM_CREATED_LEAD",
                 "CRM_CREATED_ENTITIES",
+                "SHOWN_TO",
             )
         }, {}
+
+    def _card(self, params: dict[str, Any], show: bool) -> tuple[Any, dict[str, Any]]:
+        """telephony.externalCall.show / .hide: true, or false for a call that is not open."""
+        call = self.portal.registered.get(str(params.get("CALL_ID") or ""))
+        if call is None:
+            return False, {}
+        users = [_int(u, "USER_ID") for u in _as_list(params.get("USER_ID"))] or [call["USER_ID"]]
+        shown: list[int] = call["SHOWN_TO"]
+        for user in users:
+            if show and user not in shown:
+                shown.append(user)
+            elif not show and user in shown:
+                shown.remove(user)
+        return True, {}
+
+    def show(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return self._card(params, True)
+
+    def hide(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return self._card(params, False)
 
     def attach_record(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         call_id = str(params.get("CALL_ID") or "")
@@ -890,6 +912,8 @@ class FakeBitrix24:
         "telephony.externalcall.finish": finish,
         "telephony.externalcall.attachrecord": attach_record,
         "telephony.externalcall.searchcrmentities": search_entities,
+        "telephony.externalcall.show": show,
+        "telephony.externalcall.hide": hide,
         "voximplant.statistic.get": statistic_get,
         "crm.duplicate.findbycomm": findbycomm,
         "crm.contact.add": contact_add,

@@ -60,6 +60,7 @@ from pbxlink.rules.settings import ClientCreation, CrmSettings
 log = structlog.get_logger()
 
 CALL_LINK = "bitrix24.call"  # crm_links kind: pbxlink call id → Bitrix24 CALL_ID
+SHOWN_LINK = "bitrix24.shown"  # crm_links kind: pbxlink call id → users its card was shown to
 NOT_FOUND = "Call is not found"
 
 
@@ -202,13 +203,17 @@ class Bitrix24:
         return known[-1] if known else None
 
     async def _event(self, message_id: str, event: LiveEvent) -> None:
-        if event.type is not EventType.RINGING or not self.s.register_on_ringing:
+        if event.type not in (EventType.RINGING, EventType.ANSWERED) or not self.s.register_on_ringing:
             return
         age = (self.clock() - event.time).total_seconds()
         if age > self.s.stale_event_seconds:
-            log.info("crm.bitrix24.ringing_stale", id=message_id, call_id=event.call_id, age=round(age))
+            log.info("crm.bitrix24.event_stale", id=message_id, call_id=event.call_id, age=round(age))
+            return
+        if event.type is EventType.ANSWERED:
+            await self._hide_others(message_id, event)
             return
         if event.call_id in self._queued or await self._known_call(event.call_id) is not None:
+            await self._show(message_id, event)  # another agent of a group or queue rings
             return
         params = payloads.register_params(event, event.agent, self.s, self.crm, show=True)
         if params is None:
@@ -220,6 +225,55 @@ class Bitrix24:
         unit.registers[key] = event.call_id
         self._units.append(unit)
         self._queued[event.call_id] = (unit, key)
+        user = await self._user_of(event.agent)
+        if user is not None and self.s.show_card:
+            await self.ledger.link(SHOWN_LINK, event.call_id, str(user))
+
+    async def _card_unit(self, call_id: str) -> tuple[_Unit, str] | None:
+        """The unit a command about this call goes in, and how it names the CALL_ID."""
+        known = await self._known_call(call_id)
+        if known is not None:
+            unit = _Unit()
+            self._units.append(unit)
+            return unit, known
+        if call_id in self._queued:
+            unit, register_key = self._queued[call_id]
+            return unit, f"$result[{register_key}][CALL_ID]"
+        return None
+
+    async def _show(self, message_id: str, event: LiveEvent) -> None:
+        """telephony.externalCall.show: the card pops for each further agent the call rings."""
+        user = await self._user_of(event.agent)
+        if user is None or not self.s.show_card:
+            return
+        if str(user) in await self.ledger.links(SHOWN_LINK, event.call_id):
+            return
+        target = await self._card_unit(event.call_id)
+        if target is None:
+            return
+        unit, call_ref = target
+        key = self._key("s")
+        unit.commands.append(
+            Command(key, "telephony.externalCall.show", {"CALL_ID": call_ref, "USER_ID": user})
+        )
+        unit.owners[key] = message_id
+        await self.ledger.link(SHOWN_LINK, event.call_id, str(user))
+
+    async def _hide_others(self, message_id: str, event: LiveEvent) -> None:
+        """telephony.externalCall.hide: once an agent answers, the others' cards close."""
+        answering = await self._user_of(event.agent)
+        others = [int(u) for u in await self.ledger.links(SHOWN_LINK, event.call_id) if u != str(answering)]
+        if not others:
+            return
+        target = await self._card_unit(event.call_id)
+        if target is None:
+            return
+        unit, call_ref = target
+        key = self._key("h")
+        unit.commands.append(
+            Command(key, "telephony.externalCall.hide", {"CALL_ID": call_ref, "USER_ID": others})
+        )
+        unit.owners[key] = message_id
 
     async def _outcome(self, message_id: str, outcome: CallOutcome) -> None:
         if outcome.direction is Direction.INTERNAL or payloads.phone_number(outcome) is None:
@@ -325,6 +379,9 @@ class Bitrix24:
                     await self._refuse(
                         unit.owners[key], f"telephony.externalCall.finish: {code} {text}".strip()
                     )
+            for key, (code, text) in answer.errors.items():
+                if key[0] in "sh" and key in unit.owners:  # a card not shown/hidden: the call goes on
+                    log.warning("crm.bitrix24.card_refused", key=key, error=code, description=text)
         if unclear:
             await self._check_finished(unclear)
 
