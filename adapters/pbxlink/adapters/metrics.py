@@ -54,6 +54,12 @@ class AdapterMetrics:
             "messages given up on (invalid, or failing max_attempts times), published as dead letters",
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "pbxlink_adapter_webhook_deliveries_total",
+            "signed webhook POSTs by subscriber and result (delivered, retry, dead)",
+            ["subscriber", "result"],
+            registry=r,
+        )
         self.crm_latency = Histogram(
             "pbxlink_adapter_crm_apply_seconds",
             "time to apply one round of pending inbox messages to the CRM backend",

@@ -123,7 +123,14 @@ async def serve(
         if settings.crm.backend == "webhook":
             # Signed webhooks (docs/webhook.md): the consumer enqueues, the deliverer POSTs.
             await create_schema(store)
-            deliverer = Deliverer(store, settings.crm.webhook, read_keys(settings.crm.webhook))
+            deliverer = Deliverer(
+                store,
+                settings.crm.webhook,
+                read_keys(settings.crm.webhook),
+                observe=lambda subscriber, result: metrics.webhook_deliveries.labels(
+                    subscriber, result
+                ).inc(),
+            )
             hooks = WebhookBackend(store, settings.crm.webhook, wake=deliverer.wake)
             adapter = CrmAdapter(settings, store, metrics=metrics, backend=hooks, hooks=hooks)
             deliver: list[Task] = [("webhook-deliverer", lambda: deliverer.run(shutdown))]

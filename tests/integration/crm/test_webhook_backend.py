@@ -17,6 +17,7 @@ from pbxlab.ports import free_port
 from pbxlink.adapters.backends.webhook.backend import Deliverer, WebhookBackend, create_schema, read_keys
 from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.inbox import Inbox
+from pbxlink.adapters.metrics import AdapterMetrics
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store, open_store
 from pbxlink.rules.samples import at, event, event_message, missed, outcome, outcome_message
@@ -52,6 +53,13 @@ class Rig:
     processor: Processor[WebhookBackend]
     deliverer: Deliverer
     backend: WebhookBackend
+    metrics: AdapterMetrics
+
+    def count(self, subscriber: str, result: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "pbxlink_adapter_webhook_deliveries_total", {"subscriber": subscriber, "result": result}
+        )
+        return 0.0 if value is None else value
 
     async def deliver(self, *items: tuple[str, bytes]) -> None:
         await self.inbox.receive_many(list(items), at("2018-03-05T13:32:01Z"))
@@ -79,6 +87,7 @@ class Rig:
 async def webhook_rig(
     tmp_path: Path, erp_url: str, wallboard_url: str, *, attempts: int = 5, age: int = 3600
 ) -> AsyncIterator[Rig]:
+    metrics = AdapterMetrics("crm")
     (tmp_path / "erp.secret").write_text("erp-secret\n")
     (tmp_path / "wallboard.secret").write_text("wallboard-new\n")
     (tmp_path / "wallboard.old").write_text("wallboard-old\n")
@@ -86,12 +95,17 @@ async def webhook_rig(
     settings = settings_from_toml(config)
     store = await open_store(tmp_path / "adapter.sqlite3")
     await create_schema(store)
-    deliverer = Deliverer(store, settings.crm.webhook, read_keys(settings.crm.webhook))
+    deliverer = Deliverer(
+        store,
+        settings.crm.webhook,
+        read_keys(settings.crm.webhook),
+        observe=lambda subscriber, result: metrics.webhook_deliveries.labels(subscriber, result).inc(),
+    )
     backend = WebhookBackend(store, settings.crm.webhook, wake=deliverer.wake)
     inbox = Inbox(store)
     processor = Processor(inbox, backend, settings.crm, max_attempts=3, hooks=backend)
     try:
-        yield Rig(store, inbox, processor, deliverer, backend)
+        yield Rig(store, inbox, processor, deliverer, backend, metrics)
     finally:
         await deliverer.aclose()
         await store.close()
@@ -158,6 +172,7 @@ async def test_a_receiver_answering_500_then_200_gets_each_message_once(tmp_path
         assert sorted(erp.received.order) == [f"pbx1:4.{i}" for i in range(3)]
         assert erp.received.failed == 3
         assert all(state == "delivered" for _, _, state, _, _ in await rig.rows())
+        assert (rig.count("erp", "retry"), rig.count("erp", "delivered")) == (3.0, 3.0)
         assert max(attempts for *_, attempts, _ in await rig.rows()) >= 2
 
 
@@ -172,6 +187,7 @@ async def test_a_receiver_that_keeps_failing_is_dead_lettered_after_max_attempts
         [(message, subscriber, state, attempts, error)] = await rig.rows()
         assert (message, subscriber, state, attempts) == ("pbx1:5.1", "erp", "dead", 3)
         assert error == "HTTP 500: receiver is down (3 tries)"
+        assert (rig.count("erp", "retry"), rig.count("erp", "dead")) == (2.0, 1.0)
         assert erp.received.failed == 3
 
 

@@ -261,7 +261,9 @@ class Deliverer:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
+        self._observe = observe  # (subscriber, delivered | retry | dead), e.g. a metrics counter
         self.store = store
         self.settings = settings
         self.keys = keys
@@ -275,6 +277,10 @@ class Deliverer:
         self.delivered = 0
         self.failed_attempts = 0
         self.dead = 0
+
+    def observe(self, subscriber: str, result: str) -> None:
+        if self._observe is not None:
+            self._observe(subscriber, result)
 
     def wake(self) -> None:
         self._event.set()
@@ -361,6 +367,7 @@ class Deliverer:
             status = response.status_code
             if 200 <= status < 300:
                 self.delivered += 1
+                self.observe(name, "delivered")
                 await self._finish(item, "delivered", None)
                 return
             error = f"HTTP {status}: {response.text[:200]}"
@@ -387,6 +394,7 @@ class Deliverer:
                 "WHERE message_id = ? AND subscriber = ?",
                 (attempts, self.clock() + backoff, error, item.message_id, item.subscriber),
             )
+        self.observe(name, "retry")
         log.warning(
             "crm.webhook.retry",
             subscriber=name,
@@ -412,6 +420,7 @@ class Deliverer:
             )
         if state == "dead":
             self.dead += 1
+            self.observe(item.subscriber, "dead")
             log.error("crm.webhook.dead", subscriber=item.subscriber, id=item.message_id, error=error)
 
     async def counts(self) -> dict[str, int]:
