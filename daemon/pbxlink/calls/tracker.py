@@ -15,8 +15,12 @@ How it decides (docs/outcome.md has the long form):
   the caller's phone) and collects the agents' phones it reaches. Each agent reached starts a
   handling segment; an agent no longer reached ends it. ``answered`` means at least one segment:
   an IVR ``Answer()``, a voicemail box or a Local channel answering never counts.
-* **Ending.** A call finalizes when its last channel has hung up, plus ``settle_seconds`` of AMI
-  time (late transfer events, stragglers), and then its state is dropped.
+* **Ending.** A call finalizes when its last channel has hung up and Asterisk has said, with a
+  CEL ``LINKEDID_END``, that every linkedid of the call is finished; without CEL over AMI, after
+  ``settle_seconds`` of AMI time (late transfer events, stragglers). Then its state is dropped.
+* **Backfill.** :meth:`CallTracker.backfill` folds events rebuilt from another source (Asterisk's
+  CEL records of an AMI gap, :mod:`pbxlink.ami.cel`) through the same handlers; the calls they
+  touch are ``reconstructed`` and produce no stale live events (only ``ended``).
 * **Resync.** After an AMI (re)login the shell lists live channels (``CoreShowChannels``);
   :meth:`CallTracker.resync` ends what vanished during the gap and adopts what it did not know,
   marking those calls ``reconstructed``.
@@ -42,6 +46,8 @@ from pbxlink.ami.events import (
     BridgeDestroy,
     BridgeEnter,
     BridgeLeave,
+    Cel,
+    CelEventType,
     Channel,
     ChannelState,
     CoreShowChannel,
@@ -117,6 +123,7 @@ TRACKED_EVENTS = frozenset(
         "CoreShowChannelsComplete",
         "FullyBooted",
         "SuccessfulAuth",
+        "CEL",  # LINKEDID_END only (AmiDecoder's default cel_types)
     }
 )
 
@@ -208,11 +215,13 @@ class _TransferRecord:
 class _Call:
     __slots__ = (
         "active",
+        "backfilled",
         "channels",
         "consulted",
         "deadline",
         "end_inferred",
         "ended_at",
+        "ended_linkedids",
         "external_dial",
         "gap_inferred",
         "hangup_by",
@@ -242,6 +251,8 @@ class _Call:
         self.start_inferred = False
         self.end_inferred = False
         self.gap_inferred = False  # bridges changed while AMI was away (talk times inferred)
+        self.backfilled = False  # some of its events were rebuilt from CEL records of a gap
+        self.ended_linkedids: set[str] = set()  # CEL LINKEDID_END seen for these
         self.ended_at: float | None = None
         self.deadline: float | None = None
         self.originated_agent: str | None = None
@@ -317,6 +328,7 @@ class CallTracker:
         self._active = 0
         self._session = 0  # FullyBooted events seen: one per AMI login
         self._booted_since_resync = False
+        self._backfilling = False
         self.stats: Counter[str] = Counter()
         self._handlers: dict[type, Callable[[AmiEvent, float, list[TrackerOutput]], None]] = {
             Newchannel: self._on_channel,
@@ -343,6 +355,7 @@ class CallTracker:
             CoreShowChannelsComplete: self._on_core_show_complete,
             FullyBooted: self._on_fully_booted,
             SuccessfulAuth: self._on_clock_only,
+            Cel: self._on_cel,
         }
 
     # -----------------------------------------------------------------------------------------
@@ -382,6 +395,25 @@ class CallTracker:
         out: list[TrackerOutput] = []
         self._clock = max(self._clock, now)
         self._finalize_due(now, out)
+        return out
+
+    def backfill(self, events: Iterable[AmiEvent]) -> list[TrackerOutput]:
+        """Fold events that happened while AMI was away, rebuilt from Asterisk's CEL records
+        (:func:`pbxlink.ami.cel.cel_to_events`), oldest first.
+
+        They go through the same handlers as live events. Every call they touch is marked
+        ``reconstructed``; live events (ringing, answered, transferred) are not produced for
+        them (they are history by now), except ``ended`` for the calls that finalize. Events of
+        calls already finalized are dropped like any late event, so a call is never reported
+        twice."""
+        out: list[TrackerOutput] = []
+        self._backfilling = True
+        try:
+            for event in events:
+                self.stats["backfilled_event"] += 1
+                out.extend(self.handle(event))
+        finally:
+            self._backfilling = False
         return out
 
     def flush_ended(self) -> list[TrackerOutput]:
@@ -474,6 +506,8 @@ class CallTracker:
         chan = self._chans.get(snap.uniqueid)
         if chan is not None:
             chan.session = self._session
+            if self._backfilling:
+                chan.call.backfilled = True
             return self._update(chan, snap)
         if snap.uniqueid in self._finished:
             self.stats["late_event"] += 1
@@ -486,6 +520,8 @@ class CallTracker:
             self._active += 1
         elif call.deadline is not None:
             call.deadline = None  # a new channel revives a call that was settling
+        if self._backfilling:
+            call.backfilled = True
         party = self._party(snap.name)
         chan = _Chan(snap, party, call, when)
         chan.session = self._session
@@ -533,9 +569,12 @@ class CallTracker:
         for linkedid in gone.linkedids:
             self._calls[linkedid] = keep
         keep.linkedids |= gone.linkedids
-        keep.start_inferred = keep.start_inferred and gone.start_inferred
+        # Whatever part had to be inferred makes the merged call reconstructed.
+        keep.start_inferred = keep.start_inferred or gone.start_inferred
         keep.end_inferred = keep.end_inferred or gone.end_inferred
         keep.gap_inferred = keep.gap_inferred or gone.gap_inferred
+        keep.backfilled = keep.backfilled or gone.backfilled
+        keep.ended_linkedids |= gone.ended_linkedids
         if gone.ended_at is not None and (keep.ended_at is None or gone.ended_at > keep.ended_at):
             keep.ended_at = gone.ended_at
         keep.originated_agent = keep.originated_agent or gone.originated_agent
@@ -591,6 +630,9 @@ class CallTracker:
         else:
             call.live = 0
             self._close_segments(call, when)
+            if call.linkedids <= call.ended_linkedids:
+                self._finalize(call, out)  # Asterisk already said every linkedid is finished
+                return
             call.deadline = when + self.settings.settle_seconds
             heapq.heappush(self._deadlines, (call.deadline, next(self._tiebreak), call))
 
@@ -950,6 +992,21 @@ class CallTracker:
         self._session += 1
         self._booted_since_resync = True
 
+    def _on_cel(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
+        """CEL ``LINKEDID_END``: Asterisk has destroyed the last channel of a linkedid. Once
+        that is so for every linkedid of a call whose channels are all gone, the call is over:
+        its outcome goes out now instead of after ``settle_seconds``."""
+        assert isinstance(event, Cel)
+        if event.type is not CelEventType.LINKEDID_END:
+            return
+        call = self._calls.get(event.linkedid)
+        if call is None:
+            return  # already finalized (or never followed)
+        call.ended_linkedids.add(event.linkedid)
+        if call.live == 0 and call.channels and call.linkedids <= call.ended_linkedids:
+            self.stats["final_on_linkedid_end"] += 1
+            self._finalize(call, out)
+
     def _on_clock_only(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         """Only its Timestamp matters (handle() has already advanced the clock)."""
 
@@ -1124,7 +1181,7 @@ class CallTracker:
             hangup_by=None if call.end_inferred else (call.hangup_by or HangupBy.SYSTEM),
             recordings=tuple(call.recordings),
             routing=self._routing(call, external, line),
-            reconstructed=call.start_inferred or call.end_inferred or call.gap_inferred,
+            reconstructed=call.start_inferred or call.end_inferred or call.gap_inferred or call.backfilled,
         )
 
     def _routing(
@@ -1184,6 +1241,8 @@ class CallTracker:
         external: ExternalParty | None = None,
         line: str | None = None,
     ) -> None:
+        if self._backfilling and kind is not LiveEventType.ENDED:
+            return  # history by now: only the outcome (and its "ended") goes out
         if direction is None:
             direction = self._direction(call)
             if direction is None:
