@@ -19,8 +19,8 @@ import structlog
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import StoreError, open_store
-from pbxlink.daemon.config import LogSettings, Secret, read_secret
 from pbxlink.daemon.logs import configure_logging
+from pbxlink.foundation.config import LogSettings, Secret, read_secret
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.rules.settings import Settings, SettingsError, load_settings
 

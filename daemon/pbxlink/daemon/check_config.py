@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pbxlink.daemon.config import Settings, load_settings, to_toml
+from pbxlink.daemon.config import Settings, load_settings
+from pbxlink.foundation.config import to_toml
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError, ConfigProblem
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.config import Secret, load_settings, to_toml
+from pbxlink.daemon.config import load_settings
+from pbxlink.foundation.config import Secret, to_toml
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
