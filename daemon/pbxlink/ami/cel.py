@@ -97,6 +97,8 @@ class _Batch:
     # per channel: (position, application, app data) of its records that name one
     apps: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
     dialed: dict[str, str] = field(default_factory=dict)  # uniqueid → appdial/appqueue/appdial2
+    first_record: dict[str, int] = field(default_factory=dict)  # uniqueid → position
+    members: dict[str, list[str]] = field(default_factory=dict)  # linkedid → uniqueids
     chans: dict[str, _ChanState] = field(default_factory=dict)
     by_name: dict[str, str] = field(default_factory=dict)  # channel name → uniqueid
     linkedid_first: set[str] = field(default_factory=set)
@@ -109,6 +111,9 @@ def cel_to_events(records: Iterable[Cel]) -> list[AmiEvent]:
     ordered = sorted(records, key=lambda r: r.time or 0.0)  # stable: equal times keep their order
     batch = _Batch(ordered, _channels_that_rang(ordered))
     for position, record in enumerate(ordered):
+        if record.uniqueid not in batch.first_record:
+            batch.first_record[record.uniqueid] = position
+            batch.members.setdefault(record.linkedid, []).append(record.uniqueid)
         if record.application:
             batch.apps.setdefault(record.uniqueid, []).append((position, record.application, record.app_data))
             app = record.application.lower()
@@ -276,10 +281,14 @@ def _dialer(record: Cel, batch: _Batch) -> _ChanState | None:
     """The channel whose dialing application created this one: alive, same linkedid, running
     Dial/Queue/…; the one whose dial string names this channel's device first, else the
     newest such channel. The second half of a Local pair is created by its first half."""
-    if record.channel.startswith("Local/") and record.channel.endswith(";2"):
+    if record.channel.startswith("Local/") and (
+        record.channel.endswith(";2") or batch.dialed.get(record.uniqueid) not in _DIALED_BY_DIAL
+    ):
+        # the second half is created by the first; a first half that no Dial()/Queue() ran
+        # was created by a feature (an attended transfer's consultation)
         return None
     candidates = []
-    for state in batch.chans.values():
+    for state in _linkedid_channels(batch, record.linkedid):
         if not state.alive or state.snap.linkedid != record.linkedid:
             continue
         if state.snap.uniqueid == record.uniqueid:
@@ -291,13 +300,20 @@ def _dialer(record: Cel, batch: _Batch) -> _ChanState | None:
                 continue
             state.application, state.app_data = upcoming
         candidates.append(state)
-    if not candidates:
-        return None
     device = _device(record.channel)
     for state in reversed(candidates):
         if any(_device_of_target(t) == device for t in _targets(state.app_data)):
             return state
-    return candidates[-1]
+    # A Local channel's second half runs the dialplan that dials: when no dial string names
+    # this device, the newest such half is the likelier dialer (a transfer's consultation).
+    halves = [
+        s
+        for s in _linkedid_channels(batch, record.linkedid)
+        if s.alive and s.snap.name.startswith("Local/") and s.snap.name.endswith(";2")
+    ]
+    if halves:
+        return halves[-1]
+    return candidates[-1] if candidates else None
 
 
 def _origin_fallback(record: Cel, batch: _Batch) -> _ChanState | None:
@@ -306,8 +322,25 @@ def _origin_fallback(record: Cel, batch: _Batch) -> _ChanState | None:
     the linkedid's first channel, if it is still up."""
     if batch.dialed.get(record.uniqueid) not in _DIALED_BY_DIAL:
         return None
-    origin = batch.chans.get(record.linkedid)
+    origin = next(
+        (s for s in _linkedid_channels(batch, record.linkedid) if s.snap.uniqueid == record.linkedid), None
+    )
     return origin if origin is not None and origin.alive else None
+
+
+def _linkedid_channels(batch: _Batch, linkedid: str) -> list[_ChanState]:
+    """The channels of a linkedid up now: those seen so far, and those already up when the
+    records begin (no CHAN_START of theirs), registered from their first record."""
+    found = []
+    for uniqueid in batch.members.get(linkedid, ()):
+        state = batch.chans.get(uniqueid)
+        if state is None:
+            first = batch.records[batch.first_record[uniqueid]]
+            if first.type is CelEventType.CHAN_START:
+                continue  # not created yet
+            state = _start(first, batch)
+        found.append(state)
+    return found
 
 
 def _next_app(batch: _Batch, uniqueid: str) -> tuple[str, str] | None:

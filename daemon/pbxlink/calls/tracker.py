@@ -95,6 +95,9 @@ _REJOIN_SECONDS = 1.0
 # straggling event cannot start a ghost call.
 _FINISHED_SECONDS = 60.0
 _FINISHED_MEMORY = 50_000
+# The AMI session of a channel last seen in a backfill (CEL records of a gap): none, so the
+# next CoreShowChannels snapshot ends it if it is not listed.
+_BACKFILLED = -1
 
 
 # The AMI events the tracker uses (decode only these: AmiDecoder(TRACKED_EVENTS)).
@@ -507,6 +510,7 @@ class CallTracker:
         if chan is not None:
             chan.session = self._session
             if self._backfilling:
+                chan.session = _BACKFILLED  # the next snapshot decides whether it is still up
                 chan.call.backfilled = True
             return self._update(chan, snap)
         if snap.uniqueid in self._finished:
@@ -524,7 +528,7 @@ class CallTracker:
             call.backfilled = True
         party = self._party(snap.name)
         chan = _Chan(snap, party, call, when)
-        chan.session = self._session
+        chan.session = _BACKFILLED if self._backfilling else self._session
         self._chans[snap.uniqueid] = chan
         call.channels[snap.uniqueid] = chan
         call.live += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,8 +23,9 @@ from typing import Any
 
 import structlog
 
-from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent
-from pbxlink.ami.events import CoreShowChannel, CoreShowChannelsComplete, FullyBooted
+from pbxlink.ami.cel import cel_to_events
+from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent, cel_event_type
+from pbxlink.ami.events import Cel, CelEventType, CoreShowChannel, CoreShowChannelsComplete, FullyBooted
 from pbxlink.ami.framing import Frame
 from pbxlink.calls.model import CallOutcome, TrackerOutput
 from pbxlink.calls.outcome import to_json
@@ -210,12 +212,15 @@ class CallPipeline:
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
         routing_lookup: Callable[[Iterable[str]], Mapping[str, object] | None] | None = None,
+        final_on_linkedid_end: bool = True,
     ) -> None:
         self.tracker = tracker
         # The FastAGI side's own record of a call's decision (by linkedid): it knows what the
         # channel variables seen on AMI do not carry (how long the decision took, the rule).
         self._routing_lookup = routing_lookup
-        self._decoder = AmiDecoder()
+        # CEL LINKEDID_END finalizes a call at once; without it the settle timer does.
+        self._decoder = AmiDecoder(cel_types=(CelEventType.LINKEDID_END,) if final_on_linkedid_end else ())
+        self.last_event_time: float | None = None  # the newest AMI Timestamp fed (not replayed)
         self._writer = writer
         self._node = node
         self._metrics = metrics
@@ -243,6 +248,8 @@ class CallPipeline:
             return
         if not replaying:
             self._writer.journal(JournalEntry(JournalKind.FRAME, bytes(frame.raw)))
+        if event.time is not None and (self.last_event_time is None or event.time > self.last_event_time):
+            self.last_event_time = event.time
         # A CoreShowChannels listing in the stream is tracker state before it creates any call.
         if isinstance(event, CoreShowChannel):
             self._listing = True
@@ -273,6 +280,18 @@ class CallPipeline:
         if self.tracker.active_calls == 0 and not self._listing and not replaying:
             self._writer.reset_journal(self.tracker.clock)
 
+    def backfill(self, records: Sequence[Cel], until: float, *, replaying: bool = False) -> int:
+        """Fold Asterisk's CEL records of a gap (AMI down, or no daemon) through the tracker:
+        the calls they touch come out ``reconstructed``, a call already finalized is not
+        reported again. Returns the outcomes produced."""
+        if not replaying:
+            self._writer.journal(JournalEntry(JournalKind.CEL, pack_cel(records), until))
+        outputs = self.tracker.backfill(cel_to_events(records))
+        self._emit(outputs)
+        if self.tracker.active_calls == 0 and not self._listing and not replaying:
+            self._writer.reset_journal(self.tracker.clock)
+        return sum(1 for o in outputs if isinstance(o, CallOutcome))
+
     def replay_journal(self, entries: Iterable[JournalEntry]) -> int:
         """Rebuild the tracker after a restart from the journal of the previous run.
 
@@ -286,6 +305,8 @@ class CallPipeline:
                 self.feed(Frame(entry.data), replaying=True)
             elif entry.kind is JournalKind.CLOCK:
                 self.tick(entry.at or 0.0, replaying=True)
+            elif entry.kind is JournalKind.CEL:
+                self.backfill(unpack_cel(entry.data), entry.at or 0.0, replaying=True)
             else:
                 frames = [Frame(raw) for raw in unpack_frames(entry.data)]
                 self.resync(frames, entry.at or 0.0, replaying=True)
@@ -331,6 +352,50 @@ class CallPipeline:
         for key, value in decided.items():
             if routing.get(key) is None and value is not None:
                 routing[key] = value
+
+
+def pack_cel(records: Iterable[Cel]) -> bytes:
+    """CEL records as the journal keeps them (JSON rows)."""
+    rows = [
+        [
+            r.time,
+            r.type.value,
+            r.channel,
+            r.uniqueid,
+            r.linkedid,
+            r.caller_num,
+            r.caller_name,
+            r.context,
+            r.exten,
+            r.application,
+            r.app_data,
+            r.peer,
+            r.extra,
+        ]
+        for r in records
+    ]
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def unpack_cel(blob: bytes) -> list[Cel]:
+    return [
+        Cel(
+            time=row[0],
+            type=cel_event_type(row[1]),
+            channel=row[2],
+            uniqueid=row[3],
+            linkedid=row[4],
+            caller_num=row[5],
+            caller_name=row[6],
+            context=row[7],
+            exten=row[8],
+            application=row[9],
+            app_data=row[10],
+            peer=row[11],
+            extra=row[12],
+        )
+        for row in json.loads(blob)
+    ]
 
 
 def _log_finished_call(outcome: dict[str, object]) -> None:
