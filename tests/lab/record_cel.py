@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pbxlab.session import LabSession  # noqa: E402 - after the path is set
+from pbxlab.session import LabSession
 
 SCENARIOS = (
     "inbound_answered",

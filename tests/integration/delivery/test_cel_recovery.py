@@ -203,7 +203,8 @@ async def test_calls_placed_and_finished_during_an_ami_outage_come_out_once_each
     assert all(o["hangup_by"] is not None for o in ended_in_the_cut)
     log = rig.daemon.log_lines()
     backfills = [line for line in log if line.get("event") == "cel_backfilled"]
-    assert backfills and backfills[0]["outcomes"] == 3
+    assert backfills
+    assert backfills[0]["outcomes"] == 3
 
 
 async def test_a_daemon_killed_while_calls_ring_gives_complete_outcomes_after_restart(

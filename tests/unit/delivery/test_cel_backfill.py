@@ -153,9 +153,9 @@ def test_a_long_csv_file_is_searched_not_read_whole(tmp_path: Path) -> None:
 
 
 def test_a_missing_backend_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CelReadError, match="no CEL database at .*missing.sqlite"):
+    with pytest.raises(CelReadError, match=r"no CEL database at .*missing\.sqlite"):
         SqliteCelReader(tmp_path / "missing.sqlite").read(*EVERYTHING)
-    with pytest.raises(CelReadError, match="cannot read the CEL file .*missing.csv"):
+    with pytest.raises(CelReadError, match=r"cannot read the CEL file .*missing\.csv"):
         _csv(tmp_path / "missing.csv").read(*EVERYTHING)
 
 
