@@ -169,12 +169,12 @@ async def test_calls_placed_and_finished_during_an_ami_outage_come_out_once_each
     assert rig.proxy.go_down() == 1
     cut_at = time.time()
     # one at a time where the queue needs 102 free (ringinuse = no)
-    await finished(rig.inbound("0501110041", hold_ms=1500))
+    await finished(rig.inbound("0501110041", hold_ms=5000))  # held from Asterisk's own Answer()
     answered = rig.internal("102")
     unanswered = rig.internal("103", answer_timeout_ms=2500)
     await finished(answered)
     await finished(unanswered)
-    spanning = rig.inbound("0501110042", hold_ms=7000)  # starts in the cut, ends after it
+    spanning = rig.inbound("0501110042", hold_ms=9000)  # starts in the cut, ends after it
     await ringing(rig.lab, 4)
     await asyncio.sleep(3.5)  # answered by now
     rig.proxy.come_back()
@@ -213,7 +213,7 @@ async def test_a_daemon_killed_while_calls_ring_gives_complete_outcomes_after_re
     rig = cel_rig
     rig.daemon.start()
     await asyncio.to_thread(rig.daemon.wait_ready)
-    ringing_at_kill = rig.inbound("0501110051", hold_ms=3000)
+    ringing_at_kill = rig.inbound("0501110051", hold_ms=6000)
     await ringing(rig.lab, 4)  # the caller and the three phones of the queue
     await asyncio.sleep(0.5)  # the journal is committed at most 0.2 s after an event
     rig.daemon.kill()
