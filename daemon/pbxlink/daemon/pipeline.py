@@ -78,7 +78,8 @@ class OutboxWriter:
         self._on_commit = on_commit
         self._clock = clock
         self._queue: deque[Envelope] = deque()
-        self._queued = asyncio.Event()
+        self._queued = asyncio.Event()  # anything to commit (envelopes or journal entries)
+        self._submitted = asyncio.Event()  # envelopes (or a stop): commit now
         self._room = asyncio.Event()
         self._room.set()
         self._journal: list[JournalEntry] = []
@@ -97,6 +98,7 @@ class OutboxWriter:
     def submit(self, envelopes: Iterable[Envelope]) -> None:
         self._queue.extend(envelopes)
         self._queued.set()
+        self._submitted.set()
         if len(self._queue) >= self._max_backlog and self._room.is_set():
             self._room.clear()
             log.error(
@@ -139,6 +141,7 @@ class OutboxWriter:
         """Commit what is queued, then let :meth:`run` return."""
         self._stopping = True
         self._queued.set()
+        self._submitted.set()
 
     async def run(self) -> None:
         retry = WRITE_RETRY_INITIAL
@@ -150,10 +153,13 @@ class OutboxWriter:
                 await self._queued.wait()
                 continue
             if not self._queue and not self._stopping:
-                # Only journal entries: give envelopes a moment to join this commit.
-                self._queued.clear()
+                # Only journal entries: give envelopes a moment to join this commit. Only an
+                # envelope (or a stop) cuts the wait short; more journal entries do not, so a
+                # busy AMI stream does not keep the disk busy with journal-only commits that an
+                # outcome would then have to wait behind.
+                self._submitted.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._queued.wait(), JOURNAL_DELAY)
+                    await asyncio.wait_for(self._submitted.wait(), JOURNAL_DELAY)
             batch = list(self._queue)
             journal = list(self._journal)
             reset = self._journal_reset
