@@ -471,8 +471,13 @@ class CallTracker:
                     continue
                 chan = adopted
                 chan.call.start_inferred = True
+                self._adopt_stage(chan, item)
             else:
                 chan = self._update(known, snap)
+                if chan.call.start_inferred and item.duration_seconds > 0:
+                    # first seen in this session's events (not at its start): its age is better
+                    chan.created = min(chan.created, now - item.duration_seconds)
+                    chan.order = (chan.created, chan.order[1])
             chan.up = snap.state is ChannelState.UP
             if chan.bridge != item.bridge_id:
                 chan.call.gap_inferred = chan.call.gap_inferred or known is not None
@@ -485,6 +490,20 @@ class CallTracker:
                 self._recompute(call, now, out)
         self._finalize_due(now, out)
         return out
+
+    def _adopt_stage(self, chan: _Chan, item: CoreShowChannel) -> None:
+        """A channel first seen in a snapshot that runs Dial() or Queue(): the call was ringing
+        agents (or waiting in a queue) when pbxlink came back, not lost in the IVR."""
+        call = chan.call
+        app = item.application.lower()
+        if app not in ("dial", "queue") or chan.party.kind is PartyKind.AGENT or call.segments:
+            return
+        if app == "queue":
+            call.in_queue = True
+            call.queue = item.app_data.split(",", 1)[0] or call.queue
+            call.stage = MissedAt.QUEUE
+        elif call.stage is None and not call.voicemail:
+            call.stage = MissedAt.AGENT
 
     # -----------------------------------------------------------------------------------------
     # channels and calls

@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from pbxlink.ami.decode import AmiDecoder
-from pbxlink.ami.events import AmiEvent, Cel, CelEventType, CoreShowChannel, FullyBooted, Hangup
+from pbxlink.ami.events import (
+    AmiEvent,
+    Cel,
+    CelEventType,
+    Channel,
+    ChannelState,
+    CoreShowChannel,
+    FullyBooted,
+    Hangup,
+)
 from pbxlink.ami.framing import AmiFramer
-from pbxlink.calls.model import CallOutcome, LiveEvent, LiveEventType
+from pbxlink.calls.model import CallOutcome, LiveEvent, LiveEventType, MissedAt
 from pbxlink.calls.parties import PartyRules
 from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks
@@ -199,3 +208,37 @@ def test_an_empty_tracker_produces_nothing() -> None:
 def test_a_bad_agent_pattern_fails_at_construction(pattern: str) -> None:
     with pytest.raises(re.error):
         PartyRules(agent_endpoints=pattern)
+
+
+def _snapshot_channel(name: str, uniqueid: str, linkedid: str, state: int, exten: str) -> Channel:
+    return Channel(
+        name=name,
+        uniqueid=uniqueid,
+        linkedid=linkedid,
+        state=ChannelState(state),
+        caller_num="0501230000" if name.startswith("PJSIP/trunk") else name[6:9],
+        caller_name=None,
+        context="from-trunk",
+        exten=exten,
+    )
+
+
+def test_a_call_adopted_from_a_snapshot_while_it_rings_a_queue_is_a_queue_miss_not_an_ivr_one() -> None:
+    """No CEL: the snapshot after a gap shows the caller in Queue() and the agents ringing; the
+    caller then hangs up. Where it was lost comes from the snapshot, its start from its age."""
+    now = 1_800_000_100.0
+    caller = _snapshot_channel("PJSIP/trunk-00000001", "1800000088.1", "1800000088.1", 6, "s")
+    agent = _snapshot_channel("PJSIP/101-00000002", "1800000095.2", "1800000088.1", 5, "s")
+    listing = [
+        CoreShowChannel(None, caller, None, "Queue", "support,rtT,,,30", 12.0),
+        CoreShowChannel(None, agent, None, "AppQueue", "(Outgoing Line)", 5.0),
+    ]
+    tracker = CallTracker(SETTINGS)
+    tracker.resync(listing, now)
+    out = tracker.handle(Hangup(now + 1, caller, 16)) + tracker.handle(Hangup(now + 1, agent, 26))
+    out += tracker.tick(now + 10)
+    [outcome] = [o for o in out if isinstance(o, CallOutcome)]
+    assert outcome.missed_at is MissedAt.QUEUE
+    assert outcome.queue == "support"
+    assert outcome.started_at == now - 12.0
+    assert outcome.reconstructed
