@@ -27,6 +27,7 @@ under the name in ``X_credential`` (:func:`read_secret` is the one reader of a s
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
 import os
@@ -42,14 +43,18 @@ from typing import Any, Literal, TypeVar
 from pbxlink.foundation.errors import ConfigError, ConfigProblem
 
 __all__ = [
+    "SECTION_OWNERS",
     "AtLeast",
     "Check",
+    "Convert",
     "LogSettings",
     "MqttSettings",
     "NonEmpty",
     "Secret",
+    "add_config_arguments",
     "load_config",
     "mqtt_problems",
+    "parse_config",
     "parse_section",
     "port_problems",
     "read_secret",
@@ -96,6 +101,35 @@ class AtLeast:
 @dataclass(frozen=True, slots=True)
 class NonEmpty:
     """``Annotated[str, NonEmpty()]``: the parser refuses an empty string."""
+
+
+@dataclass(frozen=True, slots=True)
+class Convert:
+    """``Annotated[X, Convert(func)]``: ``func(raw TOML value)`` builds the field's value in place of
+    the type-driven conversion; a ``ValueError`` it raises becomes a problem at the field's path."""
+
+    func: Callable[[Any], Any]
+
+
+# Every top-level table of the one config file and who owns it. A process parses its own tables,
+# leaves the others' to them (``pbxlink check-config`` checks them all), and reports a table that
+# nobody owns as an unknown key. A new process registers its tables here.
+SECTION_OWNERS: Mapping[str, str] = types.MappingProxyType(
+    {
+        "mqtt": "every process",
+        "log": "every process",
+        "node": "daemon",
+        "ami": "daemon",
+        "state": "daemon",
+        "tracker": "daemon",
+        "cel": "daemon",
+        "agi": "daemon",
+        "routing": "daemon",
+        "http": "daemon",
+        "adapter": "adapter",
+        "crm": "adapter",
+    }
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,31 +199,50 @@ def load_config(
     overrides: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     checks: Iterable[Check[T]] = (),
-    others: Iterable[str] = (),
 ) -> T:
     """Load, layer and validate settings ``cls``; raise :class:`ConfigError` listing every problem.
 
-    ``path`` None means the dataclass defaults only (plus ``overrides``). ``others`` names top-level
-    tables that belong to other processes sharing the file: they must be tables and are otherwise
-    left to their owner (any other unknown top-level key is a problem). ``checks`` run on the parsed
-    settings after the secrets are read; their problems are reported with the parser's.
+    ``path`` None means the dataclass defaults only (plus ``overrides``); else ``path`` and then
+    ``conf.d/*.toml`` beside it. ``checks`` run on the parsed settings after the secrets are read;
+    their problems are reported with the parser's. Top-level tables that :data:`SECTION_OWNERS`
+    gives to other processes are left to them.
     """
-    env = os.environ if environ is None else environ
     problems: list[ConfigProblem] = []
     merged: dict[str, Any] = {}
     for source in _config_files(path, problems):
         data = _read_toml(source, problems)
         if data is not None:
             _deep_merge(merged, data)
+    return parse_config(cls, merged, overrides=overrides, environ=environ, checks=checks, problems=problems)
+
+
+def parse_config(
+    cls: type[T],
+    document: Mapping[str, Any],
+    *,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    checks: Iterable[Check[T]] = (),
+    problems: list[ConfigProblem] | None = None,
+) -> T:
+    """:func:`load_config` for an already parsed TOML document (tests, embedded examples)."""
+    env = os.environ if environ is None else environ
+    problems = [] if problems is None else problems
+    merged: dict[str, Any] = {}
+    _deep_merge(merged, document)
     for item in overrides:
         _apply_override(merged, item, problems)
     own = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    for name in others:
-        if name in merged and name not in own:
-            value = merged.pop(name)
-            if not isinstance(value, Mapping):
-                problems.append(ConfigProblem(name, f"expected a table, got {_describe(value)}"))
-    settings = parse_section(cls, merged, "", problems)
+    known = ", ".join(sorted(own | set(SECTION_OWNERS)))
+    mine: dict[str, Any] = {}
+    for name, value in merged.items():
+        if name in own:
+            mine[name] = value
+        elif name not in SECTION_OWNERS:
+            problems.append(ConfigProblem(name, f"unknown key (known here: {known})"))
+        elif not isinstance(value, Mapping):
+            problems.append(ConfigProblem(name, f"expected a table, got {_describe(value)}"))
+    settings = parse_section(cls, mine, "", problems)
     if settings is not None:
         settings = _resolve_secrets(settings, env, problems)
         for check in checks:
@@ -197,6 +250,26 @@ def load_config(
     if problems or settings is None:
         raise ConfigError(problems)
     return settings
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, default: Path | None = None) -> None:
+    """The config flags of every command that reads the config: ``-c/--config`` and ``--set``."""
+    where = f"default {default}" if default is not None else "default: embedded defaults only"
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=default,
+        help=f"main TOML file; conf.d/*.toml beside it is read too ({where})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting (repeatable), e.g. --set mqtt.port=1884",
+    )
 
 
 def _config_files(path: Path | None, problems: list[ConfigProblem]) -> list[Path]:
@@ -261,32 +334,37 @@ def _is_secret_type(tp: Any) -> bool:
     return tp == Secret | None or tp is Secret
 
 
-def _resolve_secrets(settings: T, env: Mapping[str, str], problems: list[ConfigProblem]) -> T:
-    """Fill every ``Secret | None`` field of every section from ``<name>_file`` or the credential."""
+def _resolve_secrets(node: T, env: Mapping[str, str], problems: list[ConfigProblem], path: str = "") -> T:
+    """Fill every ``Secret | None`` field, in every section and sub-section, from ``<name>_file``
+    or, when that is unset, from ``$CREDENTIALS_DIRECTORY/<value of <name>_credential>``."""
     updates: dict[str, Any] = {}
-    for top in dataclasses.fields(settings):  # type: ignore[arg-type]
-        section = getattr(settings, top.name)
-        if not dataclasses.is_dataclass(section) or isinstance(section, type):
-            continue
-        hints = typing.get_type_hints(type(section))
-        filled: dict[str, Secret] = {}
-        for name, tp in hints.items():
-            if not _is_secret_type(tp):
-                continue
-            file_path: Path | None = getattr(section, f"{name}_file", None)
-            credential: str = getattr(section, f"{name}_credential", "")
-            value: str | None = None
-            if file_path is not None:
-                value = _read_secret(file_path, f"{top.name}.{name}_file", problems)
-            elif credential and env.get("CREDENTIALS_DIRECTORY"):
-                candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
-                if candidate.is_file():
-                    value = _read_secret(candidate, f"{top.name}.{name}_credential", problems)
-            if value is not None:
-                filled[name] = Secret(value)
-        if filled:
-            updates[top.name] = dataclasses.replace(section, **filled)
-    return dataclasses.replace(settings, **updates) if updates else settings  # type: ignore[type-var]
+    hints = typing.get_type_hints(type(node))
+    for f in dataclasses.fields(node):  # type: ignore[arg-type]
+        value = getattr(node, f.name)
+        where = f"{path}.{f.name}" if path else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            filled_section = _resolve_secrets(value, env, problems, where)
+            if filled_section is not value:
+                updates[f.name] = filled_section
+        elif _is_secret_type(hints[f.name]):
+            secret = _find_secret(node, f.name, where, env, problems)
+            if secret is not None:
+                updates[f.name] = Secret(secret)
+    return dataclasses.replace(node, **updates) if updates else node  # type: ignore[type-var]
+
+
+def _find_secret(
+    section: Any, name: str, where: str, env: Mapping[str, str], problems: list[ConfigProblem]
+) -> str | None:
+    file_path: Path | None = getattr(section, f"{name}_file", None)
+    credential: str = getattr(section, f"{name}_credential", "")
+    if file_path is not None:
+        return _read_secret(file_path, f"{where}_file", problems)
+    if credential and env.get("CREDENTIALS_DIRECTORY"):
+        candidate = Path(env["CREDENTIALS_DIRECTORY"]) / credential
+        if candidate.is_file():
+            return _read_secret(candidate, f"{where}_credential", problems)
+    return None
 
 
 def read_secret(path: Path, where: str) -> Secret:
@@ -325,8 +403,10 @@ def parse_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
     Returns None when the table itself is not a table. Fields missing from ``data`` keep their
     defaults; a field without a default that is missing is a problem. Supported field types: bool,
     int, float, str, Path, Literal[...], Enum, ``X | None``, ``tuple[X, ...]``, nested dataclasses,
-    ``Mapping[str, X]`` (a table of X), ``Annotated[X, AtLeast(n) | NonEmpty()]``; a ``Secret``
-    field cannot be written (it is filled from ``<name>_file`` / ``<name>_credential``).
+    ``Mapping[str, X]`` (a table of X), ``Annotated[X, AtLeast(n) | NonEmpty() | Convert(f)]``; a
+    ``Secret`` field cannot be written (it is filled from ``<name>_file`` / ``<name>_credential``).
+    A section may name keys it used to have in a ``MOVED_KEYS: ClassVar[Mapping[str, str]]``
+    (old key → new dotted path); such a key is still refused, with a pointer to its new home.
     """
     if not isinstance(data, Mapping):
         problems.append(ConfigProblem(path, f"expected a table, got {_describe(data)}"))
@@ -348,6 +428,10 @@ def parse_section(cls: type[T], data: Any, path: str, problems: list[ConfigProbl
             )
             continue
         if target is None:
+            moved: Mapping[str, str] = getattr(cls, "MOVED_KEYS", {})
+            if key in moved:
+                problems.append(ConfigProblem(key_path, f"unknown key: moved to {moved[key]}"))
+                continue
             known = ", ".join(sorted(n for n in fields if n not in secret_fields))
             problems.append(ConfigProblem(key_path, f"unknown key (known here: {known})"))
             continue
@@ -375,6 +459,13 @@ def _convert(tp: Any, value: Any, path: str, problems: list[ConfigProblem]) -> t
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:
+        converters = [rule for rule in args[1:] if isinstance(rule, Convert)]
+        if converters:
+            try:
+                return True, converters[0].func(value)
+            except ValueError as exc:
+                problems.append(ConfigProblem(path, str(exc)))
+                return False, None
         ok, converted = _convert(args[0], value, path, problems)
         if ok:
             for rule in args[1:]:
@@ -388,8 +479,9 @@ def _convert(tp: Any, value: Any, path: str, problems: list[ConfigProblem]) -> t
     if origin in (types.UnionType, typing.Union):
         non_none = [a for a in args if a is not type(None)]
         if len(non_none) == 1:
-            if value == "" and non_none[0] is str:
-                return True, None  # an empty optional string means "not set"
+            inner = non_none[0]
+            if value == "" and (inner is str or (isinstance(inner, type) and issubclass(inner, enum.Enum))):
+                return True, None  # an empty optional string or choice means "not set"
             return _convert(non_none[0], value, path, problems)
     if origin is Literal:
         if value in args:
@@ -476,12 +568,14 @@ def _describe(value: Any) -> str:
 # Showing the effective configuration
 
 
-def to_toml(settings: object) -> str:
-    """The effective configuration as TOML, secrets redacted (for ``pbxlink check-config``)."""
+def to_toml(settings: object, sections: Iterable[str] | None = None) -> str:
+    """The effective configuration as TOML, secrets redacted (for ``pbxlink check-config``);
+    ``sections`` picks some top-level tables (default: all)."""
     lines: list[str] = []
-    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
-        section = getattr(settings, f.name)
-        _emit_table(lines, f.name, _as_table(section))
+    names = [f.name for f in dataclasses.fields(settings)] if sections is None else list(sections)  # type: ignore[arg-type]
+    for name in names:
+        section = getattr(settings, name)
+        _emit_table(lines, name, _as_table(section))
     return "\n".join(lines).rstrip() + "\n"
 
 

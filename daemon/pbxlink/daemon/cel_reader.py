@@ -238,7 +238,7 @@ class CsvCelReader:
             raise CelReadError(f"cannot read the CEL file {self.path}: {exc}") from exc
         result = CelRead()
         with handle:
-            start, line_number = self._start_offset(handle, since - _CSV_SLACK_SECONDS)
+            start, line_number = self.start_offset(handle, since - _CSV_SLACK_SECONDS)
             handle.seek(start)
             text = io.TextIOWrapper(handle, encoding="utf-8", errors="replace", newline="")
             for number, row in enumerate(csv.reader(text), start=line_number):
@@ -259,7 +259,7 @@ class CsvCelReader:
         result.records.sort(key=lambda r: r.time or 0.0)
         return result
 
-    def _start_offset(self, handle: io.BufferedReader, target: float) -> tuple[int, int]:
+    def start_offset(self, handle: io.BufferedReader, target: float) -> tuple[int, int]:
         """Where to start reading: a line start whose record is older than ``target`` (binary
         search over byte offsets; lines are appended in nearly time order). Returns (offset,
         1) when reading from the start (line numbers known), else (offset, 0)."""

@@ -1,8 +1,10 @@
 """The daemon's settings: its own sections, read by the one loader in :mod:`pbxlink.foundation.config`.
 
 ``[mqtt]`` and ``[log]`` are the shared sections (:class:`~pbxlink.foundation.config.MqttSettings`,
-:class:`~pbxlink.foundation.config.LogSettings`); the others below are the daemon's. ``[adapter]``
-and ``[crm]`` belong to the CRM adapter and are left to it (``pbxlink check-config`` checks them).
+:class:`~pbxlink.foundation.config.LogSettings`); ``[agi]`` and ``[routing]`` are declared by the pure
+routing package beside their checks (:mod:`pbxlink.routing.settings`); the others below are the
+daemon's. ``[adapter]`` and ``[crm]`` belong to the CRM adapter and are left to it
+(``pbxlink check-config`` checks them).
 Layering, strictness and secrets are the loader's: defaults < file < ``conf.d/*.toml`` < ``--set``.
 """
 
@@ -13,7 +15,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pbxlink.foundation.config import (
     LogSettings,
@@ -24,6 +26,21 @@ from pbxlink.foundation.config import (
     port_problems,
 )
 from pbxlink.foundation.errors import ConfigProblem
+from pbxlink.routing.policy import routing_problems
+from pbxlink.routing.settings import AgiSettings, RouteRule, RoutingSettings
+
+__all__ = [
+    "AgiSettings",
+    "AmiSettings",
+    "HttpSettings",
+    "NodeSettings",
+    "RouteRule",
+    "RoutingSettings",
+    "Settings",
+    "StateSettings",
+    "TrackerSettings",
+    "load_settings",
+]
 
 # ---------------------------------------------------------------------------------------------
 # Sections. Field comments are the reference documentation (docs/config.md mirrors them).
@@ -107,38 +124,6 @@ class CelSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class AgiSettings:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 4573
-    deadline_ms: float = 300.0  # past it the answer is "no route" and the dialplan falls through
-    path: str = "route"  # the script part of agi://host:port/<path>
-    max_sessions: int = 256  # concurrent AGI sessions; extra connections are closed at once
-    io_timeout_ms: float = 2000.0  # bound on sending the answer (Asterisk's 200 replies)
-
-
-@dataclass(frozen=True, slots=True)
-class RouteRule:
-    name: str
-    lines: tuple[str, ...] = ()  # DIDs the rule applies to; empty = every line
-    action: Literal["owner", "off", "target"] = "owner"
-    target: str = ""  # dial string for action = "target", e.g. "PJSIP/103"
-    region: str = ""  # region for caller numbers on these lines; "" = routing.region
-    hours: str = ""  # "HH:MM-HH:MM" local time the rule is active (may wrap midnight); "" = always
-
-
-@dataclass(frozen=True, slots=True)
-class RoutingSettings:
-    enabled: bool = True
-    pick: Literal["newest", "first"] = "newest"  # several clients with one number
-    rules: tuple[RouteRule, ...] = ()  # first matching rule wins
-    region: str = ""  # region for caller numbers; "" = node.default_region
-    dial_template: str = "PJSIP/{extension}"  # how a responsible's extension becomes a dial string
-    internal_max_digits: int = 5  # caller numbers this short are extensions, never routed
-    directory_batch: int = 1000  # directory messages applied per SQLite transaction
-
-
-@dataclass(frozen=True, slots=True)
 class HttpSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -157,10 +142,6 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     log: LogSettings = field(default_factory=LogSettings)
-    # Sections owned by the CRM adapter stay raw here (checked for shape only); the adapter parses
-    # them with the same loader and `pbxlink check-config` checks them by its rules.
-    adapter: Mapping[str, Any] = field(default_factory=dict)
-    crm: Mapping[str, Any] = field(default_factory=dict)  # the CRM rules (pbxlink.rules.settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,16 +202,7 @@ def _check_values(settings: Settings) -> list[ConfigProblem]:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         problems.append(ConfigProblem("node.timezone", f"unknown time zone {settings.node.timezone!r}"))
     problems.extend(_cel_problems(settings.cel))
-    if settings.agi.deadline_ms <= 0:
-        problems.append(ConfigProblem("agi.deadline_ms", "must be > 0"))
-    for i, rule in enumerate(settings.routing.rules):
-        if rule.action == "target" and not rule.target:
-            problems.append(
-                ConfigProblem(f"routing.rules[{i}].target", "action 'target' needs a dial string")
-            )
-    from pbxlink.routing.policy import routing_problems  # noqa: PLC0415 - avoids a cycle
-
-    problems.extend(routing_problems(settings))
+    problems.extend(routing_problems(settings.agi, settings.routing))
     return problems
 
 
