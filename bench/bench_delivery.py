@@ -85,7 +85,7 @@ class Pass:
     rate: float
     count: int
     placed_in: float
-    sipp_exit: int
+    sipp_exit: int | None
     cpu: float
     wall: float
     events: int
