@@ -49,11 +49,17 @@ class CelRig:
         return self.session.instance
 
     def inbound(self, caller: str, hold_ms: int) -> SippProcess:
-        return self.load.sipp.call(Call(DID, caller, "Outage Caller", hold_ms=hold_ms), trace_messages=False)
+        return self._place(Call(DID, caller, "Outage Caller", hold_ms=hold_ms))
 
     def internal(self, callee: str, *, hold_ms: int = 1500, answer_timeout_ms: int = 60000) -> SippProcess:
-        call = Call(callee, "101", "Agent 101", hold_ms=hold_ms, answer_timeout_ms=answer_timeout_ms)
-        return self.load.sipp.call(call, trace_messages=False)
+        return self._place(
+            Call(callee, "101", "Agent 101", hold_ms=hold_ms, answer_timeout_ms=answer_timeout_ms)
+        )
+
+    def _place(self, call: Call) -> SippProcess:
+        caller = self.load.sipp.call(call, trace_messages=False)
+        self.load.callers.append(caller)  # stopped (and its files closed) by load.close()
+        return caller
 
 
 def _channels(lab: LabInstance) -> int:
