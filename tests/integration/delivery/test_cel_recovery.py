@@ -1,7 +1,8 @@
 """Calls that live inside an AMI outage or a daemon outage, recovered from Asterisk's CEL.
 
 `pbxlink run` as a real process against the lab Asterisk (CEL to SQLite through
-cel_sqlite3_custom, the lab's cel_sqlite3_custom.conf), a real mosquitto, SIPp phones:
+cel_sqlite3_custom and to CSV through cel_custom, the lab's cel*.conf; each test runs with the
+daemon reading either), a real mosquitto, SIPp phones:
 
 * the AMI connection is cut by the loopback proxy and refused for ~10 s; calls are placed and
   finished during the cut, and one starts during it and ends after AMI is back → every call
@@ -67,8 +68,16 @@ def _channels(lab: LabInstance) -> int:
         return ami.channel_count()
 
 
+@pytest.fixture(params=["sqlite", "csv"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which of the lab's two CEL backends the daemon reads back (tests/lab/asterisk/cel*.conf)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def cel_rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path) -> Iterator[CelRig]:
+def cel_rig(
+    asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: Path, backend: str
+) -> Iterator[CelRig]:
     lab = asterisk_lab.instance
     with AmiClient(lab.host, lab.ami_port, lab.ami_user, lab.ami_secret, events="off").connect() as ami:
         if ami.channel_count():
@@ -76,8 +85,8 @@ def cel_rig(asterisk_lab: LabSession, mosquitto_broker: BrokerHandle, tmp_path: 
         assert ami.wait_idle(30)
     proxy = AmiProxy(asterisk_lab.ami_port)
     daemon = new_daemon(tmp_path, lab, mosquitto_broker.port, ami_port=proxy.port)
-    daemon.config.cel_backend = "sqlite"
-    daemon.config.cel_path = lab.log_dir / "pbxlink-cel.db"
+    daemon.config.cel_backend = backend
+    daemon.config.cel_path = lab.log_dir / ("pbxlink-cel.db" if backend == "sqlite" else "pbxlink-cel.csv")
     load = CallLoad(lab, tmp_path / "sipp", ring_ms=2500)  # 102 answers after ringing 2.5 s
     phones = [
         load.sipp.phone(agent, lab.agent_ports[agent], Phone.never_answers()) for agent in ("101", "103")
