@@ -447,6 +447,7 @@ class CallTracker:
             self._leave_bridge(chan)
             self._end_channel(chan, now, out)
         # channels we did not know, and what changed for those we did
+        dialed: list[_Chan] = []  # adopted agents' phones that Dial()/Queue() created
         for item in channels:
             snap = item.channel
             if snap.uniqueid in self._finished:
@@ -459,6 +460,8 @@ class CallTracker:
                 chan = adopted
                 chan.call.start_inferred = True
                 self._adopt_stage(chan, item)
+                if chan.party.kind is PartyKind.AGENT and item.application in ("AppDial", "AppQueue"):
+                    dialed.append(chan)
             else:
                 chan = self._update(known, snap)
                 if chan.call.start_inferred and item.duration_seconds > 0:
@@ -472,6 +475,12 @@ class CallTracker:
                 if item.bridge_id:
                     self._enter_bridge(chan, item.bridge_id)
             touched[id(chan.call)] = chan.call
+        for chan in dialed:
+            # ringing for the call when pbxlink came back (a phone already answered is left as
+            # before: a "ringing" live event for it would be stale)
+            if chan.alive and chan.ring_kind is None and chan.ringing and not chan.up and not chan.rung:
+                chan.ring_kind = _RingKind.FOR_CALL
+                self._rung(chan, now, out)
         for call in touched.values():
             if call.live > 0:
                 self._recompute(call, now, out)

@@ -225,8 +225,9 @@ def _snapshot_channel(name: str, uniqueid: str, linkedid: str, state: int, exten
 
 
 def test_a_call_adopted_from_a_snapshot_while_it_rings_a_queue_is_a_queue_miss_not_an_ivr_one() -> None:
-    """No CEL: the snapshot after a gap shows the caller in Queue() and the agents ringing; the
-    caller then hangs up. Where it was lost comes from the snapshot, its start from its age."""
+    """No CEL: the snapshot after a gap shows the caller in Queue() and an agent ringing; the
+    caller then hangs up. Where it was lost and who rang come from the snapshot, its start from
+    its age."""
     now = 1_800_000_100.0
     caller = _snapshot_channel("PJSIP/trunk-00000001", "1800000088.1", "1800000088.1", 6, "s")
     agent = _snapshot_channel("PJSIP/101-00000002", "1800000095.2", "1800000088.1", 5, "s")
@@ -241,5 +242,6 @@ def test_a_call_adopted_from_a_snapshot_while_it_rings_a_queue_is_a_queue_miss_n
     [outcome] = [o for o in out if isinstance(o, CallOutcome)]
     assert outcome.missed_at is MissedAt.QUEUE
     assert outcome.queue == "support"
+    assert outcome.rang == ("101",)  # listed Ringing, created by the queue (AppQueue)
     assert outcome.started_at == Instant.from_epoch(now - 12.0)
     assert outcome.reconstructed
