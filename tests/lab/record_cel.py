@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,14 @@ SCENARIOS = (
     "internal_unanswered",
     "click_to_call",
     "anonymous_caller",
+    "attended_transfer_completed",
+    "attended_transfer_abandoned",
+    "blind_transfer_refer",
+    "call_pickup_directed",
+    "outbound_unanswered",
+    "agent_no_answer_group_answers",
+    "recorded_call_answered",
+    "non_ascii_caller_name",
 )
 
 
@@ -61,7 +70,14 @@ def main() -> int:
         time.sleep(1.0)  # the backends write from Asterisk's own threads
         args.out.mkdir(parents=True, exist_ok=True)
         log_dir = session.instance.log_dir
-        shutil.copyfile(log_dir / "pbxlink-cel.db", args.out / "cel.sqlite")
+        # the lab's database is in WAL mode: copy it through SQLite (WAL included) into one file
+        (args.out / "cel.sqlite").unlink(missing_ok=True)
+        with (
+            sqlite3.connect(log_dir / "pbxlink-cel.db") as source,
+            sqlite3.connect(args.out / "cel.sqlite") as copy,
+        ):
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")
         shutil.copyfile(log_dir / "pbxlink-cel.csv", args.out / "cel.csv")
         (args.out / "truth.json").write_text(json.dumps(truths, indent=1, ensure_ascii=False) + "\n")
     finally:
