@@ -718,6 +718,16 @@ class Bitrix24:
     async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:
         return ()
 
+    # A7 conversations (replies in a thread or chat): requests are not mapped to this backend.
+    async def clients_of_requests(self, request_ids: tuple[str, ...]) -> tuple[ClientFact, ...]:
+        return ()
+
+    async def open_deal_of_requests(self, request_ids: tuple[str, ...]) -> str | None:
+        return None
+
+    async def link_request(self, request_id: str, deal_id: str) -> None:
+        """Nothing to link: see open_deal_of_requests."""
+
     async def deal_is_open(self, deal_id: str) -> bool:
         return False
 
