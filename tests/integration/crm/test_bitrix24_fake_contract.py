@@ -340,3 +340,19 @@ async def test_the_documented_show_answers_true_for_an_open_call_and_false_other
     assert fake.portal.registered[call_id]["SHOWN_TO"] == [DOC_USER]
     unknown = await call(hook, "telephony.externalCall.show", {"CALL_ID": "externalCall.nope", "USER_ID": 1})
     assert unknown.json()["result"] is False
+
+
+async def test_the_documented_findbycomm_answers_ids_by_type_and_its_documented_errors(
+    hook: httpx.AsyncClient, fake: FakeBitrix24
+) -> None:
+    first = fake.add_contact("A", ["8976543"])
+    second = fake.add_contact("B", ["11223355"])
+    example = {"entity_type": "CONTACT", "type": "PHONE", "values": ["8976543", "11223355"]}
+    answer = await call(hook, "crm.duplicate.findbycomm", example)
+    assert answer.json()["result"] == {"CONTACT": [first, second]}
+    no_type = await call(hook, "crm.duplicate.findbycomm", {"values": ["8976543"]})
+    assert no_type.status_code == 400
+    assert no_type.json() == {
+        "error": "Communication type is not defined",
+        "error_description": "Parameter 'type' is required.",
+    }

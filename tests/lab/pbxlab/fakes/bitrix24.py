@@ -727,11 +727,14 @@ class FakeBitrix24:
     # ------------------------------------------------------------------ CRM
 
     def findbycomm(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        if str(params.get("type", "")).upper() not in ("PHONE", "EMAIL"):
-            raise core("Communication type is not defined.")
+        kind = str(params.get("type") or "").upper()
+        if not kind:  # the documented error shape: the message is the code
+            raise ApiError(400, "Communication type is not defined", "Parameter 'type' is required.")
+        if kind not in ("PHONE", "EMAIL"):
+            raise ApiError(400, f"Communication type '{kind}' is not supported in current context", "")
         values = _as_list(params.get("values"))
         if not values:
-            raise core("Communication values is not defined.")
+            raise ApiError(400, "Communication values is not defined", "Parameter 'values' is required.")
         if len(values) > 20:
             raise core("Communication values is too many (20 max).")
         wanted = str(params.get("entity_type") or "").upper()
