@@ -364,3 +364,10 @@ async def test_each_agent_a_group_call_rings_sees_the_card_and_the_others_lose_i
         await rig.outcome(outcome(id=call, last_handled_by="102", first_answered_by="102"))
         [finished] = rig.fake.portal.statistic
         assert (finished["CALL_ID"], finished["PORTAL_USER_ID"]) == (registered["CALL_ID"], 8)
+
+
+async def test_configured_lines_are_added_once_whatever_the_restarts(tmp_path: Path) -> None:
+    async with bitrix24_rig(tmp_path) as rig:
+        await rig.backend.register_lines()  # a restart: the line is there already
+        assert list(rig.fake.portal.lines) == ["4930100200"]
+        assert rig.commands("telephony.externalLine.add") == 1

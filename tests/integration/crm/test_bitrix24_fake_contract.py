@@ -356,3 +356,15 @@ async def test_the_documented_findbycomm_answers_ids_by_type_and_its_documented_
         "error": "Communication type is not defined",
         "error_description": "Parameter 'type' is required.",
     }
+
+
+async def test_the_documented_external_line_add_answers_its_id_and_refuses_a_second_one(
+    hook: httpx.AsyncClient,
+) -> None:
+    example = {"NUMBER": "14151234567", "NAME": "Main External Line", "CRM_AUTO_CREATE": "Y"}
+    answer = await call(hook, "telephony.externalLine.add", example)
+    assert isinstance(answer.json()["result"]["ID"], int)
+    again = await call(hook, "telephony.externalLine.add", example)
+    assert again.json() == {"error": "ERROR_CORE", "error_description": "Line already exists"}
+    lines = (await call(hook, "telephony.externalLine.get", {})).json()["result"]
+    assert lines == [{"NUMBER": "14151234567", "NAME": "Main External Line"}]

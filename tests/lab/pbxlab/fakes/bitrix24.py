@@ -490,6 +490,8 @@ class FakeBitrix24:
         number = str(params.get("NUMBER") or "")
         if not number:
             raise core("NUMBER should not be empty")
+        if number in self.portal.lines:
+            raise core("Line already exists")
         line = self.portal.lines.setdefault(number, {"NUMBER": number, "ID": next(self._ids)})
         line["NAME"] = str(params.get("NAME") or number)
         line["CRM_AUTO_CREATE"] = str(params.get("CRM_AUTO_CREATE", "Y"))

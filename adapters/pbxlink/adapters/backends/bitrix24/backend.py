@@ -150,7 +150,10 @@ class Bitrix24:
     # ---------------------------------------------------------------- start-up
 
     async def register_lines(self) -> None:
-        """telephony.externalLine.add for each configured line (adding one again updates it)."""
+        """telephony.externalLine.add for each configured line the portal does not have yet
+        (adding an existing one is refused: "Line already exists")."""
+        existing = await self.api.call("telephony.externalLine.get")
+        have = {str(line.get("NUMBER")) for line in existing or [] if isinstance(line, dict)}
         commands = [
             Command(
                 self._key("l"),
@@ -158,12 +161,13 @@ class Bitrix24:
                 {"NUMBER": line, "NAME": name, "CRM_AUTO_CREATE": "Y" if self.s.crm_create else "N"},
             )
             for line, name in self.s.lines.items()
+            if line not in have
         ]
         for start in range(0, len(commands), self.s.batch_size):
             answer = await self.api.batch(commands[start : start + self.s.batch_size])
             for key, (code, text) in answer.errors.items():
                 log.error("crm.bitrix24.line_refused", key=key, error=code, description=text)
-        log.info("crm.bitrix24.lines_registered", lines=len(commands))
+        log.info("crm.bitrix24.lines_registered", added=len(commands), present=len(have))
 
     # ---------------------------------------------------------------- batch hooks
 
