@@ -25,11 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 lab: venv
+	@tests/lab/host-packages.sh mail
 	tests/lab/asterisk-setup.sh
 
 check: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy common daemon adapters routing
+	$(BIN)/mypy common daemon adapters routing gateway
 	$(BIN)/lint-imports
 	@tests/lab/host-packages.sh systemd
 	@for unit in systemd/*.service; do \
