@@ -115,6 +115,7 @@ class GatewaySettings:
     database: str = "/var/lib/pbxlink/gateway.sqlite3"  # requests waiting for PUBACK, cursors, dead letters
     listen: str = "127.0.0.1"  # the web endpoint, /metrics, /healthz and /readyz
     port: int = 8780
+    metrics_port: int = 9110  # /metrics /healthz /readyz (on `listen`)
     max_message_bytes: Annotated[int, AtLeast(1024)] = 10 * 1024 * 1024  # an e-mail's or a form's size cap
     max_body_chars: Annotated[int, AtLeast(100)] = 20000  # the request text is cut to this length
     dead_letter_topic: str = "pbxlink/v1/gateway/deadletter"
@@ -144,13 +145,38 @@ def source_names(gateway: GatewaySettings) -> dict[str, str]:
     return names
 
 
+def missing_secrets(gateway: GatewaySettings) -> list[ConfigProblem]:
+    """Sources whose secret was not found (a credential name given, no such credential): the
+    loader leaves those None; `pbxlink gateway` refuses to start with them (exit 78)."""
+    problems = [
+        ConfigProblem(f"gateway.email.{n}.password", "not found (password_file / password_credential)")
+        for n, a in gateway.email.items()
+        if a.password is None
+    ]
+    problems += [
+        ConfigProblem(f"gateway.telegram.{n}.token", "not found (token_file / token_credential)")
+        for n, b in gateway.telegram.items()
+        if b.token is None
+    ]
+    problems += [
+        ConfigProblem(f"gateway.web.{n}.token", "neither the token nor the hmac_secret was found")
+        for n, w in gateway.web.items()
+        if w.token is None and w.hmac_secret is None
+    ]
+    return problems
+
+
 def _name_ok(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "-_." for c in name)
 
 
 def _problems(settings: Settings) -> list[ConfigProblem]:
     gateway = settings.gateway
-    problems = port_problems(("mqtt.port", settings.mqtt.port), ("gateway.port", gateway.port))
+    problems = port_problems(
+        ("mqtt.port", settings.mqtt.port),
+        ("gateway.port", gateway.port),
+        ("gateway.metrics_port", gateway.metrics_port),
+    )
     problems.extend(mqtt_problems(settings.mqtt))
     if any(c in gateway.name for c in "/+#$ :"):
         problems.append(ConfigProblem("gateway.name", "must be without / + # $ : or spaces"))
