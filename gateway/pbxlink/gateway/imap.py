@@ -182,7 +182,9 @@ class ImapSource:
         if state is None:
             # first connection ever: the unseen messages are the work; the rest is history.
             found = _ok(await client.uid_search("UNSEEN", charset=None), "UID SEARCH UNSEEN")
-            unseen = sorted(int(x) for line in found.lines if isinstance(line, bytes) for x in line.split() if x.isdigit())
+            unseen = sorted(
+                int(x) for line in found.lines[:-1] if isinstance(line, bytes) for x in line.split() if x.isdigit()
+            )
             start = (uidnext - 1) if uidnext else 0
             for uid in unseen:
                 await self._process(client, uidvalidity, uid, previous=0)
