@@ -145,6 +145,16 @@ class GatewayStore:
                 found.append(str(rows[0][0]))
         return tuple(found)
 
+    async def recent_of_conversation(self, prefix: str, limit: int = 20) -> tuple[str, ...]:
+        """The newest request ids stored under keys starting with ``prefix`` (a messenger chat's
+        ``<source>/chat/<id>/``), newest first."""
+        rows = await self.db.execute_fetchall(
+            "SELECT request_id FROM threads WHERE message_id >= ? AND message_id < ? "
+            "ORDER BY rowid DESC LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        )
+        return tuple(str(r[0]) for r in rows)
+
     async def pending(self, limit: int = 100) -> list[OutboxRow]:
         rows = await self.db.execute_fetchall(
             "SELECT seq, id, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)

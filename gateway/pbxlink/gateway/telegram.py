@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
+import msgspec
 import structlog
 
 from pbxlink.gateway.config import TelegramAccount
@@ -33,6 +34,7 @@ __all__ = ["BotApiError", "TelegramSource", "update_to_request"]
 log = structlog.get_logger("pbxlink.gateway.telegram")
 
 _MESSAGE_KINDS: Final = ("message", "business_message")
+_CHAT_HISTORY: Final = 20  # a message names this many earlier requests of its chat
 
 
 class BotApiError(Exception):
@@ -176,8 +178,24 @@ class TelegramSource:
             else:
                 requests.append(made)
         offset = max(ids) + 1
-        await self.intake.accept(requests, dead, cursor=(self.source, {"offset": offset}))
+        linked, threads = await self._conversations(requests)
+        await self.intake.accept(linked, dead, cursor=(self.source, {"offset": offset}), threads=threads)
         return offset
+
+    async def _conversations(self, requests: list[Request]) -> tuple[list[Request], list[tuple[str, str]]]:
+        """A chat is one conversation: each message names the chat's earlier requests (newest
+        first), so the adapter attaches it to the open interest they made."""
+        linked: list[Request] = []
+        threads: list[tuple[str, str]] = []
+        earlier: dict[str, list[str]] = {}
+        for request in requests:
+            prefix = f"{self.source}/chat/{request.sender.messenger}/"
+            if prefix not in earlier:
+                earlier[prefix] = list(await self.intake.store.recent_of_conversation(prefix))
+            linked.append(msgspec.structs.replace(request, replies_to=tuple(earlier[prefix][:_CHAT_HISTORY])))
+            earlier[prefix].insert(0, request.id)
+            threads.append((f"{prefix}{request.id}", request.id))
+        return linked, threads
 
     async def run(self, stop: asyncio.Event) -> None:
         state = await self.intake.store.cursor(self.source)

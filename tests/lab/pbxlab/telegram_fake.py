@@ -68,12 +68,15 @@ class FakeBotApi:
     updates: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)  # sendMessage calls
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # every (method, params)
-    _next_update: itertools.count[int] = field(default_factory=lambda: itertools.count(700000001))
+    first_update_id: int = 700000001  # a restarted API continues where the old one stopped
     _next_message: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _arrived: asyncio.Condition | None = None
     _polling: bool = False
     _fail: list[tuple[int, str, int | None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
+
+    def __post_init__(self) -> None:
+        self._next_update = itertools.count(self.first_update_id)
 
     @property
     def url(self) -> str:
