@@ -54,6 +54,7 @@ ssl_key = <{pki.server_key}
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%u/Maildir
 first_valid_uid = 1
+shutdown_clients = yes
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd
@@ -97,7 +98,10 @@ class Dovecot:
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(self._config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [DOVECOT, "-F", "-c", str(self._config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop() ends the children too
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -109,13 +113,28 @@ class Dovecot:
         raise RuntimeError(f"dovecot did not listen on {self.port}: {self.log_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        """Stop the master and every child (imap, imap-login keep client connections open after
+        the master alone has gone): SIGTERM to the process group, SIGKILL after 15 s."""
+        if self.process is None:
+            return
+        group = self.process.pid  # the session leader's pid is the group id
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
             try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
         self.process = None
 
     def restart(self) -> None:
