@@ -31,6 +31,9 @@ COMMANDS: dict[str, Command] = {
     "replay": Command("pbxlink.daemon.replay", "print the outcomes of a recorded AMI session"),
     "record": Command("pbxlink.daemon.amiclient.record", "record a raw AMI session to a file"),
     "adapter": Command("pbxlink.adapters.service", "run a CRM adapter: MQTT outcomes -> rules -> CRM"),
+    "gateway": Command(
+        "pbxlink.gateway.service", "run the request gateway: e-mail (IMAP), Telegram, web forms -> MQTT"
+    ),
     "crm": Command("pbxlink.adapters.crm_cli", "show the embedded CRM's records"),
     "explain": Command("pbxlink.adapters.explain", "explain the CRM actions for a recorded AMI session"),
     "route-probe": Command(
