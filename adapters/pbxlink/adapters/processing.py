@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 import structlog
 
 from pbxlink.adapters.backends.protocol import AppliedPlan, apply_plan, gather_facts, gather_request_facts
@@ -81,7 +82,12 @@ class Processor:
         envelope = validate(message.topic, message.payload)
         body = envelope.body
         call_id = _call_id(envelope)
+        linked: str | None = None
         if isinstance(body, InboundRequest):
+            if body.deal_id is None and body.replies_to:
+                linked = await self.crm.open_deal_of_requests(body.replies_to)
+                if linked is not None:
+                    body = msgspec.structs.replace(body, deal_id=linked)
             sender = sender_identity(body, self.settings)
             facts = await gather_request_facts(
                 self.crm, sender.e164 if sender else None, body.sender_email, body.deal_id
@@ -95,6 +101,8 @@ class Processor:
             else:
                 actions = plan_call(body, facts, self.settings)
         applied: AppliedPlan = await apply_plan(self.crm, call_id, actions)
+        if linked is not None and applied.newest("deal") is None:
+            await self.crm.link_request(call_id, linked)
         stage = _stage(envelope)
         if stage is not None:
             await self.crm.mark_stage(call_id, stage)
@@ -141,10 +149,10 @@ class Processor:
                         continue
                     await db.execute("RELEASE message")
             for message_id, reason, dead in problems:
-                log.error("crm.message.failed", id=message_id, error=reason, dead=dead)
+                log.error("crm_message_failed", id=message_id, error=reason, dead=dead)
             for processed in applied:
                 log.info(
-                    "crm.message.applied",
+                    "crm_message_applied",
                     id=processed.message_id,
                     call_id=processed.call_id,
                     actions=[type(a).__name__ for a in processed.actions],

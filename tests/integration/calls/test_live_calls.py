@@ -129,9 +129,10 @@ async def test_a_live_call_gets_the_outcome_the_driver_caused(
     pipeline = LivePipeline()
     async with AmiShell(ami_settings) as shell:
         await pipeline.run(shell, lambda: pipeline.tracker.clock > 0, within=10)  # logged in
-        placing = asyncio.ensure_future(asyncio.to_thread(asterisk_lab.run, scenario))
-        await pipeline.run(shell, lambda: bool(pipeline.outcomes) and placing.done(), within=90)
-        result = await placing
+        async with asyncio.TaskGroup() as tasks:
+            placing = tasks.create_task(asyncio.to_thread(asterisk_lab.run, scenario), name="sipp")
+            await pipeline.run(shell, lambda: bool(pipeline.outcomes) and placing.done(), within=90)
+        result = placing.result()
     assert result.problems == []
     assert pipeline.malformed == []
     calls = result.truth["calls"]

@@ -8,7 +8,7 @@ import logging
 
 import structlog
 
-from pbxlink.daemon.logs import configure_logging
+from pbxlink.toolkit.logs import configure_logging
 from pbxlink.foundation.config import LogSettings, Secret
 
 

@@ -296,6 +296,31 @@ class SqliteCrm:
         )
         return bool(rows)
 
+    async def open_deal_of_requests(self, request_ids: tuple[str, ...]) -> str | None:
+        """A7: the open interest that one of these earlier requests (an e-mail thread, a messenger
+        chat) created or was attached to, the newest first; None when there is none."""
+        if not request_ids:
+            return None
+        marks = ",".join("?" * len(request_ids))
+        rows = list(
+            await self.db.execute_fetchall(
+                f"SELECT r.deal_id FROM requests r JOIN deals d ON d.id = r.deal_id "  # noqa: S608 - only ? marks
+                f"WHERE r.id IN ({marks}) AND d.closed = 0 ORDER BY r.created_at DESC, r.rowid DESC LIMIT 1",
+                request_ids,
+            )
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def link_request(self, request_id: str, deal_id: str) -> None:
+        """Record the interest an attached request was linked to (a later reply finds it too) and,
+        when the sender was not recognised (a messenger chat), the interest's client."""
+        await self.db.execute(
+            "UPDATE requests SET deal_id = ?, "
+            "client_id = coalesce(client_id, (SELECT client_id FROM deals WHERE id = ?)) "
+            "WHERE id = ? AND deal_id IS NULL",
+            (int(deal_id), int(deal_id), request_id),
+        )
+
     async def queue_positions(self) -> tuple[tuple[str, int], ...]:
         rows = await self.db.execute_fetchall("SELECT rule, next_index FROM request_queues")
         return tuple((str(r[0]), int(r[1])) for r in rows)
