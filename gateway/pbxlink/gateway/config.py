@@ -82,7 +82,7 @@ class TelegramAccount:
     """``[gateway.telegram.<name>]``: one Telegram bot read by long polling (``getUpdates``)."""
 
     token_file: Path | None = None
-    token_credential: str = ""  # noqa: S105 - a credential name
+    token_credential: str = ""
     token: Secret | None = None  # the bot token from @BotFather, filled from the two keys above
     api_url: str = "https://api.telegram.org"  # tests point it at the loopback fake
     poll_timeout_seconds: Annotated[int, AtLeast(0)] = 25  # getUpdates long-poll timeout
@@ -98,7 +98,7 @@ class WebSource:
     """
 
     token_file: Path | None = None
-    token_credential: str = ""  # noqa: S105 - a credential name
+    token_credential: str = ""
     token: Secret | None = None
     hmac_secret_file: Path | None = None
     hmac_secret_credential: str = ""
@@ -192,7 +192,9 @@ def _problems(settings: Settings) -> list[ConfigProblem]:
         if account.password_file is None and not account.password_credential:
             problems.append(ConfigProblem(f"{where}.password_file", "set it (or password_credential)"))
         if "@" not in account.mailbox_address:
-            problems.append(ConfigProblem(f"{where}.address", "an e-mail address (or a username that is one)"))
+            problems.append(
+                ConfigProblem(f"{where}.address", "an e-mail address (or a username that is one)")
+            )
     for name, bot in gateway.telegram.items():
         where = f"gateway.telegram.{name}"
         if bot.token_file is None and not bot.token_credential:
@@ -201,9 +203,9 @@ def _problems(settings: Settings) -> list[ConfigProblem]:
             problems.append(ConfigProblem(f"{where}.api_url", "https:// (plain http only on loopback)"))
     for name, form in gateway.web.items():
         where = f"gateway.web.{name}"
-        if form.token_file is None and not form.token_credential and form.hmac_secret_file is None:
-            if not form.hmac_secret_credential:
-                problems.append(ConfigProblem(f"{where}.token_file", "set a token or an hmac_secret"))
+        secrets = (form.token_file, form.token_credential, form.hmac_secret_file, form.hmac_secret_credential)
+        if not any(secrets):
+            problems.append(ConfigProblem(f"{where}.token_file", "set a token or an hmac_secret"))
         problems.extend(
             ConfigProblem(f"{where}.origins", f"{o!r} is not an origin like https://shop.example")
             for o in form.origins

@@ -140,16 +140,16 @@ class ImapSource:
                 else:
                     self.wake.clear()
                     await unless_stopped(
-                        _wait_any(self.wake, lost, account.poll_seconds), stop, name=f"gateway:{self.source}:poll"
+                        _wait_any(self.wake, lost, account.poll_seconds),
+                        stop,
+                        name=f"gateway:{self.source}:poll",
                     )
                     if not lost.is_set() and not stop.is_set():
                         _ok(await client.noop(), "NOOP")
         finally:
             if not lost.is_set():
-                try:
+                with contextlib.suppress(OSError, TimeoutError, aioimaplib.AioImapException):
                     await asyncio.wait_for(client.logout(), 5)
-                except (OSError, TimeoutError, aioimaplib.AioImapException):
-                    pass
             transport = client.protocol.transport if client.protocol is not None else None
             if transport is not None:
                 transport.close()
@@ -167,7 +167,9 @@ class ImapSource:
         idle = await client.idle_start(timeout=self.account.idle_seconds)
         try:
             await unless_stopped(
-                _first_push(client, lost, self.account.idle_seconds + 5), stop, name=f"gateway:{self.source}:idle"
+                _first_push(client, lost, self.account.idle_seconds + 5),
+                stop,
+                name=f"gateway:{self.source}:idle",
             )
         finally:
             if not lost.is_set():
@@ -183,13 +185,19 @@ class ImapSource:
             # first connection ever: the unseen messages are the work; the rest is history.
             found = _ok(await client.uid_search("UNSEEN", charset=None), "UID SEARCH UNSEEN")
             unseen = sorted(
-                int(x) for line in found.lines[:-1] if isinstance(line, bytes) for x in line.split() if x.isdigit()
+                int(x)
+                for line in found.lines[:-1]
+                if isinstance(line, bytes)
+                for x in line.split()
+                if x.isdigit()
             )
             start = (uidnext - 1) if uidnext else 0
             for uid in unseen:
                 await self._process(client, uidvalidity, uid, previous=0)
             if not unseen or unseen[-1] < start:
-                await self.intake.store.store([], self.intake.clock(), cursor=(self.source, {"uidvalidity": uidvalidity, "uid": start}))
+                await self.intake.store.store(
+                    [], self.intake.clock(), cursor=(self.source, {"uidvalidity": uidvalidity, "uid": start})
+                )
             return
         last = int(state["uid"])
         if int(state["uidvalidity"]) != uidvalidity:
@@ -232,7 +240,9 @@ class ImapSource:
         if size is not None and size > gateway.max_message_bytes:
             head = await self._fetch_raw(client, uid, "BODY.PEEK[HEADER]")
             reason = f"message of {size} bytes is over the cap of {gateway.max_message_bytes}"
-            await self.intake.accept((), (DeadLetter(request_id, self.source, "too_large", reason, head),), cursor=cursor)
+            await self.intake.accept(
+                (), (DeadLetter(request_id, self.source, "too_large", reason, head),), cursor=cursor
+            )
         else:
             raw = await self._fetch_raw(client, uid, "BODY.PEEK[]")
             await self._store_mail(raw, request_id, cursor)
@@ -243,7 +253,9 @@ class ImapSource:
         try:
             mail = parse_mail(raw, max_bytes=gateway.max_message_bytes, max_body_chars=gateway.max_body_chars)
         except MailRejected as exc:
-            await self.intake.accept((), (DeadLetter(request_id, self.source, exc.kind, exc.reason, raw),), cursor=cursor)
+            await self.intake.accept(
+                (), (DeadLetter(request_id, self.source, exc.kind, exc.reason, raw),), cursor=cursor
+            )
             return
         if mail.message_id is not None and await self.intake.store.requests_of_thread([mail.message_id]):
             log.info("gateway_imap_already_processed", source=self.source, message_id=mail.message_id)
@@ -251,7 +263,9 @@ class ImapSource:
             return
         if self.intake.flooding(self.source, mail.sender_email):
             reason = f"flood from {mail.sender_email}: over {gateway.flood_per_minute}/min"
-            await self.intake.accept((), (DeadLetter(request_id, self.source, "flood", reason, raw),), cursor=cursor)
+            await self.intake.accept(
+                (), (DeadLetter(request_id, self.source, "flood", reason, raw),), cursor=cursor
+            )
             return
         request = Request(
             id=request_id,
@@ -263,30 +277,35 @@ class ImapSource:
             body=mail.body,
             message_id=mail.message_id,
             replies_to=await self.intake.store.requests_of_thread(mail.thread),
-            attachments=tuple(Attachment(name=a.filename, content_type=a.content_type, size=a.size) for a in mail.attachments),
+            attachments=tuple(
+                Attachment(name=a.filename, content_type=a.content_type, size=a.size)
+                for a in mail.attachments
+            ),
         )
         threads = [(mail.message_id, request_id)] if mail.message_id else []
-        await self.intake.accept((request,), cursor=cursor, threads=threads, repaired={request_id: mail.problems})
+        await self.intake.accept(
+            (request,), cursor=cursor, threads=threads, repaired={request_id: mail.problems}
+        )
 
 
-async def _wait_any(wake: asyncio.Event, lost: asyncio.Event, timeout: float) -> None:
+async def _wait_any(wake: asyncio.Event, lost: asyncio.Event, seconds: float) -> None:
     async with asyncio.TaskGroup() as group:
         waits = [
             group.create_task(wake.wait(), name="gateway:imap:wake"),
             group.create_task(lost.wait(), name="gateway:imap:lost"),
         ]
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for task in waits:
             task.cancel()
 
 
-async def _first_push(client: aioimaplib.IMAP4, lost: asyncio.Event, timeout: float) -> None:
+async def _first_push(client: aioimaplib.IMAP4, lost: asyncio.Event, seconds: float) -> None:
     """Until the server pushes something during IDLE (EXISTS, EXPUNGE…), the connection is lost,
-    or ``timeout`` passes."""
+    or ``seconds`` pass."""
 
     async def push() -> None:
         with contextlib.suppress(TimeoutError):
-            await client.wait_server_push(timeout=timeout)
+            await client.wait_server_push(timeout=seconds)
 
     async with asyncio.TaskGroup() as group:
         tasks = [

@@ -55,15 +55,21 @@ class RequestPublisher:
                     policy.succeeded()
                     self.connected = True
                     metrics.mqtt_connected.set(1)
-                    log.info("gateway_mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port)
+                    log.info(
+                        "gateway_mqtt_connected", host=self.settings.mqtt.host, port=self.settings.mqtt.port
+                    )
                     while not stop.is_set():
                         self.intake.stored.clear()
                         rows = await store.pending(200)
                         if not rows:
-                            await unless_stopped(self.intake.stored.wait(), stop, name="gateway:publisher:wait")
+                            await unless_stopped(
+                                self.intake.stored.wait(), stop, name="gateway:publisher:wait"
+                            )
                             continue
                         for row in rows:
-                            await client.publish(row.topic, row.payload, qos=1, properties=_properties(row.id))
+                            await client.publish(
+                                row.topic, row.payload, qos=1, properties=_properties(row.id)
+                            )
                             await store.published(row, self.intake.clock())  # after the PUBACK
                             metrics.published.inc()
                             log.info("gateway_published", id=row.id, topic=row.topic)

@@ -91,9 +91,7 @@ async def serve(
         try:
             site = web.TCPSite(runner, settings.gateway.listen, settings.gateway.port)
             await site.start()
-            server = site._server  # noqa: SLF001 - aiohttp keeps the bound asyncio.Server here
-            assert server is not None
-            gateway.web_port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+            gateway.web_port = int(runner.addresses[0][1])
             async with (
                 HealthServer(
                     metrics.registry,
@@ -106,7 +104,9 @@ async def serve(
                 gateway.metrics_port = health.port
                 group.create_task(gateway.publisher.run(shutdown), name="gateway:publisher")
                 for source in gateway.imap.values():
-                    group.create_task(_source(source.source, source.run, shutdown), name=f"gateway:{source.source}")
+                    group.create_task(
+                        _source(source.source, source.run, shutdown), name=f"gateway:{source.source}"
+                    )
                 for bot in gateway.telegram.values():
                     group.create_task(_source(bot.source, bot.run, shutdown), name=f"gateway:{bot.source}")
                 log.info(
@@ -154,7 +154,9 @@ def main(args: argparse.Namespace) -> int:
     secrets = [settings.mqtt.password]
     secrets += [a.password for a in settings.gateway.email.values()]
     secrets += [b.token for b in settings.gateway.telegram.values()]
-    secrets += [w.token for w in settings.gateway.web.values()] + [w.hmac_secret for w in settings.gateway.web.values()]
+    secrets += [w.token for w in settings.gateway.web.values()] + [
+        w.hmac_secret for w in settings.gateway.web.values()
+    ]
     configure_logging(settings.log, secrets=secrets)
 
     async def run() -> None:

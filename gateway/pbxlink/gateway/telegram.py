@@ -122,9 +122,9 @@ class BotApi:
         self.session = session
         self.base = f"{account.api_url.rstrip('/')}/bot{account.token.reveal()}"
 
-    async def call(self, method: str, params: Mapping[str, Any], *, timeout: float) -> Any:
+    async def call(self, method: str, params: Mapping[str, Any], *, seconds: float) -> Any:
         async with self.session.post(
-            f"{self.base}/{method}", json=dict(params), timeout=aiohttp.ClientTimeout(total=timeout)
+            f"{self.base}/{method}", json=dict(params), timeout=aiohttp.ClientTimeout(total=seconds)
         ) as response:
             try:
                 document = await response.json(content_type=None)
@@ -140,11 +140,11 @@ class BotApi:
             )
         return document.get("result")
 
-    async def get_updates(self, offset: int | None, timeout: int) -> list[Mapping[str, Any]]:
-        params: dict[str, Any] = {"timeout": timeout, "allowed_updates": ["message", "business_message"]}
+    async def get_updates(self, offset: int | None, poll_seconds: int) -> list[Mapping[str, Any]]:
+        params: dict[str, Any] = {"timeout": poll_seconds, "allowed_updates": ["message", "business_message"]}
         if offset is not None:
             params["offset"] = offset
-        result = await self.call("getUpdates", params, timeout=timeout + 15)
+        result = await self.call("getUpdates", params, seconds=poll_seconds + 15)
         if not isinstance(result, list):
             raise BotApiError(502, "getUpdates result is not a list")
         return [u for u in result if isinstance(u, Mapping)]
@@ -156,25 +156,39 @@ class TelegramSource:
         self.account = account
         self.intake = intake
         self.source = f"telegram:{name}"
-        self.policy = Reconnect(Backoff(1.0, 60.0), transient=(aiohttp.ClientError, TimeoutError, BotApiError))
+        self.policy = Reconnect(
+            Backoff(1.0, 60.0), transient=(aiohttp.ClientError, TimeoutError, BotApiError)
+        )
 
     async def batch(self, updates: Sequence[Mapping[str, Any]]) -> int | None:
         """Store one getUpdates answer; return the next offset (None when it was empty)."""
-        ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+        ids: list[int] = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
         if not ids:
             return None
         gateway = self.intake.settings.gateway
         requests: list[Request] = []
         dead: list[DeadLetter] = []
         for update in updates:
-            made = update_to_request(update, gateway=gateway.name, bot=self.name, max_body_chars=gateway.max_body_chars)
+            made = update_to_request(
+                update, gateway=gateway.name, bot=self.name, max_body_chars=gateway.max_body_chars
+            )
             if made is None:
-                log.info("gateway_telegram_update_skipped", source=self.source, update_id=update.get("update_id"))
+                log.info(
+                    "gateway_telegram_update_skipped", source=self.source, update_id=update.get("update_id")
+                )
             elif isinstance(made, DeadLetter):
                 dead.append(made)
             elif made.sender.messenger and self.intake.flooding(self.source, made.sender.messenger):
                 reason = f"flood from {made.sender.messenger}: over {gateway.flood_per_minute}/min"
-                dead.append(DeadLetter(made.id, self.source, "flood", reason, json.dumps(dict(update), ensure_ascii=False).encode()))
+                dead.append(
+                    DeadLetter(
+                        made.id,
+                        self.source,
+                        "flood",
+                        reason,
+                        json.dumps(dict(update), ensure_ascii=False).encode(),
+                    )
+                )
             else:
                 requests.append(made)
         offset = max(ids) + 1
@@ -225,6 +239,8 @@ class TelegramSource:
                     delay = self.policy.failed()
                     if isinstance(exc, BotApiError) and exc.retry_after:
                         delay = max(delay, exc.retry_after)
-                    log.warning("gateway_telegram_retry", source=self.source, error=str(exc), retry_in=round(delay, 2))
+                    log.warning(
+                        "gateway_telegram_retry", source=self.source, error=str(exc), retry_in=round(delay, 2)
+                    )
                     if not await self.policy.wait(delay, stop):
                         break

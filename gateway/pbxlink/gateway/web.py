@@ -109,7 +109,9 @@ def read_form(content_type: str, body: bytes, idempotency_header: str | None) ->
     name, phone, email = take("name"), take("phone"), take("email")
     subject, text = take("subject") or "", take("message", "body", "text") or ""
     key = idempotency_header or take("idempotency_key")
-    extra = [f"{k}: {v.strip()}" for k, v in fields.items() if k not in _KNOWN | {"idempotency_key"} and v.strip()]
+    extra = [
+        f"{k}: {v.strip()}" for k, v in fields.items() if k not in _KNOWN | {"idempotency_key"} and v.strip()
+    ]
     if extra:
         text = "\n".join([text, *extra]) if text else "\n".join(extra)
     if phone is None and email is None:
@@ -174,7 +176,9 @@ class WebEndpoint:
             return None
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
-    def _answer(self, name: str, status: int, body: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    def _answer(
+        self, name: str, status: int, body: object, headers: Mapping[str, str] | None = None
+    ) -> web.Response:
         self.intake.metrics.web_responses.labels(name, str(status)).inc()
         return web.json_response(body, status=status, headers=dict(headers or {}))
 
@@ -216,7 +220,9 @@ class WebEndpoint:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._answer(name, 413, {"error": f"over {self.max_bytes} bytes"}, cors)
-        form = read_form(request.content_type if request.body_exists else "", body, request.headers.get("Idempotency-Key"))
+        form = read_form(
+            request.content_type if request.body_exists else "", body, request.headers.get("Idempotency-Key")
+        )
         token = form.token if isinstance(form, Form) else _token_field(request.content_type, body)
         if not _authorized(source, request, body, token):
             log.warning("gateway_web_unauthorized", source=name, remote=request.remote)
@@ -225,8 +231,13 @@ class WebEndpoint:
             problems = [{"field": p.field, "problem": p.problem} for p in form]
             log.info("gateway_web_invalid", source=name, problems=problems)
             if any(p.field == "body" and p.problem.startswith("not UTF-8") for p in form):
-                letter = DeadLetter(f"{self.intake.settings.gateway.name}:web:{name}:bad:{uuid.uuid4().hex}",
-                                    f"web:{name}", "invalid_utf8", form[0].problem, body)
+                letter = DeadLetter(
+                    f"{self.intake.settings.gateway.name}:web:{name}:bad:{uuid.uuid4().hex}",
+                    f"web:{name}",
+                    "invalid_utf8",
+                    form[0].problem,
+                    body,
+                )
                 await self.intake.accept((), (letter,))
             return self._answer(name, 400, {"problems": problems}, cors)
         gateway = self.intake.settings.gateway.name

@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from pbxlab.dovecot import Dovecot, dovecot_available, running_dovecot
+from pbxlab.dovecot import TEST_MAILBOX, TEST_PASSWORD, Dovecot, dovecot_available, running_dovecot
 from pbxlab.telegram_fake import FakeBotApi
-
-MAILBOX = "service@shop.example"
-PASSWORD = "imap-s3cret"  # noqa: S105 - a test mailbox
 
 
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
-    """A dovecot-imapd on 127.0.0.1 (IMAPS, the lab's throw-away CA) with the mailbox MAILBOX.
+    """A dovecot-imapd on 127.0.0.1 (IMAPS, the lab's throw-away CA) with the mailbox TEST_MAILBOX.
     Installed by tests/lab/host-packages.sh mail; fails (never skips) when it cannot start."""
     if not dovecot_available():
         pytest.fail("dovecot is not installed (tests/lab/host-packages.sh mail) or not root", pytrace=False)
-    with running_dovecot({MAILBOX: PASSWORD, "sales@shop.example": PASSWORD}) as server:
+    with running_dovecot({TEST_MAILBOX: TEST_PASSWORD, "sales@shop.example": TEST_PASSWORD}) as server:
         yield server
 
 

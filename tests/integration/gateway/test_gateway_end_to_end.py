@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pbxlab.dovecot import TEST_MAILBOX as MAILBOX
+from pbxlab.dovecot import TEST_PASSWORD as PASSWORD
 from pbxlab.dovecot import Dovecot
 from pbxlab.mosquitto import BrokerHandle
 from pbxlab.ports import free_port
@@ -32,11 +34,9 @@ from pbxlink.adapters.store import open_store as open_crm
 from pbxlink.gateway.config import settings_from_toml as gateway_settings
 from pbxlink.gateway.service import Gateway, serve
 
-from .conftest import MAILBOX, PASSWORD
-
 pytestmark = pytest.mark.lab
 
-FORM_TOKEN = "site-form-token"  # noqa: S105
+FORM_TOKEN = "site-form-token"
 
 RULES = """
 [crm.requests]
@@ -64,7 +64,7 @@ action = "interest"
 address = "queue"
 queue = ["anna", "boris"]
 
-[[crm.requests.rules]]            # the site's form and the bot: an interest for vera, unless the client is known
+[[crm.requests.rules]]            # the site's form and the bot: vera gets an interest, unless known
 name = "site"
 sources = ["web:site", "telegram:shop_bot"]
 action = "interest"
@@ -77,15 +77,16 @@ def config_text(tmp: Path, broker: int, imap: Dovecot, bot: FakeBotApi) -> str:
     (tmp / "imap.password").write_text(PASSWORD + "\n")
     (tmp / "bot.token").write_text(bot.token + "\n")
     (tmp / "form.token").write_text(FORM_TOKEN + "\n")
-    return f"""
+    return (
+        f"""
 [mqtt]
 port = {broker}
 [adapter]
-database = "{tmp / 'crm.sqlite3'}"
+database = "{tmp / "crm.sqlite3"}"
 http_port = 0
 [gateway]
 name = "gw1"
-database = "{tmp / 'gateway.sqlite3'}"
+database = "{tmp / "gateway.sqlite3"}"
 port = {free_port()}
 metrics_port = {free_port()}
 [gateway.email.service]
@@ -93,16 +94,18 @@ host = "127.0.0.1"
 port = {imap.port}
 ca_file = "{imap.ca_file}"
 username = "{MAILBOX}"
-password_file = "{tmp / 'imap.password'}"
+password_file = "{tmp / "imap.password"}"
 poll_seconds = 1
 [gateway.telegram.shop_bot]
-token_file = "{tmp / 'bot.token'}"
+token_file = "{tmp / "bot.token"}"
 api_url = "{bot.url}"
 poll_timeout_seconds = 1
 [gateway.web.site]
-token_file = "{tmp / 'form.token'}"
+token_file = "{tmp / "form.token"}"
 origins = ["https://shop.example"]
-""" + RULES
+"""
+        + RULES
+    )
 
 
 def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -163,17 +166,30 @@ async def seed_crm(database: Path) -> None:
         await crm.add_employee("dmitry", "Дмитрий", extension="104", roles=("sales",))
         # known clients: one by phone (responsible dmitry), one by e-mail (responsible anna)
         await crm.add_client(
-            "ТОВ Меблі", ("0671112233",), region="UA", responsibles=("dmitry",), created_at=datetime(2026, 1, 1, tzinfo=UTC)
+            "ТОВ Меблі",
+            ("0671112233",),
+            region="UA",
+            responsibles=("dmitry",),
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
         client = await crm.add_client(
-            "Олена Коваль", ("0503334455",), region="UA", responsibles=("anna",), created_at=datetime(2026, 1, 2, tzinfo=UTC)
+            "Олена Коваль",
+            ("0503334455",),
+            region="UA",
+            responsibles=("anna",),
+            created_at=datetime(2026, 1, 2, tzinfo=UTC),
         )
-        await db.execute("INSERT INTO client_emails (client_id, email) VALUES (?, ?)", (int(client), "olena@client.example"))
+        await db.execute(
+            "INSERT INTO client_emails (client_id, email) VALUES (?, ?)",
+            (int(client), "olena@client.example"),
+        )
     await store.close()
 
 
 @pytest.fixture
-async def lab(tmp_path: Path, mosquitto_broker: BrokerHandle, dovecot: Dovecot, telegram_api: FakeBotApi) -> AsyncIterator[Lab]:
+async def lab(
+    tmp_path: Path, mosquitto_broker: BrokerHandle, dovecot: Dovecot, telegram_api: FakeBotApi
+) -> AsyncIterator[Lab]:
     crm = tmp_path / "crm.sqlite3"
     await seed_crm(crm)
     text = config_text(tmp_path, mosquitto_broker.port, dovecot, telegram_api)
@@ -190,7 +206,9 @@ async def lab(tmp_path: Path, mosquitto_broker: BrokerHandle, dovecot: Dovecot, 
 
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(adapter.run(shutdown), name="test:adapter")
-        tasks.create_task(serve(gateway_settings(text), shutdown=shutdown, started=on_start), name="test:gateway")
+        tasks.create_task(
+            serve(gateway_settings(text), shutdown=shutdown, started=on_start), name="test:gateway"
+        )
         await asyncio.wait_for(adapter.ready.wait(), 15)
         await asyncio.wait_for(started.wait(), 15)
         try:
@@ -203,20 +221,29 @@ async def lab(tmp_path: Path, mosquitto_broker: BrokerHandle, dovecot: Dovecot, 
 async def test_email_telegram_and_web_requests_are_processed_by_the_seed_rules(lab: Lab) -> None:
     olga, petr = TelegramUser(5550001, "Ольга"), TelegramUser(5550002, "Пётр", username="petr")
     # e-mail
-    lab.imap.deliver(MAILBOX, mail("Иван Петров <ivan@client.example>", "Сломался холодильник", "Не морозит", "r1@client"))
+    lab.imap.deliver(
+        MAILBOX, mail("Иван Петров <ivan@client.example>", "Сломался холодильник", "Не морозит", "r1@client")
+    )
     lab.imap.deliver(MAILBOX, mail("Марія <maria@client.example>", "Диван", "Хочу купити диван", "s1@client"))
     lab.imap.deliver(MAILBOX, mail("Степан <stepan@client.example>", "Шафа", "Цікавить шафа", "s2@client"))
-    lab.imap.deliver(MAILBOX, mail("Олена Коваль <olena@client.example>", "Стіл", "Потрібен стіл", "s3@client"))
+    lab.imap.deliver(
+        MAILBOX, mail("Олена Коваль <olena@client.example>", "Стіл", "Потрібен стіл", "s3@client")
+    )
     lab.imap.deliver(MAILBOX, mail("promo@spam.example", "Большой выигрыш", "Казино ждёт", "x1@spam"))
     # Telegram
     await lab.bot.send_text(olga, "Добрый день, интересует кухня")
     await lab.bot.send_text(petr, "У меня не работает кофемашина")
     # web form: a known client's phone, and a new visitor
-    assert await lab.form({"name": "Менеджер", "phone": "+380671112233", "message": "Потрібен рахунок"}) == 202
+    assert (
+        await lab.form({"name": "Менеджер", "phone": "+380671112233", "message": "Потрібен рахунок"}) == 202
+    )
     assert await lab.form({"name": "Гість", "email": "guest@example.org", "message": "Передзвоніть"}) == 202
     await wait_for(lambda: len(lab.outcomes()) == 9)
     # the replies: in the e-mail thread of "Диван", in Ольга's chat — both linked to their open interest
-    lab.imap.deliver(MAILBOX, mail("Марія <maria@client.example>", "Re: Диван", "А синій є?", "s1-reply@client", "s1@client"))
+    lab.imap.deliver(
+        MAILBOX,
+        mail("Марія <maria@client.example>", "Re: Диван", "А синій є?", "s1-reply@client", "s1@client"),
+    )
     await lab.bot.send_text(olga, "И ещё вопрос по кухне")
     await wait_for(lambda: len(lab.outcomes()) == 11)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from pbxlab.dovecot import TEST_MAILBOX as MAILBOX
+from pbxlab.dovecot import TEST_PASSWORD as PASSWORD
 from pbxlab.dovecot import Dovecot
 
 from pbxlink.foundation.config import Secret
@@ -19,8 +22,6 @@ from pbxlink.gateway.metrics import GatewayMetrics
 from pbxlink.gateway.store import GatewayStore, open_store
 from pbxlink.toolkit.metrics import sample
 from pbxlink.wire.codec import decode_envelope
-
-from .conftest import MAILBOX, PASSWORD
 
 pytestmark = pytest.mark.lab
 
@@ -68,8 +69,8 @@ async def reading(source: ImapSource) -> AsyncIterator[None]:
             stop.set()
 
 
-async def wait_rows(store: GatewayStore, n: int, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_rows(store: GatewayStore, n: int, seconds: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
     while await store.backlog() < n:
         assert asyncio.get_running_loop().time() < deadline, f"fewer than {n} rows stored"
         await asyncio.sleep(0.05)
@@ -88,7 +89,15 @@ async def test_new_mail_becomes_a_request_and_is_marked_seen_after_it_is_stored(
         intake, source = make_source(store, account(dovecot, idle=idle))
         async with reading(source):
             await asyncio.sleep(0.5)  # connected, the (empty) mailbox read
-            dovecot.deliver(MAILBOX, mail("Иван Петров <ivan@client.example>", "Сломался холодильник", "Не работает с утра", message_id="m1@client.example"))
+            dovecot.deliver(
+                MAILBOX,
+                mail(
+                    "Иван Петров <ivan@client.example>",
+                    "Сломался холодильник",
+                    "Не работает с утра",
+                    message_id="m1@client.example",
+                ),
+            )
             await wait_rows(store, 1)
             deadline = asyncio.get_running_loop().time() + 10
             while dovecot.flags(MAILBOX)[0][1].find("\\Seen") < 0:
@@ -106,7 +115,15 @@ async def test_new_mail_becomes_a_request_and_is_marked_seen_after_it_is_stored(
         assert request.subject == "Сломался холодильник"
         assert request.body == "Не работает с утра"
         assert request.message_id == "m1@client.example"
-        assert sample(intake.metrics.registry, "pbxlink_gateway_requests_total", source=f"email:{MAILBOX}", channel="email") == 1
+        assert (
+            sample(
+                intake.metrics.registry,
+                "pbxlink_gateway_requests_total",
+                source=f"email:{MAILBOX}",
+                channel="email",
+            )
+            == 1
+        )
     finally:
         await store.close()
 
@@ -116,10 +133,7 @@ async def test_first_connection_reads_only_unseen_mail_and_restart_neither_repea
 ) -> None:
     dovecot.deliver(MAILBOX, mail("a@x.example", "old", "history", message_id="old@x"))
     dovecot.deliver(MAILBOX, mail("b@x.example", "unseen", "waiting", message_id="unseen@x"))
-    # the first message was read by a person before the gateway was set up
-    import subprocess
-
-    subprocess.run(["/usr/bin/doveadm", "-c", str(dovecot.directory / "dovecot.conf"), "flags", "add", "-u", MAILBOX, "\\Seen", "mailbox", "INBOX", "uid", "1"], check=True)
+    dovecot.mark_seen(MAILBOX, 1)  # read by a person before the gateway was set up
     store = await open_store(tmp_path / "gw.sqlite3")
     try:
         _, source = make_source(store, account(dovecot))
@@ -143,10 +157,21 @@ async def test_a_reply_names_the_request_of_the_mail_it_answers(tmp_path: Path, 
     store = await open_store(tmp_path / "gw.sqlite3")
     try:
         _, source = make_source(store, account(dovecot))
-        dovecot.deliver(MAILBOX, mail("ivan@client.example", "Диван", "хочу диван", message_id="first@client.example"))
+        dovecot.deliver(
+            MAILBOX, mail("ivan@client.example", "Диван", "хочу диван", message_id="first@client.example")
+        )
         async with reading(source):
             await wait_rows(store, 1)
-            dovecot.deliver(MAILBOX, mail("ivan@client.example", "Re: Диван", "а синий есть?", message_id="second@client.example", in_reply_to="first@client.example"))
+            dovecot.deliver(
+                MAILBOX,
+                mail(
+                    "ivan@client.example",
+                    "Re: Диван",
+                    "а синий есть?",
+                    message_id="second@client.example",
+                    in_reply_to="first@client.example",
+                ),
+            )
             await wait_rows(store, 2)
         first, reply = await requests_of(store)
         assert reply.replies_to == (first.id,)
@@ -155,7 +180,9 @@ async def test_a_reply_names_the_request_of_the_mail_it_answers(tmp_path: Path, 
         await store.close()
 
 
-async def test_bad_mails_become_dead_letters_and_the_good_one_after_them_a_request(tmp_path: Path, dovecot: Dovecot) -> None:
+async def test_bad_mails_become_dead_letters_and_the_good_one_after_them_a_request(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
     store = await open_store(tmp_path / "gw.sqlite3")
     try:
         intake, source = make_source(store, account(dovecot), max_message_bytes=4096)
@@ -170,7 +197,7 @@ async def test_bad_mails_become_dead_letters_and_the_good_one_after_them_a_reque
         async with reading(source):
             await wait_rows(store, 4)
         rows = await store.pending()
-        kinds = [__import__("json").loads(r.payload)["kind"] for r in rows if r.topic.endswith("deadletter")]
+        kinds = [json.loads(r.payload)["kind"] for r in rows if r.topic.endswith("deadletter")]
         assert kinds == ["no_sender", "too_large", "malformed_mime"]
         assert [r.subject for r in await requests_of(store)] == ["fine"]
         metric = "pbxlink_gateway_dead_letters_total"
@@ -180,7 +207,9 @@ async def test_bad_mails_become_dead_letters_and_the_good_one_after_them_a_reque
         await store.close()
 
 
-async def test_imap_server_restart_is_survived_without_loss_or_duplicates(tmp_path: Path, dovecot: Dovecot) -> None:
+async def test_imap_server_restart_is_survived_without_loss_or_duplicates(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
     store = await open_store(tmp_path / "gw.sqlite3")
     try:
         intake, source = make_source(store, account(dovecot))
@@ -192,15 +221,20 @@ async def test_imap_server_restart_is_survived_without_loss_or_duplicates(tmp_pa
             dovecot.start()  # doveadm needs the server's auth service: deliver while we are in backoff
             dovecot.deliver(MAILBOX, mail("a@x.example", "two", "2", message_id="2@x"))
             dovecot.deliver(MAILBOX, mail("a@x.example", "three", "3", message_id="3@x"))
-            await wait_rows(store, 3, timeout=60)
+            await wait_rows(store, 3, seconds=60)
             await asyncio.sleep(0.5)
         assert [r.subject for r in await requests_of(store)] == ["one", "two", "three"]
-        assert sample(intake.metrics.registry, "pbxlink_gateway_source_errors_total", source=f"email:{MAILBOX}") >= 1
+        assert (
+            sample(intake.metrics.registry, "pbxlink_gateway_source_errors_total", source=f"email:{MAILBOX}")
+            >= 1
+        )
     finally:
         await store.close()
 
 
-async def test_a_new_uidvalidity_reads_the_folder_again_without_repeating_known_mail(tmp_path: Path, dovecot: Dovecot) -> None:
+async def test_a_new_uidvalidity_reads_the_folder_again_without_repeating_known_mail(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
     store = await open_store(tmp_path / "gw.sqlite3")
     try:
         _, source = make_source(store, account(dovecot))
@@ -212,14 +246,18 @@ async def test_a_new_uidvalidity_reads_the_folder_again_without_repeating_known_
         dovecot.recreate_inbox(MAILBOX)
         dovecot.start()
         await asyncio.sleep(1.1)  # dovecot's UIDVALIDITY is the creation time in seconds
-        dovecot.deliver(MAILBOX, mail("a@x.example", "kept", "1", message_id="kept@x"))  # restored from a backup
+        dovecot.deliver(
+            MAILBOX, mail("a@x.example", "kept", "1", message_id="kept@x")
+        )  # restored from a backup
         dovecot.deliver(MAILBOX, mail("b@x.example", "new", "2", message_id="new@x"))
         _, source = make_source(store, account(dovecot))
         async with reading(source):
             await wait_rows(store, 2)
             await asyncio.sleep(0.5)
         new = await store.cursor(f"email:{MAILBOX}")
-        assert old is not None and new is not None and new["uidvalidity"] != old["uidvalidity"]
+        assert old is not None
+        assert new is not None
+        assert new["uidvalidity"] != old["uidvalidity"]
         assert [r.subject for r in await requests_of(store)] == ["kept", "new"]
     finally:
         await store.close()

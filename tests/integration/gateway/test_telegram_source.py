@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +13,7 @@ from pbxlab.telegram_fake import FakeBotApi, TelegramUser
 
 from pbxlink.foundation.config import Secret
 from pbxlink.gateway.config import GatewaySettings, Settings, TelegramAccount
-from pbxlink.gateway.intake import Intake
+from pbxlink.gateway.intake import DeadLetter, Intake
 from pbxlink.gateway.metrics import GatewayMetrics
 from pbxlink.gateway.store import GatewayStore, open_store
 from pbxlink.gateway.telegram import TelegramSource, update_to_request
@@ -25,8 +24,8 @@ OLGA = TelegramUser(5550001, "Ольга", "Иванова", "olga_i")
 PETR = TelegramUser(5550002, "Пётр")
 
 
-async def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until(predicate, seconds: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + seconds
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached"
         await asyncio.sleep(0.05)
@@ -82,7 +81,9 @@ async def test_fake_confirms_updates_only_with_a_higher_offset(fake: FakeBotApi)
             assert [u["update_id"] for u in (await r.json())["result"]] == [first + 1]
 
 
-async def test_each_message_becomes_a_request_with_the_chat_as_contact(tmp_path: Path, fake: FakeBotApi) -> None:
+async def test_each_message_becomes_a_request_with_the_chat_as_contact(
+    tmp_path: Path, fake: FakeBotApi
+) -> None:
     store = await open_store(tmp_path / "gw.sqlite3")
     try:
         _, source = make_intake(store, fake)
@@ -144,7 +145,10 @@ async def test_api_errors_are_retried_and_retry_after_is_respected(tmp_path: Pat
         async with polling(source):
             await wait_until(lambda: _count(store, 1))
         assert [r.body for r in await requests_of(store)] == ["after the errors"]
-        assert sample(intake.metrics.registry, "pbxlink_gateway_source_errors_total", source="telegram:shop_bot") == 2
+        assert (
+            sample(intake.metrics.registry, "pbxlink_gateway_source_errors_total", source="telegram:shop_bot")
+            == 2
+        )
     finally:
         await store.close()
 
@@ -182,15 +186,29 @@ async def test_a_flooding_chat_gets_dead_letters_and_others_go_on(tmp_path: Path
         rows = await store.pending()
         assert sum(r.topic.endswith("deadletter") for r in rows) == 3
         assert [r.body for r in await requests_of(store)] == ["spam 0", "spam 1", "spam 2", "a real question"]
-        assert sample(intake.metrics.registry, "pbxlink_gateway_dead_letters_total", source="telegram:shop_bot", kind="flood") == 3
+        assert (
+            sample(
+                intake.metrics.registry,
+                "pbxlink_gateway_dead_letters_total",
+                source="telegram:shop_bot",
+                kind="flood",
+            )
+            == 3
+        )
     finally:
         await store.close()
 
 
 def test_an_update_that_is_not_a_message_is_skipped_and_one_without_sender_is_dead() -> None:
-    edited = {"update_id": 5, "edited_message": {"message_id": 1, "chat": {"id": 1, "type": "private"}, "date": 0, "text": "x"}}
+    edited = {
+        "update_id": 5,
+        "edited_message": {"message_id": 1, "chat": {"id": 1, "type": "private"}, "date": 0, "text": "x"},
+    }
     assert update_to_request(edited, gateway="g", bot="b", max_body_chars=100) is None
-    no_from = {"update_id": 6, "message": {"message_id": 2, "chat": {"id": 1, "type": "private"}, "date": 0, "text": "x"}}
+    no_from = {
+        "update_id": 6,
+        "message": {"message_id": 2, "chat": {"id": 1, "type": "private"}, "date": 0, "text": "x"},
+    }
     dead = update_to_request(no_from, gateway="g", bot="b", max_body_chars=100)
-    assert dead is not None and not hasattr(dead, "channel")
-    assert dead.kind == "no_sender"  # type: ignore[union-attr]
+    assert isinstance(dead, DeadLetter)
+    assert dead.kind == "no_sender"

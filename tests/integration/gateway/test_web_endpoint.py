@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,8 +22,9 @@ from pbxlink.gateway.store import GatewayStore, open_store
 from pbxlink.gateway.web import WebEndpoint
 from pbxlink.toolkit.metrics import sample
 from pbxlink.wire.codec import decode_envelope
+from pbxlink.wire.model import Request
 
-TOKEN = "form-token-1"  # noqa: S105
+TOKEN = "form-token-1"
 HMAC_KEY = "hmac-key-1"
 
 
@@ -37,18 +39,26 @@ class Clock:
 @pytest.fixture
 async def endpoint(tmp_path: Path) -> AsyncIterator[tuple[str, GatewayStore, Intake, Clock]]:
     sources = {
-        "site": WebSource(token=Secret(TOKEN), origins=("https://shop.example",), rate_per_minute=60, rate_burst=3),
+        "site": WebSource(
+            token=Secret(TOKEN), origins=("https://shop.example",), rate_per_minute=60, rate_burst=3
+        ),
         "partner": WebSource(hmac_secret=Secret(HMAC_KEY)),
     }
     settings = Settings(gateway=GatewaySettings(name="gw1", web=sources, max_message_bytes=4096))
     store = await open_store(tmp_path / "gateway.sqlite3")
     clock = Clock()
-    intake = Intake(store, settings, GatewayMetrics(), monotonic=clock, clock=lambda: datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
+    intake = Intake(
+        store,
+        settings,
+        GatewayMetrics(),
+        monotonic=clock,
+        clock=lambda: datetime(2026, 12, 3, 9, 0, tzinfo=UTC),
+    )
     runner = web.AppRunner(WebEndpoint(sources, intake).app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     try:
         yield f"http://127.0.0.1:{port}", store, intake, clock
     finally:
@@ -56,8 +66,8 @@ async def endpoint(tmp_path: Path) -> AsyncIterator[tuple[str, GatewayStore, Int
         await store.close()
 
 
-async def post(url: str, **kwargs: object) -> tuple[int, dict[str, object], dict[str, str]]:
-    async with aiohttp.ClientSession() as session, session.post(url, **kwargs) as response:  # type: ignore[arg-type]
+async def post(url: str, **kwargs: Any) -> tuple[int, Any, dict[str, str]]:
+    async with aiohttp.ClientSession() as session, session.post(url, **kwargs) as response:
         body = await response.json(content_type=None) if response.status != 204 else {}
         return response.status, body, dict(response.headers)
 
@@ -66,7 +76,13 @@ async def test_json_form_with_token_is_stored_then_answered_202(endpoint) -> Non
     base, store, _, _ = endpoint
     status, body, _ = await post(
         f"{base}/v1/requests/site",
-        json={"name": "Ольга", "phone": "+380 98 123 45 67", "subject": "Диван", "message": "Хочу купить", "product": "sofa-3"},
+        json={
+            "name": "Ольга",
+            "phone": "+380 98 123 45 67",
+            "subject": "Диван",
+            "message": "Хочу купить",
+            "product": "sofa-3",
+        },
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert status == 202
@@ -75,6 +91,7 @@ async def test_json_form_with_token_is_stored_then_answered_202(endpoint) -> Non
     assert row.topic == "pbxlink/v1/crm/request"
     envelope = decode_envelope(row.payload)
     request = envelope.body
+    assert isinstance(request, Request)
     assert envelope.node == "gw1"
     assert request.source == "web:site"
     assert request.channel.value == "web"
@@ -93,6 +110,7 @@ async def test_form_encoded_post_with_token_field_is_accepted(endpoint) -> None:
     assert status == 202
     [row] = await store.pending()
     request = decode_envelope(row.payload).body
+    assert isinstance(request, Request)
     assert request.sender.email == "visitor@example.org"
     assert request.body == "перезвоните"
 
@@ -105,7 +123,7 @@ async def test_invalid_form_gets_400_listing_every_problem(endpoint) -> None:  #
         headers={"X-Pbxlink-Token": TOKEN},
     )
     assert status == 400
-    fields = {p["field"] for p in body["problems"]}  # type: ignore[union-attr]
+    fields = {p["field"] for p in body["problems"]}
     assert fields == {"email", "phone", "message"}
     assert await store.pending() == []
 
@@ -116,7 +134,7 @@ async def test_missing_contact_is_a_problem(endpoint) -> None:  # type: ignore[n
         f"{base}/v1/requests/site", json={"name": "x", "message": "hi"}, headers={"X-Pbxlink-Token": TOKEN}
     )
     assert status == 400
-    assert body["problems"] == [  # type: ignore[index]
+    assert body["problems"] == [
         {"field": "phone", "problem": "give a phone or an e-mail, so the request can be answered"}
     ]
 
@@ -124,7 +142,9 @@ async def test_missing_contact_is_a_problem(endpoint) -> None:  # type: ignore[n
 async def test_wrong_or_missing_token_is_401_and_nothing_is_stored(endpoint) -> None:  # type: ignore[no-untyped-def]
     base, store, _, _ = endpoint
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        status, _, _ = await post(f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x"}, headers=headers)
+        status, _, _ = await post(
+            f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x"}, headers=headers
+        )
         assert status == 401
     assert await store.pending() == []
 
@@ -135,7 +155,7 @@ async def test_hmac_signature_of_the_raw_body_authenticates(endpoint) -> None:  
     good = hmac.new(HMAC_KEY.encode(), raw, hashlib.sha256).hexdigest()
     headers = {"Content-Type": "application/json", "X-Pbxlink-Signature": f"sha256={good}"}
     assert (await post(f"{base}/v1/requests/partner", data=raw, headers=headers))[0] == 202
-    tampered = raw.replace(b"partner\"}", b"partner!\"}")
+    tampered = raw.replace(b'partner"}', b'partner!"}')
     assert (await post(f"{base}/v1/requests/partner", data=tampered, headers=headers))[0] == 401
     assert len(await store.pending()) == 1
 
@@ -149,7 +169,10 @@ async def test_unknown_source_is_404(endpoint) -> None:  # type: ignore[no-untyp
 async def test_rate_limit_per_source_answers_429_with_retry_after(endpoint) -> None:  # type: ignore[no-untyped-def]
     base, store, intake, clock = endpoint
     form = {"phone": "0981234567", "message": "x"}
-    statuses = [(await post(f"{base}/v1/requests/site", json=form, headers={"X-Pbxlink-Token": TOKEN}))[0] for _ in range(4)]
+    statuses = [
+        (await post(f"{base}/v1/requests/site", json=form, headers={"X-Pbxlink-Token": TOKEN}))[0]
+        for _ in range(4)
+    ]
     assert statuses == [202, 202, 202, 429]
     status, _, headers = await post(f"{base}/v1/requests/site", json=form, headers={"X-Pbxlink-Token": TOKEN})
     assert status == 429
@@ -159,9 +182,18 @@ async def test_rate_limit_per_source_answers_429_with_retry_after(endpoint) -> N
     # another source has its own budget
     raw = json.dumps(form).encode()
     sig = hmac.new(HMAC_KEY.encode(), raw, hashlib.sha256).hexdigest()
-    assert (await post(f"{base}/v1/requests/partner", data=raw, headers={"Content-Type": "application/json", "X-Pbxlink-Signature": f"sha256={sig}"}))[0] == 202
+    assert (
+        await post(
+            f"{base}/v1/requests/partner",
+            data=raw,
+            headers={"Content-Type": "application/json", "X-Pbxlink-Signature": f"sha256={sig}"},
+        )
+    )[0] == 202
     assert len(await store.pending()) == 5
-    assert sample(intake.metrics.registry, "pbxlink_gateway_web_responses_total", source="site", status="429") == 2
+    assert (
+        sample(intake.metrics.registry, "pbxlink_gateway_web_responses_total", source="site", status="429")
+        == 2
+    )
 
 
 async def test_cors_preflight_and_post_only_for_the_sources_origins(endpoint) -> None:  # type: ignore[no-untyped-def]
@@ -174,7 +206,9 @@ async def test_cors_preflight_and_post_only_for_the_sources_origins(endpoint) ->
             assert response.status == 204
             assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example"
             assert "POST" in response.headers["Access-Control-Allow-Methods"]
-        async with session.options(f"{base}/v1/requests/site", headers={"Origin": "https://evil.example"}) as response:
+        async with session.options(
+            f"{base}/v1/requests/site", headers={"Origin": "https://evil.example"}
+        ) as response:
             assert response.status == 403
             assert "Access-Control-Allow-Origin" not in response.headers
     status, _, headers = await post(
@@ -196,8 +230,12 @@ async def test_cors_preflight_and_post_only_for_the_sources_origins(endpoint) ->
 async def test_same_idempotency_key_is_one_request(endpoint) -> None:  # type: ignore[no-untyped-def]
     base, store, _, _ = endpoint
     headers = {"X-Pbxlink-Token": TOKEN, "Idempotency-Key": "order-form-42"}
-    first = await post(f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x"}, headers=headers)
-    again = await post(f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x"}, headers=headers)
+    first = await post(
+        f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x"}, headers=headers
+    )
+    again = await post(
+        f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x"}, headers=headers
+    )
     assert first[0] == again[0] == 202
     assert first[1]["id"] == again[1]["id"]
     assert again[1]["duplicate"] is True
@@ -207,7 +245,9 @@ async def test_same_idempotency_key_is_one_request(endpoint) -> None:  # type: i
 async def test_body_over_the_cap_is_413(endpoint) -> None:  # type: ignore[no-untyped-def]
     base, store, _, _ = endpoint
     status, _, _ = await post(
-        f"{base}/v1/requests/site", json={"phone": "0981234567", "message": "x" * 5000}, headers={"X-Pbxlink-Token": TOKEN}
+        f"{base}/v1/requests/site",
+        json={"phone": "0981234567", "message": "x" * 5000},
+        headers={"X-Pbxlink-Token": TOKEN},
     )
     assert status == 413
     assert await store.pending() == []
@@ -221,10 +261,18 @@ async def test_invalid_utf8_is_400_and_a_dead_letter(endpoint) -> None:  # type:
         headers={"Content-Type": "application/json", "X-Pbxlink-Token": TOKEN},
     )
     assert status == 400
-    assert body["problems"][0]["field"] == "body"  # type: ignore[index]
+    assert body["problems"][0]["field"] == "body"
     [row] = await store.pending()
     assert row.topic == "pbxlink/v1/gateway/deadletter"
     letter = json.loads(row.payload)
     assert letter["kind"] == "invalid_utf8"
     assert letter["payload_hex"] is not None
-    assert sample(intake.metrics.registry, "pbxlink_gateway_dead_letters_total", source="web:site", kind="invalid_utf8") == 1
+    assert (
+        sample(
+            intake.metrics.registry,
+            "pbxlink_gateway_dead_letters_total",
+            source="web:site",
+            kind="invalid_utf8",
+        )
+        == 1
+    )

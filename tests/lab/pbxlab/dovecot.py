@@ -27,11 +27,13 @@ from pathlib import Path
 from pbxlab.pki import LabPki, make_test_pki
 from pbxlab.ports import free_port
 
-__all__ = ["Dovecot", "dovecot_available", "running_dovecot"]
+__all__ = ["TEST_MAILBOX", "TEST_PASSWORD", "Dovecot", "dovecot_available", "running_dovecot"]
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
 MAIL_USER = "mail"
+TEST_MAILBOX = "service@shop.example"  # the tests' and the demo's mailbox
+TEST_PASSWORD = "imap-s3cret"  # a throw-away test mailbox
 
 
 def dovecot_available() -> bool:
@@ -82,10 +84,10 @@ class Dovecot:
     pki: LabPki
     users: Mapping[str, str]
     process: subprocess.Popen[bytes] | None = None
-    _config: Path = field(init=False)
+    config_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self._config = self.directory / "dovecot.conf"
+        self.config_file = self.directory / "dovecot.conf"
 
     @property
     def ca_file(self) -> Path:
@@ -98,7 +100,7 @@ class Dovecot:
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None, "already running"
         self.process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(self._config)],
+            [DOVECOT, "-F", "-c", str(self.config_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stop() ends the children too
@@ -106,8 +108,13 @@ class Dovecot:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"dovecot exited with {self.process.returncode}: {self.log_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                raise RuntimeError(
+                    f"dovecot exited with {self.process.returncode}: {self.log_text()[-2000:]}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"dovecot did not listen on {self.port}: {self.log_text()[-2000:]}")
@@ -147,7 +154,7 @@ class Dovecot:
     def deliver(self, user: str, raw: bytes, *, folder: str = "INBOX") -> None:
         """Deliver one message into ``user``'s folder with dovecot's own ``doveadm save``."""
         subprocess.run(
-            [DOVEADM, "-c", str(self._config), "save", "-u", user, "-m", folder],
+            [DOVEADM, "-c", str(self.config_file), "save", "-u", user, "-m", folder],
             input=raw,
             check=True,
             capture_output=True,
@@ -158,10 +165,44 @@ class Dovecot:
         """Remove the user's Maildir: the next access makes a new INBOX with a new UIDVALIDITY."""
         shutil.rmtree(self.directory / "mail" / user / "Maildir", ignore_errors=True)
 
+    def mark_seen(self, user: str, uid: int) -> None:
+        """What a person reading the mail in another client does: set \\Seen."""
+        subprocess.run(
+            [
+                DOVEADM,
+                "-c",
+                str(self.config_file),
+                "flags",
+                "add",
+                "-u",
+                user,
+                "\\Seen",
+                "mailbox",
+                "INBOX",
+                "uid",
+                str(uid),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
     def flags(self, user: str) -> list[tuple[int, str]]:
         """(uid, flags) of every message in the user's INBOX, by doveadm."""
         out = subprocess.run(
-            [DOVEADM, "-c", str(self._config), "-f", "tab", "fetch", "-u", user, "uid flags", "mailbox", "INBOX"],
+            [
+                DOVEADM,
+                "-c",
+                str(self.config_file),
+                "-f",
+                "tab",
+                "fetch",
+                "-u",
+                user,
+                "uid flags",
+                "mailbox",
+                "INBOX",
+            ],
             check=True,
             capture_output=True,
             timeout=30,
@@ -179,7 +220,7 @@ def start_dovecot(users: Mapping[str, str], *, port: int | None = None) -> Dovec
     os.chown(directory / "mail", mail.pw_uid, mail.pw_gid)
     (directory / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
     server = Dovecot(directory, port or free_port(), pki, users)
-    server._config.write_text(_config(directory, server.port, pki))
+    server.config_file.write_text(_config(directory, server.port, pki))
     server.start()
     return server
 

@@ -23,6 +23,7 @@ API fail (``fail_next``) or go away (``stop``/``start`` on the same port).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -60,7 +61,7 @@ class TelegramUser:
 
 @dataclass
 class FakeBotApi:
-    token: str = "123456789:AAH-fake-token-for-tests_0123456789"  # noqa: S105 - a test fixture
+    token: str = "123456789:AAH-fake-token-for-tests_0123456789"
     host: str = "127.0.0.1"
     port: int = 0
     bot_id: int = 123456789
@@ -90,9 +91,7 @@ class FakeBotApi:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self.port = int(self._runner.addresses[0][1])
         return self
 
     async def stop(self) -> None:
@@ -121,7 +120,11 @@ class FakeBotApi:
 
     async def send_text(self, user: TelegramUser, text: str) -> int:
         """A private message from ``user`` to the bot; returns its update_id."""
-        entities = [{"offset": 0, "length": len(text.split()[0]), "type": "bot_command"}] if text.startswith("/") else None
+        entities = (
+            [{"offset": 0, "length": len(text.split(maxsplit=1)[0]), "type": "bot_command"}]
+            if text.startswith("/")
+            else None
+        )
         content: dict[str, Any] = {"text": text}
         if entities:
             content["entities"] = entities
@@ -180,7 +183,12 @@ class FakeBotApi:
         if self._fail:
             return self._error(*self._fail.pop(0))
         if method.lower() == "getme":
-            me = {"id": self.bot_id, "is_bot": True, "first_name": "pbxlink test", "username": self.bot_username}
+            me = {
+                "id": self.bot_id,
+                "is_bot": True,
+                "first_name": "pbxlink test",
+                "username": self.bot_username,
+            }
             return web.json_response({"ok": True, "result": me})
         if method.lower() == "sendmessage":
             self.sent.append(params)
@@ -201,9 +209,10 @@ class FakeBotApi:
             allowed = json.loads(allowed)
         limit = min(max(limit, 1), 100)
         if self._polling:
-            return self._error(
-                409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+            conflict = (
+                "terminated by other getUpdates request; make sure that only one bot instance is running"
             )
+            return self._error(409, f"Conflict: {conflict}")
         if offset is not None and offset < 0:
             self.updates = self.updates[offset:]
         elif offset is not None:
@@ -214,10 +223,10 @@ class FakeBotApi:
             if not ready and timeout > 0:
                 assert self._arrived is not None
                 async with self._arrived:
-                    try:
-                        await asyncio.wait_for(self._arrived.wait_for(lambda: bool(self._ready(allowed))), timeout)
-                    except TimeoutError:
-                        pass
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self._arrived.wait_for(lambda: bool(self._ready(allowed))), timeout
+                        )
                 ready = self._ready(allowed)
         finally:
             self._polling = False

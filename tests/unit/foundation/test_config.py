@@ -281,7 +281,7 @@ def test_check_config_validates_the_gateway_sections_and_reads_their_secrets(tmp
         "gateway.email.service.port: 70000 is not a TCP port",
         "gateway.email.service.password_file: set it (or password_credential)",
         "gateway.email.service.address: an e-mail address",
-        'gateway.web.bad name: a source name is letters, digits, - _ . only',
+        "gateway.web.bad name: a source name is letters, digits, - _ . only",
         "gateway.web.bad name.origins: 'shop.example' is not an origin",
     ):
         assert problem in result.stderr

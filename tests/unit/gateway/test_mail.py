@@ -38,7 +38,9 @@ def test_html_only_mail_is_turned_into_text() -> None:
     m = EmailMessage()
     m["From"] = "a@b.example"
     m["Subject"] = "html"
-    m.set_content("<html><body><p>Хочу <b>купить</b> диван</p><ul><li>синий</li></ul></body></html>", subtype="html")
+    m.set_content(
+        "<html><body><p>Хочу <b>купить</b> диван</p><ul><li>синий</li></ul></body></html>", subtype="html"
+    )
     mail = parse(m.as_bytes())
     assert "Хочу купить диван" in mail.body
     assert "синий" in mail.body
@@ -57,7 +59,9 @@ def test_plain_part_is_preferred_to_html_in_an_alternative() -> None:
 def test_cyrillic_in_legacy_charsets_is_decoded(charset: str) -> None:
     text = "Прошу счёт на оплату"
     part = MIMEText(text, "plain", charset)
-    part["From"] = "=?koi8-r?b?" + __import__("base64").b64encode("Олег".encode("koi8-r")).decode() + "?= <o@b.example>"
+    part["From"] = (
+        "=?koi8-r?b?" + __import__("base64").b64encode("Олег".encode("koi8-r")).decode() + "?= <o@b.example>"
+    )
     part["Subject"] = "=?windows-1251?q?=D1=F7=E5=F2?="
     mail = parse(part.as_bytes())
     assert mail.body == text
