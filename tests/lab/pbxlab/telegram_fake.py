@@ -26,13 +26,17 @@ import asyncio
 import contextlib
 import itertools
 import json
+import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-__all__ = ["FakeBotApi", "TelegramUser"]
+__all__ = ["FakeBotApi", "FakeBotApiThread", "TelegramUser"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,3 +240,25 @@ class FakeBotApi:
         if not allowed:
             return list(self.updates)
         return [u for u in self.updates if any(k in u for k in allowed)]
+
+
+class FakeBotApiThread:
+    """The fake on an event loop in a thread of its own, for synchronous callers (the demo)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-bot-api", daemon=True)
+        self.api = FakeBotApi()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def start(self) -> FakeBotApi:
+        self.thread.start()
+        return self.call(self.api.start())
+
+    def stop(self) -> None:
+        self.call(self.api.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
