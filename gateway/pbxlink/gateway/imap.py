@@ -257,6 +257,11 @@ class ImapSource:
                 (), (DeadLetter(request_id, self.source, exc.kind, exc.reason, raw),), cursor=cursor
             )
             return
+        except Exception as exc:  # noqa: BLE001 - one unreadable mail must not block the mailbox forever
+            reason = f"could not be read: {type(exc).__name__}: {exc}"
+            letter = DeadLetter(request_id, self.source, "malformed_mime", reason, raw)
+            await self.intake.accept((), (letter,), cursor=cursor)
+            return
         if mail.message_id is not None and await self.intake.store.requests_of_thread([mail.message_id]):
             log.info("gateway_imap_already_processed", source=self.source, message_id=mail.message_id)
             await self.intake.store.store([], self.intake.clock(), cursor=cursor)

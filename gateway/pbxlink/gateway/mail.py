@@ -14,7 +14,9 @@ be raw MIME).
 from __future__ import annotations
 
 import email.errors
+import email.header
 import email.policy
+import email.utils
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -127,9 +129,28 @@ def _collect(part: EmailMessage, found: list[Attachment]) -> None:
     found.append(Attachment(filename or "(unnamed)", part.get_content_type(), size))
 
 
+def _raw(message: Message, name: str) -> str | None:
+    """A header's value as received (unfolded), without the policy's structured parsing, which
+    raises on malformed values such as ``Message-ID: <<>>``."""
+    for key, value in message.raw_items():
+        if key.lower() == name.lower():
+            return str(value).replace("\r\n", "").replace("\n", "")
+    return None
+
+
+def _decoded(raw: str | None) -> str:
+    """An unstructured header (Subject) with its RFC 2047 words decoded, leniently."""
+    if not raw:
+        return ""
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw))).strip()
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        return raw.strip()
+
+
 def _thread(message: EmailMessage) -> tuple[str, ...]:
-    ids = message_ids(message.get("In-Reply-To"))
-    ids += reversed(message_ids(message.get("References")))
+    ids = message_ids(_raw(message, "In-Reply-To"))
+    ids += reversed(message_ids(_raw(message, "References")))
     seen: dict[str, None] = {}
     for one in ids:
         seen.setdefault(one, None)
@@ -137,16 +158,21 @@ def _thread(message: EmailMessage) -> tuple[str, ...]:
 
 
 def _sender(message: EmailMessage) -> tuple[str, str | None]:
+    raw = _raw(message, "From")
     try:
         header = message.get("From")
-        addresses = getattr(header, "addresses", ()) if header is not None else ()
-    except (ValueError, IndexError, TypeError):
+        addresses = tuple(getattr(header, "addresses", ())) if header is not None else ()
+    except (ValueError, IndexError, TypeError, email.errors.HeaderParseError):
         addresses = ()
     for address in addresses:
         if address.username and address.domain:
             name = address.display_name.strip() or None
             return f"{address.username}@{address.domain}".lower(), name
-    raise MailRejected("no_sender", f"no sender address (From: {str(message.get('From', ''))[:80]!r})")
+    # the structured parser gave up: the lenient one of email.utils
+    name, addr = email.utils.parseaddr(raw or "")
+    if addr.count("@") == 1 and all(addr.split("@")) and " " not in addr:
+        return addr.lower(), _decoded(name) or None
+    raise MailRejected("no_sender", f"no sender address (From: {(raw or '')[:80]!r})")
 
 
 def parse_mail(raw: bytes, *, max_bytes: int, max_body_chars: int) -> ParsedMail:
@@ -161,12 +187,19 @@ def parse_mail(raw: bytes, *, max_bytes: int, max_body_chars: int) -> ParsedMail
         raise MailRejected("malformed_mime", f"malformed MIME structure: {names}")
     sender_email, sender_name = _sender(message)
     problems: list[str] = []
-    subject = str(message.get("Subject", "") or "").strip()
-    body = _body(message, problems)
+    subject = _decoded(_raw(message, "Subject"))
+    try:
+        body = _body(message, problems)
+        attachments = _attachments(message)
+    except (ValueError, IndexError, TypeError, LookupError, AttributeError, email.errors.MessageError) as exc:
+        # the standard library's MIME walk gave up on this structure: nothing reliable to read
+        raise MailRejected(
+            "malformed_mime", f"unreadable MIME structure: {type(exc).__name__}: {exc}"
+        ) from exc
     if len(body) > max_body_chars:
         problems.append(f"body cut from {len(body)} to {max_body_chars} characters")
         body = body[:max_body_chars]
-    ids = message_ids(message.get("Message-ID"))
+    ids = message_ids(_raw(message, "Message-ID"))
     return ParsedMail(
         sender_email=sender_email,
         sender_name=sender_name,
@@ -174,6 +207,6 @@ def parse_mail(raw: bytes, *, max_bytes: int, max_body_chars: int) -> ParsedMail
         body=body,
         message_id=ids[0] if ids else None,
         thread=_thread(message),
-        attachments=_attachments(message),
+        attachments=attachments,
         problems=tuple(problems),
     )

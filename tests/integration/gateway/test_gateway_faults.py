@@ -35,7 +35,7 @@ from pbxlink.adapters.store import open_store as open_crm
 
 pytestmark = pytest.mark.lab
 
-TOKEN = "form-token"  # noqa: S105
+TOKEN = "form-token"
 
 RULES = """
 [[crm.requests.rules]]

@@ -7,6 +7,8 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pbxlink.gateway.mail import MailRejected, message_ids, parse_mail
 
@@ -162,3 +164,45 @@ def test_multipart_mixed_with_alternative_body_and_attachment() -> None:
     mail = parse(outer.as_bytes())
     assert mail.body == "plain body"
     assert [a.filename for a in mail.attachments] == ["data.csv"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"From: a@b.example\r\n",
+                b"From: =?utf-8?b?!!!?= <>\r\n",
+                b'From: "unterminated <x@y\r\n',
+                b"Subject: =?koi8-r?q?=FF=?=\r\n",
+                b"Message-ID: <<>>\r\n",
+                b"References: <a@b> <c\r\n",
+                b"MIME-Version: 1.0\r\n",
+                b'Content-Type: multipart/mixed; boundary="b"\r\n',
+                b"Content-Type: text/html; charset=x-unknown\r\n",
+                b"Content-Type: text/plain; charset=utf-8\r\n",
+                b"Content-Transfer-Encoding: base64\r\n",
+                b"Content-Transfer-Encoding: quoted-printable\r\n",
+                b'Content-Disposition: attachment; filename="=?utf-8?q?=D0?="\r\n',
+                b"\r\n",
+                b"--b\r\n",
+                b"--b--\r\n",
+                b"<p>hi</p>\r\n",
+                b"\xff\xfe\x00garbage\r\n",
+                b"aGVsbG8=\r\n",
+            ]
+        ),
+        max_size=30,
+    ),
+    st.binary(max_size=200),
+)
+def test_any_bytes_give_a_mail_or_one_rejection_never_another_error(parts: list[bytes], tail: bytes) -> None:
+    raw = b"".join(parts) + tail
+    try:
+        mail = parse_mail(raw, max_bytes=CAP, max_body_chars=5000)
+    except MailRejected as exc:
+        kind = exc.kind
+    else:
+        kind = "request"
+        assert "@" in mail.sender_email
+    assert kind in {"request", "too_large", "no_sender", "malformed_mime"}
