@@ -169,9 +169,7 @@ class TelegramSource:
         requests: list[Request] = []
         dead: list[DeadLetter] = []
         for update in updates:
-            made = update_to_request(
-                update, gateway=gateway.name, bot=self.name, max_body_chars=gateway.max_body_chars
-            )
+            made = self.convert(update)
             if made is None:
                 log.info(
                     "gateway_telegram_update_skipped", source=self.source, update_id=update.get("update_id")
@@ -195,6 +193,23 @@ class TelegramSource:
         linked, threads = await self._conversations(requests)
         await self.intake.accept(linked, dead, cursor=(self.source, {"offset": offset}), threads=threads)
         return offset
+
+    def convert(self, update: Mapping[str, Any]) -> Request | DeadLetter | None:
+        gateway = self.intake.settings.gateway
+        try:
+            return update_to_request(
+                update, gateway=gateway.name, bot=self.name, max_body_chars=gateway.max_body_chars
+            )
+        except Exception as exc:  # noqa: BLE001 - one odd update must not stall the bot: it is a dead letter
+            raw = json.dumps(update, ensure_ascii=False, default=str).encode()
+            reason = f"unreadable update: {type(exc).__name__}: {exc}"
+            return DeadLetter(
+                f"{gateway.name}:telegram:{self.name}:{update.get('update_id')}",
+                self.source,
+                "malformed",
+                reason,
+                raw,
+            )
 
     async def _conversations(self, requests: list[Request]) -> tuple[list[Request], list[tuple[str, str]]]:
         """A chat is one conversation: each message names the chat's earlier requests (newest

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pbxlab.telegram_fake import FakeBotApi, TelegramUser
 
 from pbxlink.foundation.config import Secret
@@ -18,7 +21,8 @@ from pbxlink.gateway.metrics import GatewayMetrics
 from pbxlink.gateway.store import GatewayStore, open_store
 from pbxlink.gateway.telegram import TelegramSource, update_to_request
 from pbxlink.toolkit.metrics import sample
-from pbxlink.wire.codec import decode_envelope
+from pbxlink.wire.codec import decode_envelope, encode
+from pbxlink.wire.model import Request
 
 OLGA = TelegramUser(5550001, "Ольга", "Иванова", "olga_i")
 PETR = TelegramUser(5550002, "Пётр")
@@ -212,3 +216,43 @@ def test_an_update_that_is_not_a_message_is_skipped_and_one_without_sender_is_de
     dead = update_to_request(no_from, gateway="g", bot="b", max_body_chars=100)
     assert isinstance(dead, DeadLetter)
     assert dead.kind == "no_sender"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"update_id": st.integers(1, 2**40)},
+        optional={
+            "message": st.fixed_dictionaries(
+                {},
+                optional={
+                    "message_id": _json,
+                    "from": st.dictionaries(
+                        st.sampled_from(["id", "first_name", "last_name", "username"]), _json
+                    ),
+                    "chat": st.dictionaries(st.sampled_from(["id", "type"]), _json),
+                    "date": _json,
+                    "text": _json,
+                    "caption": _json,
+                    "contact": st.dictionaries(st.sampled_from(["phone_number", "user_id"]), _json),
+                    "document": _json,
+                },
+            )
+        },
+    )
+)
+def test_any_update_shape_gives_a_request_a_dead_letter_or_a_skip(update: dict[str, Any]) -> None:
+    account = TelegramAccount(token=Secret("t"), api_url="http://127.0.0.1:1")
+    settings_ = Settings(gateway=GatewaySettings(name="gw1", telegram={"bot": account}))
+    source = TelegramSource("bot", account, Intake(None, settings_, GatewayMetrics()))  # type: ignore[arg-type]
+    made = source.convert(update)
+    assert made is None or isinstance(made, DeadLetter | Request)
+    if isinstance(made, Request):
+        encode(made)  # and it can be published
