@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from pbxlink.gateway.config import Settings
 from pbxlink.gateway.intake import Intake
 from pbxlink.gateway.shutdown import unless_stopped
-from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
+from pbxlink.toolkit.mqtt import AckingClient, PublishRefused, mqtt_client, mqtt_reconnect
 
 __all__ = ["RequestPublisher"]
 
@@ -49,9 +49,14 @@ class RequestPublisher:
         metrics.backlog.set(await store.backlog())
         while not stop.is_set():
             try:
-                async with mqtt_client(
-                    self.settings.mqtt, identifier=self.settings.gateway.identifier, timeout=_PUBACK_TIMEOUT
-                ) as client:
+                client = mqtt_client(
+                    self.settings.mqtt,
+                    identifier=self.settings.gateway.identifier,
+                    client_class=AckingClient,
+                    timeout=_PUBACK_TIMEOUT,
+                )
+                assert isinstance(client, AckingClient)
+                async with client:
                     policy.succeeded()
                     self.connected = True
                     metrics.mqtt_connected.set(1)
@@ -67,14 +72,20 @@ class RequestPublisher:
                             )
                             continue
                         for row in rows:
-                            await client.publish(
-                                row.topic, row.payload, qos=1, properties=_properties(row.id)
-                            )
+                            await client.publish_acked(
+                                row.topic,
+                                row.payload,
+                                retain=False,
+                                properties=_properties(row.id),
+                                puback_timeout=_PUBACK_TIMEOUT,
+                            )  # raises unless the broker accepted it (PUBACK reason < 0x80)
                             await store.published(row, self.intake.clock())  # after the PUBACK
                             metrics.published.inc()
                             log.info("gateway_published", id=row.id, topic=row.topic)
                         metrics.backlog.set(await store.backlog())
             except policy.transient as exc:
+                if isinstance(exc, PublishRefused):
+                    log.error("gateway_publish_refused", topic=exc.topic, reason=str(exc.reason))
                 self.connected = False
                 metrics.mqtt_connected.set(0)
                 delay = policy.failed()
