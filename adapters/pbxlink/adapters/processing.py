@@ -6,6 +6,7 @@ is dead-lettered. Nothing here raises on bad input.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +93,11 @@ class Processor:
             facts = await gather_request_facts(
                 self.crm, sender.e164 if sender else None, body.sender_email, body.deal_id
             )
+            if not facts.clients and body.replies_to:
+                # not recognised by phone or e-mail (a messenger chat): the conversation's client
+                facts = dataclasses.replace(
+                    facts, clients=await self.crm.clients_of_requests(body.replies_to)
+                )
             actions = plan_request(body, facts, self.settings)
         else:
             identity = caller_identity(body.external, body.line, self.settings)

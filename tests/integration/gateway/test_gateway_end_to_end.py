@@ -245,7 +245,10 @@ async def test_email_telegram_and_web_requests_are_processed_by_the_seed_rules(l
         mail("Марія <maria@client.example>", "Re: Диван", "А синій є?", "s1-reply@client", "s1@client"),
     )
     await lab.bot.send_text(olga, "И ещё вопрос по кухне")
-    await wait_for(lambda: len(lab.outcomes()) == 11)
+    # Пётр writes again about another repair: a ticket again (a ticket is not an interest), but
+    # for the client his chat already is, not a new potential client
+    await lab.bot.send_text(petr, "И кофемолка тоже не работает")
+    await wait_for(lambda: len(lab.outcomes()) == 12)
 
     by_source = query(
         lab.crm,
@@ -268,11 +271,13 @@ async def test_email_telegram_and_web_requests_are_processed_by_the_seed_rules(l
         (web, "site", "interest", "vera", "", "Гість", 1),
         (email, "mail-sales", "attached", "anna", "", "Марія", 1),  # the reply: no new interest
         (bot, "site", "attached", "vera", "", "Ольга", 1),
+        (bot, "repairs", "support", "", "boris,vera", "Пётр (@petr)", 1),
     }
     assert set(by_source) == expected
-    assert len(by_source) == len(expected)
+    assert len(by_source) == len(expected) + 1  # Пётр's two tickets are two equal rows
+    assert query(lab.crm, "SELECT count(*) FROM clients WHERE name = 'Пётр (@petr)'") == [(1,)]
     assert query(lab.crm, "SELECT count(*) FROM deals") == [(6,)]
-    assert query(lab.crm, "SELECT count(*) FROM tickets") == [(2,)]
+    assert query(lab.crm, "SELECT count(*) FROM tickets") == [(3,)]
     [(reason,)] = query(lab.crm, "SELECT reason FROM requests WHERE outcome = 'rejected'")
     assert "спам" in reason
     # every request was pruned from the gateway once the broker had it

@@ -45,6 +45,14 @@ _CLIENTS_BY_EMAIL = _CLIENTS_BY_PHONE.replace(
     "FROM client_emails m JOIN clients c ON c.id = m.client_id\nWHERE m.email = ?",
 )
 
+# A7: the client of a conversation (an e-mail thread, a messenger chat): the newest of the given
+# earlier requests (a JSON array of ids) that has a client.
+_CLIENTS_OF_REQUESTS = _CLIENTS_BY_PHONE.replace(
+    "FROM client_phones p JOIN clients c ON c.id = p.client_id\nWHERE p.e164 = ?",
+    "FROM clients c\nWHERE c.id = (SELECT client_id FROM requests WHERE client_id IS NOT NULL\n"
+    "    AND id IN (SELECT value FROM json_each(?)) ORDER BY created_at DESC, rowid DESC LIMIT 1)",
+)
+
 
 def _open_items(text: str) -> tuple[OpenItem, ...]:
     items = [OpenItem(str(i), from_iso(created), str(label or "")) for i, created, label in json.loads(text)]
@@ -121,6 +129,12 @@ class SqliteCrm:
 
     async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:
         return await self._clients(_CLIENTS_BY_EMAIL, email.strip().lower())
+
+    async def clients_of_requests(self, request_ids: tuple[str, ...]) -> tuple[ClientFact, ...]:
+        """A7: the client the newest of these earlier requests (same thread or chat) belonged to."""
+        if not request_ids:
+            return ()
+        return await self._clients(_CLIENTS_OF_REQUESTS, json.dumps(list(request_ids)))
 
     async def _clients(self, sql: str, key: str) -> tuple[ClientFact, ...]:
         rows = await self.db.execute_fetchall(sql, (key,))
