@@ -282,4 +282,12 @@ async def test_email_telegram_and_web_requests_are_processed_by_the_seed_rules(l
     assert "спам" in reason
     # every request was pruned from the gateway once the broker had it
     assert lab.gateway is not None
+    metrics_url = f"http://127.0.0.1:{lab.gateway.metrics_port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{metrics_url}/readyz") as response:
+            assert response.status == 200
+        async with session.get(f"{metrics_url}/metrics") as response:
+            text = await response.text()
+    assert 'pbxlink_gateway_requests_total{channel="messenger",source="telegram:shop_bot"} 4.0' in text
+    assert 'pbxlink_gateway_requests_total{channel="web",source="web:site"} 2.0' in text
     await wait_for(lambda: query(lab.tmp / "gateway.sqlite3", "SELECT count(*) FROM outbox") == [(0,)])

@@ -261,3 +261,21 @@ async def test_a_new_uidvalidity_reads_the_folder_again_without_repeating_known_
         assert [r.subject for r in await requests_of(store)] == ["kept", "new"]
     finally:
         await store.close()
+
+
+async def test_one_sender_flooding_the_mailbox_gets_dead_letters_and_others_go_on(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    store = await open_store(tmp_path / "gw.sqlite3")
+    try:
+        intake, source = make_source(store, account(dovecot), flood_per_minute=1.0, flood_burst=2)
+        for n in range(4):
+            dovecot.deliver(MAILBOX, mail("bot@spam.example", f"offer {n}", "buy", message_id=f"o{n}@spam"))
+        dovecot.deliver(MAILBOX, mail("ivan@client.example", "question", "real", message_id="q@client"))
+        async with reading(source):
+            await wait_rows(store, 5)
+        assert [r.subject for r in await requests_of(store)] == ["offer 0", "offer 1", "question"]
+        metric = "pbxlink_gateway_dead_letters_total"
+        assert sample(intake.metrics.registry, metric, source=f"email:{MAILBOX}", kind="flood") == 2
+    finally:
+        await store.close()
