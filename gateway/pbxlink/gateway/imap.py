@@ -192,8 +192,9 @@ class ImapSource:
                 if x.isdigit()
             )
             start = (uidnext - 1) if uidnext else 0
+            sizes = {item.uid: item.size for item in await self._new_uids(client, 0)} if unseen else {}
             for uid in unseen:
-                await self._process(client, uidvalidity, uid, previous=0)
+                await self._process(client, uidvalidity, uid, previous=0, size=sizes.get(uid))
             if not unseen or unseen[-1] < start:
                 await self.intake.store.store(
                     [], self.intake.clock(), cursor=(self.source, {"uidvalidity": uidvalidity, "uid": start})
@@ -209,6 +210,8 @@ class ImapSource:
                 action="reading the folder again; Message-IDs already processed are skipped",
             )
             last = 0
+            cursor = (self.source, {"uidvalidity": uidvalidity, "uid": 0})
+            await self.intake.store.store([], self.intake.clock(), cursor=cursor)
         for item in await self._new_uids(client, last):
             await self._process(client, uidvalidity, item.uid, previous=last, size=item.size)
             last = item.uid
