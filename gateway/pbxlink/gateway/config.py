@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pbxlink.foundation.config import (
     AtLeast,
@@ -86,6 +86,13 @@ class TelegramAccount:
     token: Secret | None = None  # the bot token from @BotFather, filled from the two keys above
     api_url: str = "https://api.telegram.org"  # tests point it at the loopback fake
     poll_timeout_seconds: Annotated[int, AtLeast(0)] = 25  # getUpdates long-poll timeout
+    mode: Literal["polling", "webhook"] = "polling"
+    # webhook mode: the public https URL that reaches POST /v1/telegram/<name> on this gateway
+    # (through the site's reverse proxy), and the secret Telegram sends with each update
+    webhook_url: str = ""
+    webhook_secret_file: Path | None = None
+    webhook_secret_credential: str = ""
+    webhook_secret: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +166,11 @@ def missing_secrets(gateway: GatewaySettings) -> list[ConfigProblem]:
         if b.token is None
     ]
     problems += [
+        ConfigProblem(f"gateway.telegram.{n}.webhook_secret", "not found (webhook_secret_file / _credential)")
+        for n, b in gateway.telegram.items()
+        if b.mode == "webhook" and b.webhook_secret is None
+    ]
+    problems += [
         ConfigProblem(f"gateway.web.{n}.token", "neither the token nor the hmac_secret was found")
         for n, w in gateway.web.items()
         if w.token is None and w.hmac_secret is None
@@ -201,6 +213,15 @@ def _problems(settings: Settings) -> list[ConfigProblem]:
             problems.append(ConfigProblem(f"{where}.token_file", "set it (or token_credential)"))
         if not bot.api_url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             problems.append(ConfigProblem(f"{where}.api_url", "https:// (plain http only on loopback)"))
+        if bot.mode == "webhook":
+            if not bot.webhook_url.startswith(("https://", "http://127.0.0.1")):
+                problems.append(
+                    ConfigProblem(f"{where}.webhook_url", "the public https:// URL of the webhook")
+                )
+            if bot.webhook_secret_file is None and not bot.webhook_secret_credential:
+                problems.append(
+                    ConfigProblem(f"{where}.webhook_secret_file", "set it (or webhook_secret_credential)")
+                )
     for name, form in gateway.web.items():
         where = f"gateway.web.{name}"
         secrets = (form.token_file, form.token_credential, form.hmac_secret_file, form.hmac_secret_credential)

@@ -85,7 +85,7 @@ async def serve(
             imap={n: ImapSource(n, a, intake) for n, a in settings.gateway.email.items()},
             telegram={n: TelegramSource(n, a, intake) for n, a in settings.gateway.telegram.items()},
         )
-        endpoint = WebEndpoint(settings.gateway.web, intake)
+        endpoint = WebEndpoint(settings.gateway.web, intake, gateway.telegram)
         runner = web.AppRunner(endpoint.app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:

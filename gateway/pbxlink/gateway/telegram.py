@@ -165,6 +165,14 @@ class TelegramSource:
         ids: list[int] = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
         if not ids:
             return None
+        offset = max(ids) + 1
+        await self.store_updates(updates, cursor=(self.source, {"offset": offset}))
+        return offset
+
+    async def store_updates(
+        self, updates: Sequence[Mapping[str, Any]], *, cursor: tuple[str, Mapping[str, Any]] | None
+    ) -> None:
+        """Requests and dead letters of these updates, stored in one transaction (with the cursor)."""
         gateway = self.intake.settings.gateway
         requests: list[Request] = []
         dead: list[DeadLetter] = []
@@ -189,10 +197,8 @@ class TelegramSource:
                 )
             else:
                 requests.append(made)
-        offset = max(ids) + 1
         linked, threads = await self._conversations(requests)
-        await self.intake.accept(linked, dead, cursor=(self.source, {"offset": offset}), threads=threads)
-        return offset
+        await self.intake.accept(linked, dead, cursor=cursor, threads=threads)
 
     def convert(self, update: Mapping[str, Any]) -> Request | DeadLetter | None:
         gateway = self.intake.settings.gateway
@@ -227,6 +233,58 @@ class TelegramSource:
         return linked, threads
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.account.mode == "webhook":
+            await self._keep_webhook(stop)
+            return
+        # a webhook left over from webhook mode would make getUpdates answer 409
+        await self._call_until_done("deleteWebhook", {}, stop)
+        await self._poll(stop)
+
+    async def _call_until_done(self, method: str, params: Mapping[str, Any], stop: asyncio.Event) -> bool:
+        """One Bot API call, retried with backoff until it succeeds (True) or stop is set (False);
+        a refusal that waiting cannot heal (a wrong token) is raised."""
+        async with aiohttp.ClientSession() as session:
+            api = BotApi(session, self.account)
+            while not stop.is_set():
+                try:
+                    await unless_stopped(
+                        api.call(method, params, seconds=30), stop, name=f"gateway:{self.source}:{method}"
+                    )
+                except self.policy.transient as exc:
+                    if isinstance(exc, BotApiError) and not exc.transient:
+                        log.error("gateway_telegram_refused", source=self.source, call=method, error=str(exc))
+                        raise
+                    self.intake.metrics.source_errors.labels(self.source).inc()
+                    delay = self.policy.failed()
+                    log.warning(
+                        "gateway_telegram_retry",
+                        source=self.source,
+                        call=method,
+                        error=str(exc),
+                        retry_in=delay,
+                    )
+                    if not await self.policy.wait(delay, stop):
+                        return False
+                    continue
+                self.policy.succeeded()
+                return not stop.is_set()
+        return False
+
+    async def _keep_webhook(self, stop: asyncio.Event) -> None:
+        """Webhook mode: register the webhook with its secret; updates then arrive on the web
+        endpoint (``POST /v1/telegram/<name>``, :mod:`pbxlink.gateway.web`)."""
+        assert self.account.webhook_secret is not None
+        params = {
+            "url": self.account.webhook_url,
+            "secret_token": self.account.webhook_secret.reveal(),
+            "allowed_updates": ["message", "business_message"],
+        }
+        if await self._call_until_done("setWebhook", params, stop):
+            self.intake.metrics.source_up.labels(self.source).set(1)
+            log.info("gateway_telegram_webhook_set", source=self.source, url=self.account.webhook_url)
+            await stop.wait()
+
+    async def _poll(self, stop: asyncio.Event) -> None:
         state = await self.intake.store.cursor(self.source)
         offset: int | None = int(state["offset"]) if state else None
         metrics = self.intake.metrics

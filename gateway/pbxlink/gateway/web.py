@@ -31,6 +31,7 @@ from aiohttp import web
 from pbxlink.gateway.config import WebSource
 from pbxlink.gateway.intake import DeadLetter, Intake
 from pbxlink.gateway.limits import RateLimiter
+from pbxlink.gateway.telegram import TelegramSource
 from pbxlink.wire.model import Request, RequestChannel, Sender
 
 __all__ = ["FormProblem", "WebEndpoint", "read_form"]
@@ -155,9 +156,15 @@ def _authorized(source: WebSource, request: web.Request, body: bytes, form_token
 class WebEndpoint:
     """The aiohttp routes of the web sources. ``app()`` is served by the gateway on ``gateway.port``."""
 
-    def __init__(self, sources: Mapping[str, WebSource], intake: Intake) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, WebSource],
+        intake: Intake,
+        telegram: Mapping[str, TelegramSource] | None = None,
+    ) -> None:
         self.sources = sources
         self.intake = intake
+        self.bots = {n: b for n, b in (telegram or {}).items() if b.account.mode == "webhook"}
         self.max_bytes = intake.settings.gateway.max_message_bytes
         self.limits = {name: RateLimiter(s.rate_per_minute, s.rate_burst) for name, s in sources.items()}
 
@@ -165,7 +172,33 @@ class WebEndpoint:
         app = web.Application(client_max_size=self.max_bytes)
         app.router.add_route("OPTIONS", "/v1/requests/{source}", self.preflight)
         app.router.add_post("/v1/requests/{source}", self.post)
+        app.router.add_post("/v1/telegram/{bot}", self.telegram_update)
         return app
+
+    async def telegram_update(self, request: web.Request) -> web.Response:
+        """A Telegram bot's webhook: 200 only once the update is stored (Telegram sends it again
+        otherwise), 401 without the bot's secret token."""
+        name = request.match_info["bot"]
+        bot = self.bots.get(name)
+        if bot is None:
+            return self._answer(
+                f"telegram:{name}", 404, {"error": f"no Telegram bot {name!r} in webhook mode"}
+            )
+        secret = bot.account.webhook_secret
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if secret is None or not hmac.compare_digest(given.encode(), secret.reveal().encode()):
+            log.warning("gateway_telegram_webhook_unauthorized", source=bot.source, remote=request.remote)
+            return self._answer(bot.source, 401, {"error": "wrong secret token"})
+        try:
+            update = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            update = None
+        except web.HTTPRequestEntityTooLarge:
+            return self._answer(bot.source, 413, {"error": f"over {self.max_bytes} bytes"})
+        if not isinstance(update, dict):
+            return self._answer(bot.source, 400, {"error": "an Update object (JSON) is expected"})
+        await bot.store_updates([update], cursor=None)
+        return self._answer(bot.source, 200, {})
 
     def _cors(self, source: WebSource, request: web.Request) -> dict[str, str] | None:
         """CORS headers for an allowed Origin, {} without an Origin, None for a foreign one."""

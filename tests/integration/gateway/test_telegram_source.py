@@ -10,8 +10,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pbxlab.ports import free_port
 from pbxlab.telegram_fake import FakeBotApi, TelegramUser
 
 from pbxlink.foundation.config import Secret
@@ -20,6 +22,7 @@ from pbxlink.gateway.intake import DeadLetter, Intake
 from pbxlink.gateway.metrics import GatewayMetrics
 from pbxlink.gateway.store import GatewayStore, open_store
 from pbxlink.gateway.telegram import TelegramSource, update_to_request
+from pbxlink.gateway.web import WebEndpoint
 from pbxlink.toolkit.metrics import sample
 from pbxlink.wire.codec import decode_envelope, encode
 from pbxlink.wire.model import Request
@@ -256,3 +259,54 @@ def test_any_update_shape_gives_a_request_a_dead_letter_or_a_skip(update: dict[s
     assert made is None or isinstance(made, DeadLetter | Request)
     if isinstance(made, Request):
         encode(made)  # and it can be published
+
+
+async def test_webhook_mode_registers_the_webhook_and_stores_each_update_before_answering_200(
+    tmp_path: Path, fake: FakeBotApi
+) -> None:
+    store = await open_store(tmp_path / "gw.sqlite3")
+    web_port = free_port()
+    account = TelegramAccount(
+        token=Secret(fake.token),
+        api_url=fake.url,
+        mode="webhook",
+        webhook_url=f"http://127.0.0.1:{web_port}/v1/telegram/shop_bot",
+        webhook_secret=Secret("hook-secret"),
+    )
+    settings = Settings(gateway=GatewaySettings(name="gw1", telegram={"shop_bot": account}))
+    intake = Intake(store, settings, GatewayMetrics())
+    source = TelegramSource("shop_bot", account, intake)
+    runner = web.AppRunner(WebEndpoint({}, intake, {"shop_bot": source}).app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", web_port).start()
+    try:
+        async with polling(source):
+            await wait_until(lambda: _webhook_set(fake))
+            assert fake.webhook_secret == "hook-secret"
+            await fake.send_text(OLGA, "через вебхук")
+            await fake.send_text(OLGA, "и ещё")
+            await wait_until(lambda: _count(store, 2))
+            # getUpdates is refused while the webhook is active, as Telegram does
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{fake.url}/bot{fake.token}/getUpdates") as r,
+            ):
+                assert r.status == 409
+            # an update posted without the secret is refused and not stored
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(account.webhook_url, json={"update_id": 1, "message": {}}) as r,
+            ):
+                assert r.status == 401
+        first, second = await requests_of(store)
+        assert first.body == "через вебхук"
+        assert second.replies_to == (first.id,)
+        assert fake.webhook_answers == [200, 200]
+        assert fake.updates == []
+    finally:
+        await runner.cleanup()
+        await store.close()
+
+
+async def _webhook_set(fake: FakeBotApi) -> bool:
+    return bool(fake.webhook_url)

@@ -14,7 +14,12 @@ https://core.telegram.org/bots/api — what the fake implements:
   it waits up to ``timeout`` seconds (long polling); a second concurrent getUpdates gets
   ``409 Conflict: terminated by other getUpdates request; make sure that only one bot instance
   is running``; updates unconfirmed for 24 hours are dropped (not simulated);
-* ``getMe`` (``User`` with ``is_bot: true``), ``sendMessage`` (records what the bot answered).
+* ``getMe`` (``User`` with ``is_bot: true``), ``sendMessage`` (records what the bot answered);
+* ``setWebhook(url, secret_token, allowed_updates)`` / ``deleteWebhook``: while a webhook is set,
+  getUpdates answers ``409 Conflict: can't use getUpdates method while webhook is active; use
+  deleteWebhook to delete the webhook first``, and each update is POSTed to the URL as JSON with
+  the ``X-Telegram-Bot-Api-Secret-Token`` header; it stays queued until the webhook answers 2xx
+  (:meth:`FakeBotApi.deliver` retries).
 
 Tests push messages as a person would send them (:meth:`FakeBotApi.send_text`) and can make the
 API fail (``fail_next``) or go away (``stop``/``start`` on the same port).
@@ -32,6 +37,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 __all__ = ["FakeBotApi", "FakeBotApiThread", "TelegramUser"]
@@ -79,6 +85,9 @@ class FakeBotApi:
     _polling: bool = False
     _fail: list[tuple[int, str, int | None]] = field(default_factory=list)
     _runner: web.AppRunner | None = None
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_answers: list[int] = field(default_factory=list)  # HTTP status of every delivery
 
     def __post_init__(self) -> None:
         self._next_update = itertools.count(self.first_update_id)
@@ -111,7 +120,28 @@ class FakeBotApi:
         assert self._arrived is not None
         async with self._arrived:
             self._arrived.notify_all()
+        if self.webhook_url:
+            await self.deliver()
         return update_id
+
+    async def deliver(self) -> None:
+        """Webhook mode: POST every queued update to the webhook, in order; those answered 2xx
+        are done, the first failure stops the round (Telegram retries later)."""
+        async with aiohttp.ClientSession() as session:
+            while self.updates and self.webhook_url:
+                update = self.updates[0]
+                headers = (
+                    {"X-Telegram-Bot-Api-Secret-Token": self.webhook_secret} if self.webhook_secret else {}
+                )
+                try:
+                    async with session.post(self.webhook_url, json=update, headers=headers) as response:
+                        self.webhook_answers.append(response.status)
+                        if not 200 <= response.status < 300:
+                            return
+                except aiohttp.ClientError:
+                    self.webhook_answers.append(0)
+                    return
+                self.updates.pop(0)
 
     def message(self, user: TelegramUser, **content: Any) -> dict[str, Any]:
         return {
@@ -197,7 +227,20 @@ class FakeBotApi:
         if method.lower() == "sendmessage":
             self.sent.append(params)
             return web.json_response({"ok": True, "result": {"message_id": next(self._next_message)}})
+        if method.lower() == "setwebhook":
+            self.webhook_url = str(params.get("url") or "")
+            self.webhook_secret = str(params.get("secret_token") or "")
+            return web.json_response({"ok": True, "result": True, "description": "Webhook was set"})
+        if method.lower() == "deletewebhook":
+            self.webhook_url = self.webhook_secret = ""
+            return web.json_response({"ok": True, "result": True, "description": "Webhook was deleted"})
         if method.lower() == "getupdates":
+            if self.webhook_url:
+                conflict = (
+                    "can't use getUpdates method while webhook is active; "
+                    "use deleteWebhook to delete the webhook first"
+                )
+                return self._error(409, f"Conflict: {conflict}")
             return await self._get_updates(params)
         return self._error(404, "Not Found")
 
