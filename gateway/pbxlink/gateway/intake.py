@@ -61,7 +61,7 @@ class DeadLetter:
             "payload": text,
             "payload_hex": None if text is not None else head.hex(),
         }
-        return json.dumps(document, ensure_ascii=False).encode()
+        return json.dumps(document, ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def utc_now() -> datetime:
@@ -110,10 +110,26 @@ class Intake:
         repaired: Mapping[str, Sequence[str]] | None = None,
     ) -> list[bool]:
         """Store requests and dead letters (and the source's cursor, and Message-ID → request links)
-        in one transaction. Returns, per request, whether it was new."""
+        in one transaction. Returns, per request, whether it was stored as new (False: stored before,
+        or a dead letter because it cannot be encoded)."""
         now = self.clock()
         gateway = self.settings.gateway
-        rows = [(r.id, self.request_topic, self.envelope(r), r.source) for r in requests]
+        asked = list(requests)
+        dead = list(dead)
+        rows: list[tuple[str, str, bytes, str]] = []
+        encodable: list[Request] = []
+        for request in requests:
+            try:
+                rows.append((request.id, self.request_topic, self.envelope(request), request.source))
+                encodable.append(request)
+            except UnicodeEncodeError as exc:  # a lone surrogate (JSON "\udcff") cannot be UTF-8
+                original = repr(request).encode("utf-8", "backslashreplace")
+                dead.append(
+                    DeadLetter(
+                        request.id, request.source, "invalid_utf8", f"not valid Unicode: {exc}", original
+                    )
+                )
+        requests = encodable
         rows += [(d.id, gateway.dead_letter_topic, d.to_json(gateway.name, now), d.source) for d in dead]
         fresh = await self.store.store(rows, now, cursor=cursor, threads=threads)
         self.stored.set()
@@ -145,4 +161,5 @@ class Intake:
                     reason=letter.reason,
                     size=len(letter.original),
                 )
-        return fresh[: len(requests)]
+        stored = {r.id: new for r, new in zip(requests, fresh, strict=False)}
+        return [stored.get(r.id, False) for r in asked]

@@ -138,6 +138,16 @@ def _raw(message: Message, name: str) -> str | None:
     return None
 
 
+def _clean(text: str, problems: list[str], what: str) -> str:
+    """Undeclared 8-bit bytes in a header reach us as lone surrogates (the parser's
+    ``surrogateescape``), which no UTF-8 encoder accepts: read those bytes as UTF-8, replacing
+    what is not."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    problems.append(f"{what}: undeclared 8-bit bytes read as UTF-8")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _decoded(raw: str | None) -> str:
     """An unstructured header (Subject) with its RFC 2047 words decoded, leniently."""
     if not raw:
@@ -187,7 +197,9 @@ def parse_mail(raw: bytes, *, max_bytes: int, max_body_chars: int) -> ParsedMail
         raise MailRejected("malformed_mime", f"malformed MIME structure: {names}")
     sender_email, sender_name = _sender(message)
     problems: list[str] = []
-    subject = _decoded(_raw(message, "Subject"))
+    sender_email = _clean(sender_email, problems, "From")
+    sender_name = _clean(sender_name, problems, "From") if sender_name else None
+    subject = _clean(_decoded(_raw(message, "Subject")), problems, "Subject")
     try:
         body = _body(message, problems)
         attachments = _attachments(message)
@@ -199,14 +211,21 @@ def parse_mail(raw: bytes, *, max_bytes: int, max_body_chars: int) -> ParsedMail
     if len(body) > max_body_chars:
         problems.append(f"body cut from {len(body)} to {max_body_chars} characters")
         body = body[:max_body_chars]
-    ids = message_ids(_raw(message, "Message-ID"))
+    ids = [_clean(i, problems, "Message-ID") for i in message_ids(_raw(message, "Message-ID"))]
+    thread = tuple(_clean(i, problems, "References") for i in _thread(message))
+    attachments = tuple(
+        Attachment(
+            _clean(a.filename, problems, "attachment name"), _clean(a.content_type, problems, "type"), a.size
+        )
+        for a in attachments
+    )
     return ParsedMail(
         sender_email=sender_email,
         sender_name=sender_name,
         subject=subject,
-        body=body,
+        body=_clean(body, problems, "body"),
         message_id=ids[0] if ids else None,
-        thread=_thread(message),
+        thread=thread,
         attachments=attachments,
         problems=tuple(problems),
     )

@@ -85,7 +85,7 @@ def update_to_request(
     if not isinstance(update_id, int) or message is None:
         return None
     request_id = f"{gateway}:telegram:{bot}:{update_id}"
-    raw = json.dumps(update, ensure_ascii=False).encode()
+    raw = json.dumps(update, ensure_ascii=False).encode("utf-8", "backslashreplace")
     chat = message.get("chat")
     user = message.get("from")
     if not isinstance(chat, Mapping) or "id" not in chat or not isinstance(user, Mapping):
@@ -192,7 +192,7 @@ class TelegramSource:
                         self.source,
                         "flood",
                         reason,
-                        json.dumps(dict(update), ensure_ascii=False).encode(),
+                        json.dumps(dict(update), ensure_ascii=False).encode("utf-8", "backslashreplace"),
                     )
                 )
             else:
@@ -207,7 +207,7 @@ class TelegramSource:
                 update, gateway=gateway.name, bot=self.name, max_body_chars=gateway.max_body_chars
             )
         except Exception as exc:  # noqa: BLE001 - one odd update must not stall the bot: it is a dead letter
-            raw = json.dumps(update, ensure_ascii=False, default=str).encode()
+            raw = json.dumps(update, ensure_ascii=False, default=str).encode("utf-8", "backslashreplace")
             reason = f"unreadable update: {type(exc).__name__}: {exc}"
             return DeadLetter(
                 f"{gateway.name}:telegram:{self.name}:{update.get('update_id')}",

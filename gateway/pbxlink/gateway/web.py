@@ -128,6 +128,8 @@ def read_form(content_type: str, body: bytes, idempotency_header: str | None) ->
             problems.append(FormProblem(field_name, f"longer than {_MAX_FIELD} characters"))
         if value is not None and any(ord(c) < 32 and c not in "\n\r\t" for c in value):
             problems.append(FormProblem(field_name, "contains control characters"))
+        if value is not None and any("\ud800" <= c <= "\udfff" for c in value):
+            problems.append(FormProblem(field_name, "not valid Unicode (a lone surrogate escape)"))
     if key is not None and not _KEY.match(key):
         problems.append(FormProblem("Idempotency-Key", "1-200 printable ASCII characters"))
     if problems:

@@ -310,3 +310,20 @@ async def test_webhook_mode_registers_the_webhook_and_stores_each_update_before_
 
 async def _webhook_set(fake: FakeBotApi) -> bool:
     return bool(fake.webhook_url)
+
+
+async def test_a_message_that_cannot_be_encoded_is_a_dead_letter_and_the_bot_goes_on(
+    tmp_path: Path, fake: FakeBotApi
+) -> None:
+    store = await open_store(tmp_path / "gw.sqlite3")
+    try:
+        intake, source = make_intake(store, fake)
+        await fake.send_text(OLGA, "bad \udcff surrogate")  # JSON can carry it as an escape
+        await fake.send_text(PETR, "fine")
+        async with polling(source):
+            await wait_until(lambda: _count(store, 2))
+        assert [r.body for r in await requests_of(store)] == ["fine"]
+        metric = "pbxlink_gateway_dead_letters_total"
+        assert sample(intake.metrics.registry, metric, source="telegram:shop_bot", kind="invalid_utf8") == 1
+    finally:
+        await store.close()

@@ -276,3 +276,15 @@ async def test_invalid_utf8_is_400_and_a_dead_letter(endpoint) -> None:  # type:
         )
         == 1
     )
+
+
+async def test_a_lone_surrogate_escape_in_json_is_a_problem_not_a_crash(endpoint) -> None:  # type: ignore[no-untyped-def]
+    base, store, _, _ = endpoint
+    status, body, _ = await post(
+        f"{base}/v1/requests/site",
+        data=b'{"phone": "0981234567", "message": "bad \\udcff escape"}',
+        headers={"Content-Type": "application/json", "X-Pbxlink-Token": TOKEN},
+    )
+    assert status == 400
+    assert body["problems"][0]["field"] == "message"
+    assert await store.pending() == []

@@ -189,6 +189,9 @@ def test_multipart_mixed_with_alternative_body_and_attachment() -> None:
                 b"--b--\r\n",
                 b"<p>hi</p>\r\n",
                 b"\xff\xfe\x00garbage\r\n",
+                b"Subject: caf\xe9 \xff\r\n",
+                b"From: \xd0\x98\xff <a@b.example>\r\n",
+                b'Content-Disposition: attachment; filename="\xff.pdf"\r\n',
                 b"aGVsbG8=\r\n",
             ]
         ),
@@ -205,4 +208,16 @@ def test_any_bytes_give_a_mail_or_one_rejection_never_another_error(parts: list[
     else:
         kind = "request"
         assert "@" in mail.sender_email
+        # every text can be published (no lone surrogates from undeclared 8-bit bytes)
+        texts = [mail.sender_email, mail.sender_name or "", mail.subject, mail.body, mail.message_id or ""]
+        texts += [*mail.thread, *(a.filename for a in mail.attachments)]
+        "".join(texts).encode("utf-8")
     assert kind in {"request", "too_large", "no_sender", "malformed_mime"}
+
+
+def test_undeclared_8bit_header_bytes_are_read_as_utf8_and_reported() -> None:
+    raw = b"From: \xd0\x98\xd0\xb2\xd0\xb0\xd0\xbd <a@b.example>\r\nSubject: caf\xc3\xa9 \xff\r\n\r\nhi\r\n"
+    mail = parse(raw)
+    assert mail.sender_name == "Иван"
+    assert mail.subject == "café \ufffd"
+    assert any("Subject" in p for p in mail.problems)
