@@ -71,6 +71,7 @@ class EmailAccount:
     idle: bool = True  # IMAP IDLE when the server offers it; else (or false) poll
     poll_seconds: Annotated[float, AtLeast(1)] = 60.0  # polling interval, and the IDLE renewal
     idle_seconds: Annotated[float, AtLeast(10)] = 1500.0  # re-issue IDLE this often (RFC 2177: < 29 min)
+    command_timeout_seconds: Annotated[float, AtLeast(1)] = 30.0  # an IMAP command unanswered this long fails
 
     @property
     def mailbox_address(self) -> str:

@@ -47,7 +47,7 @@ _UIDVALIDITY: Final = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT: Final = re.compile(rb"\[UIDNEXT (\d+)\]")
 _FETCH_UID: Final = re.compile(rb"UID (\d+)")
 _FETCH_SIZE: Final = re.compile(rb"RFC822\.SIZE (\d+)")
-_COMMAND_TIMEOUT: Final = 30.0
+_MAX_MESSAGE_FAILURES: Final = 3  # attempts (each after a reconnect) before a message is a dead letter
 
 
 class ImapError(Exception):
@@ -83,6 +83,7 @@ class ImapSource:
             Backoff(1.0, 120.0),
             transient=(OSError, TimeoutError, ImapError, aioimaplib.AioImapException),
         )
+        self._failures: dict[tuple[int, int], int] = {}
         self.wake = asyncio.Event()  # tests and SIGHUP-like nudges: look now instead of after poll_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,7 +111,7 @@ class ImapSource:
         client = aioimaplib.IMAP4(
             host=account.host,
             port=account.port,
-            timeout=_COMMAND_TIMEOUT,
+            timeout=account.command_timeout_seconds,
             conn_lost_cb=lambda _exc: lost.set(),
             ssl_context=_tls_context(account),
         )
@@ -194,7 +195,7 @@ class ImapSource:
             start = (uidnext - 1) if uidnext else 0
             sizes = {item.uid: item.size for item in await self._new_uids(client, 0)} if unseen else {}
             for uid in unseen:
-                await self._process(client, uidvalidity, uid, previous=0, size=sizes.get(uid))
+                await self._process_or_give_up(client, uidvalidity, uid, 0, size=sizes.get(uid))
             if not unseen or unseen[-1] < start:
                 await self.intake.store.store(
                     [], self.intake.clock(), cursor=(self.source, {"uidvalidity": uidvalidity, "uid": start})
@@ -213,8 +214,43 @@ class ImapSource:
             cursor = (self.source, {"uidvalidity": uidvalidity, "uid": 0})
             await self.intake.store.store([], self.intake.clock(), cursor=cursor)
         for item in await self._new_uids(client, last):
-            await self._process(client, uidvalidity, item.uid, previous=last, size=item.size)
+            await self._process_or_give_up(client, uidvalidity, item.uid, last, size=item.size)
             last = item.uid
+
+    async def _process_or_give_up(
+        self,
+        client: aioimaplib.IMAP4,
+        uidvalidity: int,
+        uid: int,
+        previous: int,
+        *,
+        size: int | None,
+    ) -> None:
+        try:
+            await self._process(client, uidvalidity, uid, previous=previous, size=size)
+        except self.policy.transient as exc:
+            # a server that cannot read a message answers NO, or drops the connection (dovecot
+            # does): both count against the message. An outage fails at connect time instead,
+            # so it takes a message failing while connected, several times in a row, to give up.
+            await self._give_up_after_retries(uidvalidity, uid, previous, exc)
+
+    async def _give_up_after_retries(
+        self, uidvalidity: int, uid: int, previous: int, exc: BaseException
+    ) -> None:
+        """The server keeps failing on one message (NO to its FETCH, or no answer while the
+        connection stays up): after a few reconnects it
+        becomes a dead letter, so one broken message does not stop the mailbox for ever."""
+        key = (uidvalidity, uid)
+        self._failures[key] = self._failures.get(key, 0) + 1
+        if self._failures[key] < _MAX_MESSAGE_FAILURES:
+            raise exc  # reconnect and try again
+        del self._failures[key]
+        gateway = self.intake.settings.gateway
+        request_id = f"{gateway.name}:email:{self.account.mailbox_address}:{uidvalidity}:{uid}"
+        reason = f"the server failed {_MAX_MESSAGE_FAILURES} times on this message: {exc}"
+        letter = DeadLetter(request_id, self.source, "unfetchable", reason, b"")
+        cursor = (self.source, {"uidvalidity": uidvalidity, "uid": max(uid, previous)})
+        await self.intake.accept((), (letter,), cursor=cursor)
 
     async def _new_uids(self, client: aioimaplib.IMAP4, last: int) -> list[_Fetched]:
         response = _ok(await client.uid("fetch", f"{last + 1}:*", "(UID RFC822.SIZE)"), "UID FETCH")

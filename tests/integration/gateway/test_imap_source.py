@@ -21,6 +21,7 @@ from pbxlink.gateway.intake import Intake
 from pbxlink.gateway.metrics import GatewayMetrics
 from pbxlink.gateway.store import GatewayStore, open_store
 from pbxlink.toolkit.metrics import sample
+from pbxlink.toolkit.reconnect import Backoff
 from pbxlink.wire.codec import decode_envelope
 
 pytestmark = pytest.mark.lab
@@ -277,5 +278,34 @@ async def test_one_sender_flooding_the_mailbox_gets_dead_letters_and_others_go_o
         assert [r.subject for r in await requests_of(store)] == ["offer 0", "offer 1", "question"]
         metric = "pbxlink_gateway_dead_letters_total"
         assert sample(intake.metrics.registry, metric, source=f"email:{MAILBOX}", kind="flood") == 2
+    finally:
+        await store.close()
+
+
+async def test_a_message_the_server_cannot_read_becomes_a_dead_letter_after_retries(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    dovecot.deliver(MAILBOX, mail("a@x.example", "broken on disk", "1", message_id="broken@x"))
+    dovecot.deliver(MAILBOX, mail("b@x.example", "fine", "2", message_id="fine@x"))
+    maildir = dovecot.directory / "mail" / MAILBOX / "Maildir"
+    [broken] = [p for p in sorted((maildir / "new").iterdir()) if b"broken on disk" in p.read_bytes()]
+    broken.chmod(0)  # the IMAP server (uid mail) can no longer read it: FETCH answers NO
+    store = await open_store(tmp_path / "gw.sqlite3")
+    try:
+        acc = account(dovecot, command_timeout_seconds=2.0)
+        intake, source = make_source(store, acc)
+        source.policy.backoff = Backoff(0.05, 0.1)  # the retries themselves are not what is tested
+        async with reading(source):
+            await wait_rows(store, 2)
+        rows = await store.pending()
+        assert [json.loads(r.payload)["kind"] for r in rows if r.topic.endswith("deadletter")] == [
+            "unfetchable"
+        ]
+        assert [r.subject for r in await requests_of(store)] == ["fine"]
+        # two failed attempts, then the dead letter (dovecot drops the connection each time)
+        errors = sample(
+            intake.metrics.registry, "pbxlink_gateway_source_errors_total", source=f"email:{MAILBOX}"
+        )
+        assert errors >= 2
     finally:
         await store.close()
