@@ -122,6 +122,7 @@ SECTION_OWNERS: Mapping[str, str] = types.MappingProxyType(
         "ami": "daemon",
         "state": "daemon",
         "tracker": "daemon",
+        "cel": "daemon",
         "agi": "daemon",
         "routing": "daemon",
         "http": "daemon",
