@@ -83,6 +83,13 @@ class CrmBackend(Protocol):
 
     async def advance_queue(self, queue_rule: str, next_index: int) -> None: ...
 
+    # A7 conversations (a reply in a thread, a chat): the earlier requests' interest and client
+    async def open_deal_of_requests(self, request_ids: tuple[str, ...]) -> str | None: ...
+
+    async def clients_of_requests(self, request_ids: tuple[str, ...]) -> tuple[ClientFact, ...]: ...
+
+    async def link_request(self, request_id: str, deal_id: str) -> None: ...
+
 
 async def gather_facts(backend: CrmBackend, e164: str | None, call_id: str) -> CrmFacts:
     """Everything the planner may ask about one call."""

@@ -407,5 +407,14 @@ class RetailCrm:
     ) -> None:
         raise Unsupported("request log", "[crm.requests]")
 
+    async def open_deal_of_requests(self, request_ids: tuple[str, ...]) -> str | None:  # noqa: ARG002
+        return None
+
+    async def clients_of_requests(self, request_ids: tuple[str, ...]) -> tuple[ClientFact, ...]:  # noqa: ARG002
+        return ()
+
+    async def link_request(self, request_id: str, deal_id: str) -> None:  # noqa: ARG002
+        raise Unsupported("request log", "[crm.requests]")
+
     async def advance_queue(self, queue_rule: str, next_index: int) -> None:  # noqa: ARG002 - the protocol's signature
         raise Unsupported("request queues", "[crm.requests]")
