@@ -24,7 +24,7 @@ from pbxlab.ami_recorder import AmiRecorder, PbxlinkRecorder
 from pbxlab.context import ScenarioContext, Truth
 from pbxlab.instance import LabInstance
 from pbxlab.recording_reader import read_frames
-from pbxlab.scenarios import SCENARIOS, Scenario
+from pbxlab.scenarios import Scenario, scenarios_for
 from pbxlab.sipp import PortBlock
 
 SETTLE_S = 1.0  # after the last channel is gone: trailing Cdr/CEL events
@@ -115,8 +115,11 @@ class LabDriver:
         AGI server: the truth's `routing` then states what the stub would have
         answered, and truth["driver"]["agi"] says the stub was not used.
         """
+        registry = scenarios_for(self.instance.profile)
+        if name not in registry:
+            raise KeyError(f"no scenario {name!r} on the {self.instance.profile!r} dialplan profile")
         return self.run_scenario(
-            SCENARIOS[name],
+            registry[name],
             record_to=record_to,
             truth_to=truth_to,
             idle_timeout=idle_timeout,
@@ -170,6 +173,7 @@ class LabDriver:
         truth: Truth = {
             "schema": 1,
             "scenario": name,
+            "profile": self.instance.profile,
             "description": scenario.description,
             "asterisk_version": self.asterisk_version(),
             "timings": {

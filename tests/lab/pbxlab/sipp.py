@@ -51,6 +51,7 @@ class PhoneBehaviour(enum.Enum):
     NO_ANSWER = "uas_noanswer.xml"
     BUSY = "uas_busy.xml"
     REFER = "uas_refer.xml"
+    DECLINE = "uas_decline.xml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,11 @@ class Phone:
     @classmethod
     def busy(cls) -> Phone:
         return cls(PhoneBehaviour.BUSY)
+
+    @classmethod
+    def declines(cls, ring_ms: int = 1500) -> Phone:
+        """Rings ring_ms, then the user declines (603 Decline)."""
+        return cls(PhoneBehaviour.DECLINE, ring_ms)
 
     @classmethod
     def transfers(cls, to: str, ring_ms: int = 1000, talk_ms: int = 2000) -> Phone:
