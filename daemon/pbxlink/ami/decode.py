@@ -94,6 +94,7 @@ _TRACKED_VARIABLE_BYTES = {
 _TRACKED_APP_BYTES = frozenset(app.encode() for app in TRACKED_APPS)
 _VARIABLE_MARK = b"\nVariable: "
 _APPLICATION_MARK = b"\nApplication: "
+_FIRST_PRIORITY = re.compile(rb"\nPriority: 1\r?(?:\n|$)")
 _UNKNOWN = "<unknown>"
 _MARKS: dict[str, bytes] = {}
 
@@ -689,8 +690,12 @@ class AmiDecoder:
                 self.ignored[name] += 1
                 return None
         elif name == "Newexten":
+            # the tracked applications, and the first step of every extension the dialplan
+            # enters (where the call is: an agent's extension before a forward, ...)
             app = _header_value(frame.raw, _APPLICATION_MARK)
-            if app is None or app.lower() not in _TRACKED_APP_BYTES:
+            if (app is None or app.lower() not in _TRACKED_APP_BYTES) and _FIRST_PRIORITY.search(
+                frame.raw
+            ) is None:
                 self.ignored[name] += 1
                 return None
         event = build(_Fields(name, frame))

@@ -59,6 +59,8 @@ class HandlerSegment:
     agent: str
     answered_at: float
     ended_at: float
+    # the outside number that took the call for the agent (their follow-me or call forward)
+    forwarded_to: str | None = None
 
     @property
     def talk_seconds(self) -> float:

@@ -9,6 +9,7 @@ from pbxlink.calls.model import (
     SCHEMA_VERSION,
     CallOutcome,
     ExternalParty,
+    HandlerSegment,
     LiveEvent,
     LiveEventType,
     RoutingDecision,
@@ -61,15 +62,7 @@ def outcome_to_json(outcome: CallOutcome) -> dict[str, Any]:
         "initiator": outcome.initiator,
         "first_answered_by": outcome.first_answered_by,
         "last_handled_by": outcome.last_handled_by,
-        "handlers": [
-            {
-                "agent": h.agent,
-                "answered_at": iso_utc(h.answered_at),
-                "ended_at": iso_utc(h.ended_at),
-                "talk_seconds": seconds(h.talk_seconds),
-            }
-            for h in outcome.handlers
-        ],
+        "handlers": [_handler(h) for h in outcome.handlers],
         "rang": list(outcome.rang),
         "transfers": [
             {
@@ -117,3 +110,15 @@ def to_json(output: TrackerOutput) -> dict[str, Any]:
     if isinstance(output, CallOutcome):
         return outcome_to_json(output)
     return live_event_to_json(output)
+
+
+def _handler(segment: HandlerSegment) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "agent": segment.agent,
+        "answered_at": iso_utc(segment.answered_at),
+        "ended_at": iso_utc(segment.ended_at),
+        "talk_seconds": seconds(segment.talk_seconds),
+    }
+    if segment.forwarded_to is not None:
+        item["forwarded_to"] = segment.forwarded_to  # only when the agent's forward took it
+    return item

@@ -131,6 +131,7 @@ class CallTrackerSettings:
 
 class _Chan:
     __slots__ = (
+        "agent_exten",
         "alive",
         "bridge",
         "call",
@@ -140,6 +141,8 @@ class _Chan:
         "dialed_agents",
         "dialer",
         "exten",
+        "forward_agent",
+        "forward_number",
         "linkedid",
         "name",
         "order",
@@ -174,6 +177,12 @@ class _Chan:
         self.dialer: _Chan | None = None  # the channel whose Dial() created this one
         self.ring_kind: _RingKind | None = None  # set when an agent's phone is dialed
         self.rung = False
+        # the last agent's extension this (non-agent) channel's dialplan entered (Newexten)
+        self.agent_exten: str | None = None
+        # an outside leg dialed to reach an agent elsewhere (follow-me, call forward): whose
+        # forward it is, and the number dialed
+        self.forward_agent: str | None = None
+        self.forward_number: str | None = None
 
     @property
     def agent(self) -> str | None:
@@ -186,13 +195,14 @@ class _RingKind(Enum):
 
 
 class _Segment:
-    __slots__ = ("agent", "chan", "end", "start")
+    __slots__ = ("agent", "chan", "end", "number", "start")
 
     def __init__(self, agent: str, chan: _Chan, start: float) -> None:
         self.agent = agent
-        self.chan = chan  # the agent's phone channel that talks
+        self.chan = chan  # the agent's phone channel that talks (or their forward's outside leg)
         self.start = start
         self.end: float | None = None
+        self.number = chan.forward_number if chan.forward_agent is not None else None
 
 
 class _TransferRecord:
@@ -218,6 +228,7 @@ class _Call:
         "hangup_by",
         "in_queue",
         "key",
+        "last_agent",
         "linkedids",
         "live",
         "originate_exten",
@@ -249,6 +260,7 @@ class _Call:
         self.external_dial: str | None = None
         self.stage: MissedAt | None = None
         self.in_queue = False
+        self.last_agent: str | None = None  # the agent whose phone was dialed last for the call
         self.queue: str | None = None
         self.voicemail = False
         self.rang: list[str] = []
@@ -542,6 +554,7 @@ class CallTracker:
         keep.originate_exten = keep.originate_exten or gone.originate_exten
         keep.external_dial = keep.external_dial or gone.external_dial
         keep.in_queue = keep.in_queue or gone.in_queue
+        keep.last_agent = keep.last_agent or gone.last_agent
         keep.queue = keep.queue or gone.queue
         keep.voicemail = keep.voicemail or gone.voicemail
         if keep.stage is None:
@@ -611,7 +624,11 @@ class CallTracker:
 
     def _other_party(self, call: _Call) -> tuple[list[_Chan], str | None]:
         """The channels the agents talk *with*, and the agent to leave out (internal caller)."""
-        externals = [c for c in call.channels.values() if c.alive and c.party.kind is PartyKind.EXTERNAL]
+        externals = [
+            c
+            for c in call.channels.values()
+            if c.alive and c.party.kind is PartyKind.EXTERNAL and c.forward_agent is None
+        ]
         if externals:
             return externals, None
         origin = call.origin()
@@ -638,7 +655,7 @@ class CallTracker:
                     continue
                 seen.add(other)
                 todo.append(other)
-                agent = other.agent
+                agent = other.agent or other.forward_agent
                 if agent is not None and agent != exclude:
                     agents.setdefault(agent, other)
         return agents
@@ -700,6 +717,13 @@ class CallTracker:
         target = call.consulted if chan.ring_kind is _RingKind.CONSULTATION else call.rang
         if agent not in target:
             target.append(agent)
+        if (
+            chan.ring_kind is _RingKind.FOR_CALL
+            and not call.segments
+            and not call.voicemail
+            and self._rings_with_others(call, agent)
+        ):
+            call.stage = MissedAt.QUEUE  # several agents rung at once: a group
         self._live(call, LiveEventType.RINGING, when, out, agent=agent)
 
     def _on_newexten(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
@@ -707,8 +731,13 @@ class CallTracker:
         chan = self._channel(event.channel, when, fresh=False)
         if chan is None:
             return
-        if event.application.lower() == "voicemail" and chan.party.kind is not PartyKind.AGENT:
+        if chan.party.kind is PartyKind.AGENT:
+            return
+        if event.application.lower() == "voicemail":
             chan.call.voicemail = True
+        exten = event.channel.exten
+        if exten and self._classifier.is_agent_endpoint(exten):
+            chan.agent_exten = exten  # the caller's dialplan is at an agent's extension
 
     def _on_varset(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, VarSet)
@@ -738,8 +767,9 @@ class CallTracker:
             caller.dialed_agents.append(dest.party.endpoint)
         if kind is PartyKind.AGENT:
             dest.ring_kind = _ring_kind(caller)
-            if dest.ring_kind is _RingKind.FOR_CALL and not call.segments and not call.voicemail:
-                call.stage = MissedAt.QUEUE if call.in_queue else MissedAt.AGENT
+            if dest.ring_kind is _RingKind.FOR_CALL:
+                call.last_agent = dest.party.endpoint
+                self._ringing_stage(call, dest.party.endpoint)
             if (dest.up or dest.ringing) and not dest.rung:
                 # the phone's 180 can be reported before the DialBegin that caused it
                 self._rung(dest, when, out)
@@ -750,6 +780,58 @@ class CallTracker:
                 if call.external_dial is None and number:
                     call.external_dial = number
                 self._live(call, LiveEventType.RINGING, when, out, agent=origin.party.endpoint)
+            elif (
+                origin is not None
+                and origin is not dest
+                and origin.party.kind is PartyKind.EXTERNAL
+                and _ring_kind(caller) is _RingKind.FOR_CALL
+            ):
+                # an inbound call dialed out again: an agent's follow-me or call forward
+                agent = self._forwarding_agent(caller, call)
+                if agent is not None:
+                    dest.forward_agent = agent
+                    dest.forward_number = dialed_number(event.dial_string)
+                    self._ringing_stage(call, agent)
+
+    def _ringing_stage(self, call: _Call, agent: str) -> None:
+        """The call now rings ``agent`` (their phone or their forward): where it would be lost."""
+        if call.segments or call.voicemail:
+            return
+        grouped = call.in_queue or self._rings_with_others(call, agent)
+        call.stage = MissedAt.QUEUE if grouped else MissedAt.AGENT
+
+    def _rings_with_others(self, call: _Call, agent: str) -> bool:
+        """Does another agent ring for the call right now (their phone, or their forward)?"""
+        for chan in call.channels.values():
+            if not chan.alive or chan.up:
+                continue
+            if chan.forward_agent is not None and chan.forward_agent != agent:
+                return True
+            if (
+                chan.rung
+                and chan.ring_kind is _RingKind.FOR_CALL
+                and chan.party.kind is PartyKind.AGENT
+                and chan.party.endpoint != agent
+            ):
+                return True
+        return False
+
+    def _forwarding_agent(self, caller: _Chan | None, call: _Call) -> str | None:
+        """Whose forward an outside leg of an inbound call is: the agent's extension the dial
+        chain's dialplan last entered, else the agent whose phone the call rang last."""
+        current = caller
+        seen: set[_Chan] = set()
+        while current is not None and current not in seen:
+            seen.add(current)
+            if current.agent_exten is not None:
+                return current.agent_exten
+            if current.dialer is not None:
+                current = current.dialer
+            elif current.peer is not None and current.peer not in seen:
+                current = current.peer
+            else:
+                break
+        return call.last_agent
 
     def _on_bridge_enter(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, BridgeEnter)
@@ -762,9 +844,10 @@ class CallTracker:
         self._leave_bridge(chan)
         members = self._bridges.get(bridge_id, set())
         call = chan.call
-        if not event.bridge.holding and event.bridge.type == "basic":
+        if not event.bridge.holding:
             for other in list(members):
-                call = self._merge(call, other.call)
+                if event.bridge.type == "basic" or _joins_conference(call, other.call):
+                    call = self._merge(call, other.call)
         self._enter_bridge(chan, bridge_id)
         self._recompute(call, when, out)
 
@@ -909,7 +992,9 @@ class CallTracker:
 
     def _on_hangup_request(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, HangupRequest)
-        if event.soft:
+        if event.soft or event.channel.state is ChannelState.BUSY:
+            # BUSY: the PBX has just indicated busy/congestion to this leg (Busy(),
+            # Congestion()) and hangs it up itself; the party did not hang up
             return
         chan = self._channel(event.channel, when, fresh=False)
         if chan is None or chan.party.kind is PartyKind.PLUMBING:
@@ -1074,7 +1159,8 @@ class CallTracker:
         started = call.started()
         ended = call.ended_at if call.ended_at is not None else started
         segments = tuple(
-            HandlerSegment(s.agent, s.start, s.end if s.end is not None else ended) for s in call.segments
+            HandlerSegment(s.agent, s.start, s.end if s.end is not None else ended, s.number)
+            for s in call.segments
         )
         answered = bool(segments)
         handler_agents = {s.agent for s in segments}
@@ -1208,6 +1294,20 @@ class CallTracker:
                 to_agent=to_agent,
             )
         )
+
+
+def _joins_conference(a: _Call, b: _Call) -> bool:
+    """Two calls meet in a multi-party bridge (ConfBridge): an agent who dialed into it (a call
+    with no outside party) joins the outside caller's call; two outside callers stay apart."""
+    if a is b:
+        return False
+    a_out = any(c.party.kind is PartyKind.EXTERNAL for c in a.channels.values())
+    b_out = any(c.party.kind is PartyKind.EXTERNAL for c in b.channels.values())
+    if a_out == b_out:
+        return False
+    agents_only = b if a_out else a
+    origin = agents_only.origin()
+    return origin is not None and origin.party.kind is PartyKind.AGENT
 
 
 def _ring_kind(caller: _Chan | None) -> _RingKind:

@@ -219,8 +219,13 @@ def check_recording(path: Path, calls: list[Truth]) -> list[str]:
             chan = e.get("Channel", "")
             if chan.startswith("PJSIP/1") and chan[6:9].isdigit() and chan[9:10] == "-":
                 bridged.append(chan[6:9])
+    # an agent whose call was taken by their forward (an outside number) never enters a bridge
     expected_answerers = {
-        c["first_answered_by"] for c in calls if c.get("answered") and c.get("first_answered_by")
+        c["first_answered_by"]
+        for c in calls
+        if c.get("answered")
+        and c.get("first_answered_by")
+        and not (c.get("handler_forwarded_to") or [None])[0]
     }
     for agent in sorted(expected_answerers):
         if agent not in bridged:
