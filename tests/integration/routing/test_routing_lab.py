@@ -20,6 +20,7 @@ import aiomqtt
 import pytest
 from pbxlab.context import ScenarioContext
 from pbxlab.mosquitto import BrokerHandle
+from pbxlab.scenarios_freepbx import SETTINGS_FAMILIES
 from pbxlab.session import LabSession
 from pbxlab.sipp import Call, Phone
 
@@ -518,6 +519,12 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
 # --- FreePBX: the custom destination of config/asterisk/pbxlink-freepbx.conf ---------------------
 
 
+def _freepbx_defaults(ctx: ScenarioContext) -> None:
+    """No follow-me, forward or DND left in the astdb by an earlier test on the instance."""
+    for family in SETTINGS_FAMILIES:
+        ctx.ami.action("DBDelTree", Family=family)
+
+
 async def test_on_freepbx_the_owner_rings_first_then_the_ring_group_then_voicemail(
     asterisk_lab_freepbx: LabSession,
     tmp_path: Path,
@@ -533,6 +540,7 @@ async def test_on_freepbx_the_owner_rings_first_then_the_ring_group_then_voicema
             tmp_path / "sipp",
             {"a101": Phone.never_answers(), "a102": Phone.never_answers(), "a103": Phone.never_answers()},
             Call(DID, KNOWN, "Known Caller", hold_ms=2000),
+            _freepbx_defaults,
         )
     linkedid = caller_linkedid(frames, KNOWN)
     call = of_call(frames, linkedid)
@@ -575,6 +583,7 @@ async def test_on_freepbx_an_unknown_caller_goes_straight_to_the_ring_group(
                 "a103": Phone.never_answers(),
             },
             Call(DID, UNKNOWN, "Unknown Caller", hold_ms=3000),
+            _freepbx_defaults,
         )
     linkedid = caller_linkedid(frames, UNKNOWN)
     call = of_call(frames, linkedid)
