@@ -784,9 +784,11 @@ class CallTracker:
                 origin is not None
                 and origin is not dest
                 and origin.party.kind is PartyKind.EXTERNAL
+                and not call.segments
                 and _ring_kind(caller) is _RingKind.FOR_CALL
             ):
-                # an inbound call dialed out again: an agent's follow-me or call forward
+                # an inbound call nobody has answered yet dialed out again: an agent's follow-me
+                # or call forward (after an answer it is a transfer out, not a forward)
                 agent = self._forwarding_agent(caller, call)
                 if agent is not None:
                     dest.forward_agent = agent

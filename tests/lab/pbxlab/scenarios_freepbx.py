@@ -468,6 +468,77 @@ def whisper_supervisor(ctx: ScenarioContext) -> list[Truth]:
     return _spy(ctx, "556", "whisper", "+380502220061")
 
 
+# ---- transfers -------------------------------------------------------------------------------
+def blind_transfer_to_external(ctx: ScenarioContext) -> list[Truth]:
+    _settings(ctx)
+    # 101 answers, talks 1.5 s and transfers blind (REFER) to an outside number; the caller's
+    # channel runs the outbound route; the carrier answers; the caller hangs up 9 s after its answer
+    ctx.phones(a101=Phone.transfers(MOBILE, ring_ms=1000, talk_ms=1500), carrier=Phone.answers(ring_ms=1000))
+    caller = "+380502220090"
+    ctx.call(Call(EXT101_DID, caller, "Transferred Caller", hold_ms=9000))
+    return [
+        _inbound(
+            caller,
+            EXT101_DID,
+            handlers=["101"],
+            rang=["101"],
+            transfers=[{"kind": "blind", "from": "101", "to": MOBILE, "via": "SIP REFER"}],
+            transfer_target_answered=True,
+        )
+    ]
+
+
+def attended_transfer_into_queue(ctx: ScenarioContext) -> list[Truth]:
+    _settings(ctx)
+    # 101 answers; AMI Atxfer to queue 701 (it answers the consultation and rings 103, who
+    # answers); 101 hangs up 4.5 s after answering, completing the transfer; 103 talks with
+    # the caller and hangs up
+    ctx.phones(a101=Phone.answers(ring_ms=1000, talk_ms=4500), a103=Phone.answers(ring_ms=1000, talk_ms=5000))
+    caller = "+380502220091"
+    ctx.call(Call(EXT101_DID, caller, "Transferred Caller", hold_ms=30000))
+    chan = ctx.wait_bridged("101")
+    time.sleep(1.0)
+    ctx.act(
+        "Atxfer",
+        lambda: ctx.ami.atxfer(chan, "701", context="from-internal"),
+        channel=chan,
+        exten="701",
+        context="from-internal",
+    )
+    return [
+        _inbound(
+            caller,
+            EXT101_DID,
+            handlers=["101", "103"],
+            rang=["101", "103"],
+            transfers=[{"kind": "attended", "from": "101", "to": "103", "via": "AMI Atxfer"}],
+            queue="701",
+            hangup_by="agent",
+            consultation={"queue": "701", "answered_by": "103", "completed": True},
+        )
+    ]
+
+
+# ---- hold -----------------------------------------------------------------------------------
+def hold_resume(ctx: ScenarioContext) -> list[Truth]:
+    _settings(ctx)
+    # 101 answers after 1 s, talks 1.5 s, holds 2.5 s (re-INVITE sendonly), resumes, talks 2 s
+    # and hangs up
+    ctx.phones(a101=Phone.holds(ring_ms=1000, hold_after_ms=1500, hold_ms=2500, talk_ms=2000))
+    caller = "+380502220080"
+    ctx.call(Call(EXT101_DID, caller, "Held Caller", hold_ms=30000))
+    return [
+        _inbound(
+            caller,
+            EXT101_DID,
+            handlers=["101"],
+            rang=["101"],
+            hangup_by="agent",
+            hold={"by": "101", "held_ms": 2500},
+        )
+    ]
+
+
 # ---- outbound, internal, IVR -----------------------------------------------------------------
 def outbound_busy(ctx: ScenarioContext) -> list[Truth]:
     _settings(ctx)
@@ -717,6 +788,23 @@ FREEPBX_SCENARIOS: dict[str, Scenario] = {
             "fpbx_whisper_supervisor",
             "101 talks with a caller; supervisor 103 dials 556101 (ChanSpy whisper) for 3 s.",
             whisper_supervisor,
+        ),
+        Scenario(
+            "fpbx_blind_transfer_to_external",
+            "101 answers and transfers blind (REFER) to 0671234567; the outbound route dials the "
+            "trunk; the carrier answers and talks with the caller.",
+            blind_transfer_to_external,
+        ),
+        Scenario(
+            "fpbx_attended_transfer_into_queue",
+            "101 answers; AMI Atxfer to queue 701, which answers the consultation and rings 103; 103 "
+            "answers; 101 hangs up (completes); 103 talks with the caller.",
+            attended_transfer_into_queue,
+        ),
+        Scenario(
+            "fpbx_hold_resume",
+            "101 answers, puts the caller on hold (re-INVITE sendonly) for 2.5 s, resumes, hangs up.",
+            hold_resume,
         ),
         Scenario(
             "fpbx_outbound_answered",
