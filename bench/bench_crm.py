@@ -24,13 +24,13 @@ import aiomqtt
 import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import ImportedClient, SqliteCrm
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import open_store
 from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_call
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome, outcome_message
-from pbxlink.rules.settings import settings_from_toml
 
 RULES = """
 [crm.inquiries]
@@ -149,7 +149,7 @@ async def bench_end_to_end(workdir: Path, clients: int, outcomes: int) -> None:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
                 break
             await asyncio.sleep(0.05)
-        settings = settings_from_toml(f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n' + RULES)
+        settings = settings_from_toml(f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\n' + RULES)
         store = await open_store(database)
         adapter = CrmAdapter(settings, store)
         shutdown = asyncio.Event()

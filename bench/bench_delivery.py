@@ -38,12 +38,12 @@ sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 import aiomqtt  # noqa: E402
 
-from pbxlink.daemon.config import MqttSettings  # noqa: E402
 from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope  # noqa: E402
 from pbxlink.daemon.metrics import DaemonMetrics  # noqa: E402
 from pbxlink.daemon.outbox import Outbox  # noqa: E402
 from pbxlink.daemon.pipeline import OutboxWriter  # noqa: E402
 from pbxlink.daemon.publisher import OutcomePublisher  # noqa: E402
+from pbxlink.foundation.config import MqttSettings  # noqa: E402
 
 
 def free_port() -> int:

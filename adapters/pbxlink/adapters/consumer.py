@@ -25,12 +25,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import Settings
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
 from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
-from pbxlink.rules.settings import Settings
 
 log = structlog.get_logger()
 
@@ -57,7 +57,6 @@ class CrmAdapter:
         settings: Settings,
         store: Store,
         *,
-        password: str | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.settings = settings
@@ -68,7 +67,6 @@ class CrmAdapter:
         self.processor = Processor(
             self.inbox, self.crm, settings.crm, max_attempts=self.adapter.max_attempts, clock=clock
         )
-        self.password = password
         self.clock = clock
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
@@ -79,18 +77,28 @@ class CrmAdapter:
     @property
     def topics(self) -> tuple[str, ...]:
         a = self.adapter
+        prefix = self.settings.mqtt.topic_prefix
         share = f"$share/{a.name}/" if a.shared_subscription else ""
-        base = f"{share}{a.topic_prefix}/{a.nodes}/call"
-        return f"{base}/outcome", f"{base}/event", f"{share}{a.topic_prefix}/crm/request"
+        base = f"{share}{prefix}/{a.nodes}/call"
+        return f"{base}/outcome", f"{base}/event", f"{share}{prefix}/crm/request"
 
     def _client(self) -> aiomqtt.Client:
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = self.adapter.session_expiry_seconds
+        mqtt = self.settings.mqtt
+        tls = None
+        if mqtt.tls:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=None if mqtt.ca_file is None else str(mqtt.ca_file),
+                certfile=None if mqtt.cert_file is None else str(mqtt.cert_file),
+                keyfile=None if mqtt.key_file is None else str(mqtt.key_file),
+            )
         client = aiomqtt.Client(
-            self.adapter.broker_host,
-            self.adapter.broker_port,
-            username=self.adapter.username,
-            password=self.password,
+            mqtt.host,
+            mqtt.port,
+            username=mqtt.username or None,
+            password=None if mqtt.password is None else mqtt.password.reveal(),
+            tls_params=tls,
             identifier=self.adapter.identifier,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
@@ -204,7 +212,7 @@ class CrmAdapter:
             }
             publishes.append(
                 client.publish(
-                    f"{self.adapter.topic_prefix}/crm/notify/{row[1]}",
+                    f"{self.settings.mqtt.topic_prefix}/crm/notify/{row[1]}",
                     json.dumps(document, ensure_ascii=False).encode(),
                     qos=1,
                 )
@@ -224,7 +232,7 @@ class CrmAdapter:
             await self.inbox.mark_dead_published(letter.id)
 
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
-        prefix = f"{self.adapter.topic_prefix}/directory/"
+        prefix = f"{self.settings.mqtt.topic_prefix}/directory/"
         dirty = await dirty_numbers(self.store)
         payloads = [await directory_payload(self.store, e164, self.clock()) for e164, _ in dirty]
         await asyncio.gather(

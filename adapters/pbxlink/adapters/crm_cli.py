@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from pbxlink.adapters.backends.sqlite_crm import CrmDataError, SqliteCrm
+from pbxlink.adapters.config import Settings
 from pbxlink.adapters.directory import mark_all_dirty
 from pbxlink.adapters.service import add_config_argument, load
 from pbxlink.adapters.store import Store, StoreError, open_store
 from pbxlink.foundation.errors import EX_CONFIG
 from pbxlink.rules.identity import PhoneKind, display, identify
-from pbxlink.rules.settings import Settings
 
 # Each view: (title, SQL, column names). Times are stored in UTC and shown in the CRM time zone.
 VIEWS: dict[str, tuple[str, list[str]]] = {

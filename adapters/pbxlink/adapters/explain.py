@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import Settings
 from pbxlink.adapters.inbox import Inbox
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.service import add_config_argument, load
@@ -33,7 +34,6 @@ from pbxlink.foundation.errors import EX_CONFIG
 from pbxlink.rules.actions import Action
 from pbxlink.rules.calls import envelope_for
 from pbxlink.rules.describe import describe
-from pbxlink.rules.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,35 +1,59 @@
-"""Typed, frozen settings of the `[adapter]` and `[crm.*]` TOML sections.
+"""Typed, frozen settings of the `[crm]` TOML section: the CRM rules.
 
-`parse_settings(document)` reads a parsed TOML document (other top-level sections are left to
-their owners), rejects unknown keys naming their dotted path and reports every problem at once
-in one `SettingsError`. A small strict parser of our own: `pbxlink.daemon.config` did not exist
-when this was written; the lead may swap in the generic helper.
+Read by the one strict loader (:func:`pbxlink.foundation.config.parse_section`): each field's type
+(bool, int with bounds, enums, tables) drives the parsing and its error text; :func:`crm_problems`
+adds the checks types alone cannot express. Every problem is reported at once with its dotted path.
+The adapter process declares `[crm]` beside `[adapter]`, `[mqtt]` and `[log]` in
+:mod:`pbxlink.adapters.config`.
 """
 
 from __future__ import annotations
 
 import enum
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from pbxlink.foundation.config import AtLeast, Convert, NonEmpty
+from pbxlink.foundation.errors import ConfigProblem
 from pbxlink.rules.identity import PhoneFormat
 from pbxlink.rules.numbering import NumberTemplateError, parse_template
 
-E = TypeVar("E", bound=enum.Enum)
+Count = Annotated[int, AtLeast(0)]  # 0 or more
+Positive = Annotated[int, AtLeast(1)]  # 1 or more
+Name = Annotated[str, NonEmpty()]
+Names = tuple[Name, ...]
 
 
-class SettingsError(ValueError):
-    """Every problem of a settings document, each with its dotted key path."""
+def _region_code(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a region code string, got {value!r}")
+    return value.upper()
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+
+def _line_regions(value: Any) -> Mapping[str, str]:
+    """``[crm.phone.line_regions]`` "DID" = "RU": a table of region codes, upper-cased."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a table of line = region code, got {value!r}")
+    bad = [str(line) for line, region in value.items() if not isinstance(region, str)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: must be a region code string")
+    return MappingProxyType({str(line): region.upper() for line, region in value.items()})
+
+
+def _keywords(value: Any) -> tuple[str, ...]:
+    """ "цена; купить" (or an array of words) → casefolded words; empty means always."""
+    if isinstance(value, str):
+        words = value.split(";")
+    elif isinstance(value, list) and all(isinstance(w, str) for w in value):
+        words = value
+    else:
+        raise ValueError(f"must be a string of words separated by ';', got {value!r}")
+    return tuple(w.strip().casefold() for w in words if w.strip())
 
 
 class DefaultInquiryType(enum.Enum):
@@ -99,7 +123,7 @@ class InquiryTrigger:
 @dataclass(frozen=True, slots=True)
 class InquirySettings:
     number_template: str = "{C}"
-    next_number: int = 1
+    next_number: Positive = 1
     default_type_mode: DefaultInquiryType = DefaultInquiryType.UNSET
     default_type: str | None = None
     unknown_client_name: str = "Неизвестный клиент"
@@ -112,11 +136,11 @@ class InquirySettings:
 @dataclass(frozen=True, slots=True)
 class TaskSettings:
     enabled: bool = False
-    assignees: tuple[str, ...] = ()
+    assignees: Names = ()
     mode: TaskMode = TaskMode.ONE_FOR_ALL
-    deadline_days: int = 0
-    deadline_hours: int = 0
-    deadline_minutes: int = 0
+    deadline_days: Count = 0
+    deadline_hours: Count = 0
+    deadline_minutes: Count = 0
     title: str = "Пропущенный звонок"
     link_to_open_order: bool = True
     link_to_open_inquiry: bool = True
@@ -150,8 +174,8 @@ class ClientSettings:
 class OrderRule:
     """One prioritized rule: the first matching rule in the list wins."""
 
-    name: str
-    status: str
+    name: Name
+    status: Name
     line: str | None = None
     kind: CallKind | None = None
     missed_at: str | None = None
@@ -169,16 +193,16 @@ class OrderSettings:
 
 @dataclass(frozen=True, slots=True)
 class PhoneSettings:
-    default_region: str = "UA"
-    line_regions: tuple[tuple[str, str], ...] = ()
+    default_region: Annotated[str, Convert(_region_code)] = "UA"
+    # DID or trunk → region of the numbers that come in on it
+    line_regions: Annotated[Mapping[str, str], Convert(_line_regions)] = field(default_factory=dict)
     display: PhoneFormat = PhoneFormat.E164
 
     def region_for(self, line: str | None) -> str:
         """The default region for numbers that came in on `line` (DID or trunk)."""
-        for known, region in self.line_regions:
-            if known == line:
-                return region
-        return self.default_region
+        if line is None:
+            return self.default_region
+        return self.line_regions.get(line, self.default_region)
 
 
 class RequestAction(enum.Enum):
@@ -201,16 +225,17 @@ class Addressing(enum.Enum):
 class RequestRule:
     """One processing rule; the first rule whose source and keywords match wins."""
 
-    name: str
-    action: RequestAction
-    sources: tuple[str, ...] = ()  # empty: every source
-    keywords: tuple[str, ...] = ()  # empty: always; else any word in the subject or body
+    name: Name
+    action: RequestAction = RequestAction.INTEREST
+    sources: Names = ()  # empty: every source
+    # "word; other word" in the TOML; empty: always; else any word in the subject or body
+    keywords: Annotated[tuple[str, ...], Convert(_keywords)] = ()
     reject_reason: str = ""
     known_client_to_owner: bool = True
     address: Addressing = Addressing.USER
     user: str | None = None
     role: str | None = None
-    queue: tuple[str, ...] = ()
+    queue: Names = ()
     deal_type: str = "Интерес"
     deal_stage: str = "Новый"
 
@@ -248,430 +273,57 @@ class CrmSettings:
         return ZoneInfo(self.timezone)
 
 
-@dataclass(frozen=True, slots=True)
-class AdapterSettings:
-    name: str = "crm"
-    broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
-    username: str | None = None
-    password_file: str | None = None
-    client_id: str | None = None
-    topic_prefix: str = "pbxlink/v1"
-    nodes: str = "+"
-    # $share/<name>/… lets several adapters split the load, but mosquitto does not restore a
-    # shared subscription after a broker restart (messages published before the adapter
-    # re-subscribes are lost). One adapter per CRM database: keep it off (docs/crm.md).
-    shared_subscription: bool = False
-    database: str = "/var/lib/pbxlink/crm.sqlite3"
-    dead_letter_topic: str = "pbxlink/v1/crm/deadletter"
-    session_expiry_seconds: int = 86400
-    max_attempts: int = 5
-    publish_directory: bool = True
-    inbox_retention_days: int = 30
-
-    @property
-    def identifier(self) -> str:
-        return self.client_id or f"pbxlink-adapter-{self.name}"
+# ---------------------------------------------------------------- checks types cannot express
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    adapter: AdapterSettings = AdapterSettings()
-    crm: CrmSettings = field(default_factory=CrmSettings)
+def crm_problems(crm: CrmSettings, path: str = "crm") -> list[ConfigProblem]:
+    """Every problem of a parsed `[crm]` that its types alone cannot express."""
+    problems: list[ConfigProblem] = []
 
+    def problem(where: str, reason: str) -> None:
+        problems.append(ConfigProblem(f"{path}.{where}", reason))
 
-# ---------------------------------------------------------------- strict reader
-
-
-class _Table:
-    """One TOML table being read: remembers consumed keys, collects problems."""
-
-    def __init__(self, raw: object, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            problems.append(f"{path}: must be a table")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-        self.seen: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def _get(self, key: str) -> Any:
-        self.seen.add(key)
-        return self.raw.get(key)
-
-    def table(self, key: str) -> _Table:
-        return _Table(self._get(key), self._key(key), self.problems)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self._get(key)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.problems.append(f"{self._key(key)}: must be true or false, got {value!r}")
-            return default
-        return value
-
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
-        value = self._get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.problems.append(f"{self._key(key)}: must be an integer >= {minimum}, got {value!r}")
-            return default
-        return value
-
-    def text(self, key: str, default: str) -> str:
-        value = self._get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self.problems.append(f"{self._key(key)}: must be a string, got {value!r}")
-            return default
-        return value
-
-    def optional_text(self, key: str) -> str | None:
-        value = self._get(key)
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            self.problems.append(f"{self._key(key)}: must be a string, got {value!r}")
-            return None
-        return value
-
-    def texts(self, key: str) -> tuple[str, ...]:
-        value = self._get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.problems.append(f"{self._key(key)}: must be a list of non-empty strings")
-            return ()
-        return tuple(value)
-
-    def choice(self, key: str, enum_type: type[E], default: E) -> E:
-        value = self._get(key)
-        if value is None:
-            return default
-        try:
-            return enum_type(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in enum_type)
-            self.problems.append(f"{self._key(key)}: must be one of {allowed}, got {value!r}")
-            return default
-
-    def tables(self, key: str) -> list[_Table]:
-        value = self._get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.problems.append(f"{self._key(key)}: must be an array of tables")
-            return []
-        return [_Table(item, f"{self._key(key)}[{i}]", self.problems) for i, item in enumerate(value)]
-
-    def close(self) -> None:
-        for key in sorted(set(self.raw) - self.seen):
-            self.problems.append(f"{self._key(key)}: unknown key")
-
-
-def _inquiry_trigger(t: _Table) -> InquiryTrigger:
-    d = InquiryTrigger()
-    result = InquiryTrigger(
-        enabled=t.boolean("enabled", d.enabled),
-        type=t.optional_text("type"),
-        manager=t.optional_text("manager"),
-        even_if_open_order=t.boolean("even_if_open_order", d.even_if_open_order),
-        even_if_open_inquiry=t.boolean("even_if_open_inquiry", d.even_if_open_inquiry),
-        notify=t.boolean("notify", d.notify),
-    )
-    t.close()
-    return result
-
-
-def _inquiries(t: _Table) -> InquirySettings:
-    d = InquirySettings()
-    template = t.text("number_template", d.number_template)
     try:
-        parse_template(template)
+        ZoneInfo(crm.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problem("timezone", f"unknown IANA zone {crm.timezone!r}")
+    phone = crm.phone
+    regions = {"phone.default_region": phone.default_region}
+    regions.update({f"phone.line_regions.{line}": region for line, region in phone.line_regions.items()})
+    for where, region in regions.items():
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            problem(where, f"unknown region {region!r} (ISO 3166 code like 'UA')")
+    inquiries = crm.inquiries
+    try:
+        parse_template(inquiries.number_template)
     except NumberTemplateError as exc:
-        t.problems.append(f"{t.path}.number_template: {exc}")
-        template = d.number_template
-    result = InquirySettings(
-        number_template=template,
-        next_number=t.integer("next_number", d.next_number, minimum=1),
-        default_type_mode=t.choice("default_type_mode", DefaultInquiryType, d.default_type_mode),
-        default_type=t.optional_text("default_type"),
-        unknown_client_name=t.text("unknown_client_name", d.unknown_client_name),
-        missed_description=t.text("missed_description", d.missed_description),
-        answered_description=t.text("answered_description", d.answered_description),
-        on_answered=_inquiry_trigger(t.table("on_answered")),
-        on_missed=_inquiry_trigger(t.table("on_missed")),
-    )
-    if result.default_type_mode is DefaultInquiryType.FIXED and result.default_type is None:
-        t.problems.append(f"{t.path}.default_type: required when default_type_mode = 'fixed'")
-    t.close()
-    return result
-
-
-def _tasks(t: _Table) -> TaskSettings:
-    d = TaskSettings()
-    result = TaskSettings(
-        enabled=t.boolean("enabled", d.enabled),
-        assignees=t.texts("assignees"),
-        mode=t.choice("mode", TaskMode, d.mode),
-        deadline_days=t.integer("deadline_days", 0),
-        deadline_hours=t.integer("deadline_hours", 0),
-        deadline_minutes=t.integer("deadline_minutes", 0),
-        title=t.text("title", d.title),
-        link_to_open_order=t.boolean("link_to_open_order", d.link_to_open_order),
-        link_to_open_inquiry=t.boolean("link_to_open_inquiry", d.link_to_open_inquiry),
-        unlinked=t.choice("unlinked", UnlinkedTask, d.unlinked),
-    )
-    if result.enabled and not result.assignees:
-        t.problems.append(f"{t.path}.assignees: at least one assignee when enabled")
-    t.close()
-    return result
-
-
-def _client_trigger(t: _Table) -> ClientTrigger:
-    d = ClientTrigger()
-    result = ClientTrigger(
-        create=t.choice("create", ClientCreation, d.create),
-        deal_type=t.text("deal_type", d.deal_type),
-        deal_stage=t.text("deal_stage", d.deal_stage),
-    )
-    t.close()
-    return result
-
-
-def _clients(t: _Table) -> ClientSettings:
-    d = ClientSettings()
-    template = t.text("name_template", d.name_template)
+        problem("inquiries.number_template", str(exc))
+    if inquiries.default_type_mode is DefaultInquiryType.FIXED and inquiries.default_type is None:
+        problem("inquiries.default_type", "required when default_type_mode = 'fixed'")
+    if crm.tasks.enabled and not crm.tasks.assignees:
+        problem("tasks.assignees", "at least one assignee when enabled")
     try:
-        template.format(time="", date="", kind="", line="", number="")
+        crm.clients.name_template.format(time="", date="", kind="", line="", number="")
     except (KeyError, IndexError, ValueError) as exc:
-        t.problems.append(
-            f"{t.path}.name_template: only {{time}} {{date}} {{kind}} {{line}} {{number}} "
-            f"may be used ({exc!r})"
+        problem(
+            "clients.name_template",
+            f"only {{time}} {{date}} {{kind}} {{line}} {{number}} may be used ({exc!r})",
         )
-        template = d.name_template
-    result = ClientSettings(
-        answered=_client_trigger(t.table("answered")),
-        missed=_client_trigger(t.table("missed")),
-        outgoing=_client_trigger(t.table("outgoing")),
-        name_template=template,
-        incoming_label=t.text("incoming_label", d.incoming_label),
-        outgoing_label=t.text("outgoing_label", d.outgoing_label),
-        update_responsible_on_transfer=t.boolean(
-            "update_responsible_on_transfer", d.update_responsible_on_transfer
-        ),
-        ivr_missed_responsible=t.optional_text("ivr_missed_responsible"),
-        group_missed_responsible=t.optional_text("group_missed_responsible"),
-        store_source_line=t.boolean("store_source_line", d.store_source_line),
-        repeat_calls=t.choice("repeat_calls", RepeatCalls, d.repeat_calls),
-        notify_responsible=t.boolean("notify_responsible", d.notify_responsible),
-    )
-    t.close()
-    return result
-
-
-def _orders(t: _Table) -> OrderSettings:
-    d = OrderSettings()
-    kinds: list[CallKind] = []
-    for value in t.texts("on") if "on" in t.raw else tuple(k.value for k in d.on):
-        try:
-            kinds.append(CallKind(value))
-        except ValueError:
-            t.problems.append(f"{t.path}.on: unknown call kind {value!r}")
-    rules: list[OrderRule] = []
-    for rt in t.tables("rules"):
-        kind_text = rt.optional_text("kind")
-        kind: CallKind | None = None
-        if kind_text is not None:
-            try:
-                kind = CallKind(kind_text)
-            except ValueError:
-                rt.problems.append(f"{rt.path}.kind: unknown call kind {kind_text!r}")
-        name = rt.text("name", "")
-        status = rt.text("status", "")
-        if not name or not status:
-            rt.problems.append(f"{rt.path}: name and status are required")
-        rules.append(
-            OrderRule(
-                name=name,
-                status=status,
-                line=rt.optional_text("line"),
-                kind=kind,
-                missed_at=rt.optional_text("missed_at"),
-            )
-        )
-        rt.close()
-    result = OrderSettings(
-        enabled=t.boolean("enabled", d.enabled),
-        on=tuple(kinds),
-        default_status=t.text("default_status", d.default_status),
-        existing_clients=t.choice("existing_clients", ExistingClientOrders, d.existing_clients),
-        rules=tuple(rules),
-        notify_responsible=t.boolean("notify_responsible", d.notify_responsible),
-    )
-    t.close()
-    return result
-
-
-def _requests(t: _Table) -> RequestSettings:
-    d = RequestSettings()
-    rules: list[RequestRule] = []
-    for rt in t.tables("rules"):
-        name = rt.text("name", "")
-        if not name:
-            rt.problems.append(f"{rt.path}.name: required")
-        keywords_text = rt.text("keywords", "")
-        keywords = tuple(w.strip().casefold() for w in keywords_text.split(";") if w.strip())
-        action = rt.choice("action", RequestAction, RequestAction.INTEREST)
-        rule = RequestRule(
-            name=name,
-            action=action,
-            sources=rt.texts("sources"),
-            keywords=keywords,
-            reject_reason=rt.text("reject_reason", ""),
-            known_client_to_owner=rt.boolean("known_client_to_owner", True),
-            address=rt.choice("address", Addressing, Addressing.USER),
-            user=rt.optional_text("user"),
-            role=rt.optional_text("role"),
-            queue=rt.texts("queue"),
-            deal_type=rt.text("deal_type", "Интерес"),
-            deal_stage=rt.text("deal_stage", "Новый"),
-        )
-        if action is RequestAction.REJECT and not rule.reject_reason:
-            rt.problems.append(f"{rt.path}.reject_reason: required when action = 'reject'")
-        if action is not RequestAction.REJECT:
-            needed = {
+    for i, rule in enumerate(crm.requests.rules):
+        where = f"requests.rules[{i}]"
+        if rule.action is RequestAction.REJECT and not rule.reject_reason:
+            problem(f"{where}.reject_reason", "required when action = 'reject'")
+        if rule.action is not RequestAction.REJECT:
+            needed: dict[Addressing, tuple[str, object]] = {
                 Addressing.USER: ("user", rule.user),
                 Addressing.ROLE: ("role", rule.role),
                 Addressing.QUEUE: ("queue", rule.queue),
-            }[rule.address]
-            if not needed[1]:
-                rt.problems.append(f"{rt.path}.{needed[0]}: required when address = '{rule.address.value}'")
-        rules.append(rule)
-        rt.close()
-    template = t.text("potential_client_name", d.potential_client_name)
+            }
+            key, value = needed[rule.address]
+            if not value:
+                problem(f"{where}.{key}", f"required when address = '{rule.address.value}'")
     try:
-        template.format(contact="")
+        crm.requests.potential_client_name.format(contact="")
     except (KeyError, IndexError, ValueError):
-        t.problems.append(f"{t.path}.potential_client_name: only {{contact}} may be used")
-        template = d.potential_client_name
-    result = RequestSettings(rules=tuple(rules), potential_client_name=template)
-    t.close()
-    return result
-
-
-def _region(t: _Table, key: str, value: str) -> str:
-    region = value.upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        t.problems.append(f"{t.path}.{key}: unknown region {value!r} (ISO 3166 code like 'UA')")
-    return region
-
-
-def _phone(t: _Table) -> PhoneSettings:
-    d = PhoneSettings()
-    default_region = _region(t, "default_region", t.text("default_region", d.default_region))
-    lines = t.table("line_regions")
-    pairs: list[tuple[str, str]] = []
-    for line, region in lines.raw.items():
-        lines.seen.add(line)
-        if not isinstance(region, str):
-            t.problems.append(f"{lines.path}.{line}: must be a region code string")
-            continue
-        pairs.append((str(line), _region(lines, line, region)))
-    result = PhoneSettings(
-        default_region=default_region,
-        line_regions=tuple(pairs),
-        display=t.choice("display", PhoneFormat, d.display),
-    )
-    t.close()
-    return result
-
-
-def _crm(t: _Table) -> CrmSettings:
-    d = CrmSettings()
-    timezone = t.text("timezone", d.timezone)
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        t.problems.append(f"{t.path}.timezone: unknown IANA zone {timezone!r}")
-        timezone = d.timezone
-    screen = t.table("screen_pop")
-    screen_pop = ScreenPopSettings(on_ringing=screen.boolean("on_ringing", True))
-    screen.close()
-    result = CrmSettings(
-        timezone=timezone,
-        phone=_phone(t.table("phone")),
-        inquiries=_inquiries(t.table("inquiries")),
-        tasks=_tasks(t.table("tasks")),
-        clients=_clients(t.table("clients")),
-        orders=_orders(t.table("orders")),
-        screen_pop=screen_pop,
-        requests=_requests(t.table("requests")),
-    )
-    t.close()
-    return result
-
-
-def _adapter(t: _Table) -> AdapterSettings:
-    d = AdapterSettings()
-    name = t.text("name", d.name)
-    if not name or any(c in name for c in "/+#$ "):
-        t.problems.append(f"{t.path}.name: must be non-empty without / + # $ or spaces")
-    result = AdapterSettings(
-        name=name,
-        broker_host=t.text("broker_host", d.broker_host),
-        broker_port=t.integer("broker_port", d.broker_port, minimum=1),
-        username=t.optional_text("username"),
-        password_file=t.optional_text("password_file"),
-        client_id=t.optional_text("client_id"),
-        topic_prefix=t.text("topic_prefix", d.topic_prefix),
-        nodes=t.text("nodes", d.nodes),
-        shared_subscription=t.boolean("shared_subscription", d.shared_subscription),
-        database=t.text("database", d.database),
-        dead_letter_topic=t.text("dead_letter_topic", d.dead_letter_topic),
-        session_expiry_seconds=t.integer("session_expiry_seconds", d.session_expiry_seconds),
-        max_attempts=t.integer("max_attempts", d.max_attempts, minimum=1),
-        publish_directory=t.boolean("publish_directory", d.publish_directory),
-        inbox_retention_days=t.integer("inbox_retention_days", d.inbox_retention_days, minimum=1),
-    )
-    t.close()
-    return result
-
-
-def parse_settings(document: Mapping[str, Any]) -> Settings:
-    """Read `[adapter]` and `[crm]` of a parsed TOML document; raise `SettingsError` listing all problems."""
-    problems: list[str] = []
-    adapter = _adapter(_Table(document.get("adapter"), "adapter", problems))
-    crm = _crm(_Table(document.get("crm"), "crm", problems))
-    if problems:
-        raise SettingsError(problems)
-    return Settings(adapter=adapter, crm=crm)
-
-
-def settings_from_toml(text: str) -> Settings:
-    """Parse TOML text (a config file's contents) into settings."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError([f"TOML: {exc}"]) from exc
-    return parse_settings(document)
-
-
-def load_settings(path: Path) -> Settings:
-    """Read a TOML file; syntax errors become a `SettingsError` too."""
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise SettingsError([f"{path}: cannot read ({exc.strerror})"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError([f"{path}: {exc}"]) from exc
-    return parse_settings(document)
+        problem("requests.potential_client_name", "only {contact} may be used")
+    return problems

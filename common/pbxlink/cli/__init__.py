@@ -27,7 +27,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "run": Command("pbxlink.daemon.runtime", "run the daemon: AMI -> tracker -> outbox -> MQTT, FastAGI"),
-    "check-config": Command("pbxlink.daemon.check_config", "validate the config, print the effective one"),
+    "check-config": Command("pbxlink.cli.check_config", "validate the config, print the effective one"),
     "replay": Command("pbxlink.daemon.replay", "print the outcomes of a recorded AMI session"),
     "record": Command("pbxlink.daemon.amiclient.record", "record a raw AMI session to a file"),
     "adapter": Command("pbxlink.adapters.service", "run a CRM adapter: MQTT outcomes -> rules -> CRM"),

@@ -1,7 +1,7 @@
 """structlog set-up: JSON lines on stdout for journald, a readable console on a TTY.
 
 Context is bound per unit of work (``structlog.contextvars.bound_contextvars(call_id=…)``).
-Secrets never reach the output: values of :class:`~pbxlink.daemon.config.Secret` are redacted
+Secrets never reach the output: values of :class:`~pbxlink.foundation.config.Secret` are redacted
 wherever they appear, keys that name secrets are redacted, and the plain text of every secret
 loaded by the config is scrubbed from every string as a last line of defence.
 """
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from pbxlink.daemon.config import LogSettings, Secret
+from pbxlink.foundation.config import LogSettings, Secret
 
 REDACTED = "<redacted>"
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|token|authorization)", re.IGNORECASE)

@@ -38,10 +38,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pbxlink.daemon import __version__
-from pbxlink.daemon.config import MqttSettings
 from pbxlink.daemon.envelope import ENVELOPE_SCHEMA, MessageKind, NodeTopics, iso_utc
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox, PendingMessage
+from pbxlink.foundation.config import MqttSettings
 
 log = structlog.get_logger(__name__)
 

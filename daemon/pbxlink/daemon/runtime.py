@@ -36,7 +36,6 @@ from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.agi.router import Router
 from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, Resynced
 from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
-from pbxlink.daemon.check_config import add_config_arguments
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
 from pbxlink.daemon.logs import configure_logging
 from pbxlink.daemon.metrics import DaemonMetrics, HealthServer, Readiness
@@ -44,6 +43,7 @@ from pbxlink.daemon.outbox import SCHEMA_VERSION, Outbox, OutboxError
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
+from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 
 log = structlog.get_logger(__name__)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import phonenumbers
 
 from pbxlink.foundation.errors import ConfigProblem
 from pbxlink.routing.model import PickPolicy, RoutingPolicy, Rule, RuleAction
-
-if TYPE_CHECKING:
-    from pbxlink.daemon.config import Settings
+from pbxlink.routing.settings import AgiSettings, RoutingSettings
 
 __all__ = ["parse_hours", "routing_policy", "routing_problems"]
 
@@ -33,10 +30,11 @@ def _region_ok(region: str) -> bool:
     return region in phonenumbers.SUPPORTED_REGIONS
 
 
-def routing_problems(settings: Settings) -> list[ConfigProblem]:
+def routing_problems(agi: AgiSettings, routing: RoutingSettings) -> list[ConfigProblem]:
     """Checks of [agi] and [routing] that types alone cannot express."""
     problems: list[ConfigProblem] = []
-    agi, routing = settings.agi, settings.routing
+    if agi.deadline_ms <= 0:
+        problems.append(ConfigProblem("agi.deadline_ms", "must be > 0"))
     if not agi.path.strip("/") or not re.fullmatch(r"[A-Za-z0-9_./-]+", agi.path):
         problems.append(ConfigProblem("agi.path", "letters, digits, '_', '.', '/', '-' only"))
     if agi.max_sessions < 1:
@@ -64,6 +62,8 @@ def routing_problems(settings: Settings) -> list[ConfigProblem]:
         if rule.name in names:
             problems.append(ConfigProblem(f"{where}.name", f"duplicate rule name {rule.name!r}"))
         names.add(rule.name)
+        if rule.action == "target" and not rule.target:
+            problems.append(ConfigProblem(f"{where}.target", "action 'target' needs a dial string"))
         if rule.region and not _region_ok(rule.region):
             problems.append(ConfigProblem(f"{where}.region", f"unknown region {rule.region!r}"))
         try:
@@ -73,9 +73,9 @@ def routing_problems(settings: Settings) -> list[ConfigProblem]:
     return problems
 
 
-def routing_policy(settings: Settings) -> RoutingPolicy:
-    """The pure policy decide() needs. Assumes `routing_problems(settings)` found nothing."""
-    routing = settings.routing
+def routing_policy(routing: RoutingSettings, default_region: str) -> RoutingPolicy:
+    """The pure policy decide() needs; ``default_region`` is node.default_region.
+    Assumes `routing_problems` found nothing."""
     rules = tuple(
         Rule(
             name=rule.name,
@@ -89,7 +89,7 @@ def routing_policy(settings: Settings) -> RoutingPolicy:
     )
     return RoutingPolicy(
         enabled=routing.enabled,
-        default_region=routing.region or settings.node.default_region,
+        default_region=routing.region or default_region,
         pick=PickPolicy(routing.pick),
         dial_template=routing.dial_template,
         rules=rules,

@@ -24,6 +24,7 @@ import pytest
 from pbxlab.mosquitto import BrokerHandle
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import Settings, settings_from_toml
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.store import open_store
 from pbxlink.rules.samples import (
@@ -35,7 +36,6 @@ from pbxlink.rules.samples import (
     request,
     request_message,
 )
-from pbxlink.rules.settings import Settings, settings_from_toml
 
 RULES = """
 [crm.inquiries]
@@ -59,7 +59,7 @@ user = "boris"
 
 def config_text(port: int, database: Path, *, shared: bool = True) -> str:
     return (
-        f'[adapter]\nbroker_port = {port}\ndatabase = "{database}"\n'
+        f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\n'
         f"shared_subscription = {str(shared).lower()}\n" + RULES
     )
 

@@ -127,7 +127,7 @@ def rig(
     database = tmp_path / "crm.sqlite3"
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[adapter]\nbroker_port = {mosquitto_broker.port}\ndatabase = "{database}"\n' + rules
+        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{database}"\n' + rules
     )
     crm = ["crm", "--config", str(adapter_config)]
     for employee, name, extension in (

@@ -18,12 +18,12 @@ from mqtt_support import Mosquitto, recording_consumer, until
 
 from pbxlink.ami.framing import AmiFramer
 from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
-from pbxlink.daemon.config import MqttSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.replay import read_chunks, replay_outcomes
+from pbxlink.foundation.config import MqttSettings
 
 _DATA = Path(__file__).parents[2] / "data" / "ami"
 RECORDINGS = sorted([*_DATA.glob("*.ami"), *_DATA.glob("*.ami.gz")])

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from mqtt_support import Mosquitto, recording_consumer, until
 
-from pbxlink.daemon.config import MqttSettings, Secret
 from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import MessageStatus, Outbox
 from pbxlink.daemon.publisher import Backoff, OutcomePublisher
+from pbxlink.foundation.config import MqttSettings, Secret
 
 NOW = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
@@ -242,7 +242,7 @@ import asyncio, sys, time
 from pathlib import Path
 import structlog
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-from pbxlink.daemon.config import MqttSettings
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox
 from pbxlink.daemon.publisher import OutcomePublisher

@@ -10,9 +10,10 @@ from pathlib import Path
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.probe import ask
 from pbxlink.daemon.agi.router import DIRECTORY_FILE, Router
-from pbxlink.daemon.config import AgiSettings, Settings, StateSettings, load_settings
+from pbxlink.daemon.config import Settings, StateSettings, load_settings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
+from pbxlink.routing.settings import AgiSettings
 
 NUMBER = "+380981234567"
 

@@ -94,7 +94,6 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
 
         [adapter]
         name = "demo-crm"
-        broker_port = {broker.port}
         database = "{WORK / "crm.sqlite3"}"
 
         [crm]

@@ -118,10 +118,40 @@ def test_adapter_refuses_an_empty_broker_password_file_with_exit_78(
     # found before anything connects or opens the database.
     (tmp_path / "mqtt.password").write_text("\n")
     config = tmp_path / "adapter.toml"
-    config.write_text(f'[adapter]\nname = "crm"\npassword_file = "{tmp_path / "mqtt.password"}"\n')
+    config.write_text(f'[adapter]\nname = "crm"\n[mqtt]\npassword_file = "{tmp_path / "mqtt.password"}"\n')
     code, out, err = run(capsys, "adapter", "-c", str(config), "--database", str(tmp_path / "crm.sqlite3"))
     assert code == 78
     assert out == ""
-    assert "adapter.password_file: secret file" in err
+    assert "mqtt.password_file: secret file" in err
     assert "is empty" in err
     assert not (tmp_path / "crm.sqlite3").exists()
+
+
+def test_adapter_reads_conf_d_and_set_flags_and_its_log_level_like_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pbxlink.toml"
+    config.write_text('[adapter]\nname = "crm"\n[ami]\nport = 5038\n')  # [ami] is the daemon's: left alone
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "10-adapter.toml").write_text("[adapter]\nmax_attempts = 0\n")
+    code, out, err = run(
+        capsys, "adapter", "-c", str(config), "--set", "log.level=loud", "--set", "mqtt.port=0"
+    )
+    assert code == 78
+    assert out == ""
+    assert "adapter.max_attempts: must be >= 1, got 0" in err  # from conf.d/
+    assert "log.level: must be one of" in err  # the adapter's log level is [log]'s
+    assert "mqtt.port: 0 is not a TCP port" in err  # one [mqtt] section, --set like the daemon
+    assert "3 config problem(s)" in err
+    assert not (tmp_path / "crm.sqlite3").exists()
+
+
+def test_the_adapter_no_longer_names_the_broker_in_its_own_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pbxlink.toml"
+    config.write_text('[adapter]\nbroker_host = "10.0.0.1"\nbroker_port = 1884\n')
+    code, _, err = run(capsys, "adapter", "-c", str(config), "--database", str(tmp_path / "crm.sqlite3"))
+    assert code == 78
+    assert "adapter.broker_host: unknown key: moved to mqtt.host" in err
+    assert "adapter.broker_port: unknown key: moved to mqtt.port" in err

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.rules.actions import CreateInquiry, NoAction, Notify, Ref, actions_of
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_outcome
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome
-from pbxlink.rules.settings import CrmSettings, settings_from_toml
+from pbxlink.rules.settings import CrmSettings
 
 BOTH = """
 [crm.inquiries]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.rules.actions import (
     NEW,
     CreateClient,
@@ -14,7 +15,7 @@ from pbxlink.rules.actions import (
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_outcome
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome
-from pbxlink.rules.settings import CrmSettings, settings_from_toml
+from pbxlink.rules.settings import CrmSettings
 
 ORDERS = """
 [crm.orders]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.rules.actions import NEW, CreateTask, NoAction, Ref, TaskLink, actions_of
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_outcome
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome
-from pbxlink.rules.settings import CrmSettings, TaskMode, settings_from_toml
+from pbxlink.rules.settings import CrmSettings, TaskMode
 
 KYIV = ZoneInfo("Europe/Kyiv")
 TWO_HOURS = """

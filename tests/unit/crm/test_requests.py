@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from pbxlink.adapters.config import settings_from_toml
+from pbxlink.foundation.errors import ConfigError
 from pbxlink.rules.actions import (
     NEW,
     Action,
@@ -22,7 +24,7 @@ from pbxlink.rules.calls import parse_request
 from pbxlink.rules.facts import ClientFact, CrmFacts, EmployeeFact
 from pbxlink.rules.request_rules import plan_request
 from pbxlink.rules.samples import at, request
-from pbxlink.rules.settings import CrmSettings, SettingsError, settings_from_toml
+from pbxlink.rules.settings import CrmSettings
 
 STAFF = (
     EmployeeFact("anna", "Анна", "101", roles=("sales",)),
@@ -146,7 +148,7 @@ def test_a_request_no_rule_matches_is_logged_as_unmatched() -> None:
 
 
 def test_rules_need_what_their_addressing_names() -> None:
-    with pytest.raises(SettingsError, match=r"crm\.requests\.rules\[0\]\.role"):
+    with pytest.raises(ConfigError, match=r"crm\.requests\.rules\[0\]\.role"):
         settings_from_toml('[[crm.requests.rules]]\nname = "x"\naction = "support"\naddress = "role"\n')
-    with pytest.raises(SettingsError, match=r"reject_reason"):
+    with pytest.raises(ConfigError, match=r"reject_reason"):
         settings_from_toml('[[crm.requests.rules]]\nname = "x"\naction = "reject"\n')

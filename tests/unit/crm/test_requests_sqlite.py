@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import MIGRATIONS, Store, _statements, open_store
 from pbxlink.rules.samples import request, request_message
-from pbxlink.rules.settings import settings_from_toml
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = """

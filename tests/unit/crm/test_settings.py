@@ -6,14 +6,13 @@ import tomllib
 
 import pytest
 
+from pbxlink.adapters.config import Settings, parse_settings
+from pbxlink.foundation.errors import ConfigError
 from pbxlink.rules.settings import (
     ClientCreation,
     DefaultInquiryType,
     RepeatCalls,
-    Settings,
-    SettingsError,
     TaskMode,
-    parse_settings,
 )
 
 
@@ -28,11 +27,12 @@ def test_empty_document_gives_the_documented_defaults() -> None:
 
 def test_a_full_document_is_read_into_typed_values() -> None:
     document = tomllib.loads("""
-[daemon]
+[ami]
 whatever = "belongs to the daemon and is not ours to check"
+[mqtt]
+port = 1884
 [adapter]
 name = "megaplan"
-broker_port = 1884
 [crm]
 timezone = "Europe/Moscow"
 [crm.phone]
@@ -52,6 +52,7 @@ create = "client_and_deal"
 """)
     settings = parse_settings(document)
     assert settings.adapter.name == "megaplan"
+    assert settings.mqtt.port == 1884
     assert settings.adapter.identifier == "pbxlink-adapter-megaplan"
     assert settings.crm.phone.region_for("4930100200") == "DE"
     assert settings.crm.phone.region_for("other") == "RU"
@@ -78,9 +79,9 @@ create = "everything"
 [[crm.orders.rules]]
 name = "x"
 """)
-    with pytest.raises(SettingsError) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_settings(document)
-    problems = "\n".join(caught.value.problems)
+    problems = "\n".join(str(problem) for problem in caught.value.problems)
     for path in (
         "adapter.brokerport: unknown key",
         "crm.timezone",
@@ -95,10 +96,29 @@ name = "x"
 
 
 def test_fixed_default_type_needs_a_type() -> None:
-    with pytest.raises(SettingsError, match=r"crm\.inquiries\.default_type"):
+    with pytest.raises(ConfigError, match=r"crm\.inquiries\.default_type"):
         parse_settings({"crm": {"inquiries": {"default_type_mode": "fixed"}}})
 
 
 def test_name_template_with_unknown_placeholder_is_rejected() -> None:
-    with pytest.raises(SettingsError, match=r"crm\.clients\.name_template"):
+    with pytest.raises(ConfigError, match=r"crm\.clients\.name_template"):
         parse_settings({"crm": {"clients": {"name_template": "Новый {when}"}}})
+
+
+def test_line_regions_and_request_keywords_are_checked_where_they_are_written() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(
+            {
+                "crm": {
+                    "phone": {"default_region": "xx", "line_regions": {"4930": "zz", "4940": 5}},
+                    "requests": {"rules": [{"name": "r", "user": "anna", "keywords": 7}]},
+                }
+            }
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "crm.phone.line_regions: 4940: must be a region code string",
+        "crm.requests.rules[0].keywords: must be a string of words separated by ';', got 7",
+        "crm.phone.default_region: unknown region 'XX' (ISO 3166 code like 'UA')",
+    ]
+    with pytest.raises(ConfigError, match=r"^crm\.phone\.line_regions\.4930: unknown region 'ZZ'"):
+        parse_settings({"crm": {"phone": {"line_regions": {"4930": "zz"}}}})

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
+from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store, StoreError, open_store
@@ -22,7 +23,7 @@ from pbxlink.rules.samples import (
     outcome,
     outcome_message,
 )
-from pbxlink.rules.settings import CrmSettings, settings_from_toml
+from pbxlink.rules.settings import CrmSettings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = """

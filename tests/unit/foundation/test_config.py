@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
+import tomllib
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pbxlink.daemon.config import Secret, load_settings, to_toml
-from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.adapters.config import Settings as AdapterSettings
+from pbxlink.adapters.config import load_settings as load_adapter_settings
+from pbxlink.daemon.config import Settings as DaemonSettings
+from pbxlink.daemon.config import load_settings
+from pbxlink.foundation.config import SECTION_OWNERS, Secret, parse_section, to_toml
+from pbxlink.foundation.errors import EX_CONFIG, ConfigError, ConfigProblem
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config" / "pbxlink.toml"
@@ -39,6 +48,45 @@ def test_the_shipped_example_passes_check_config() -> None:
     assert result.returncode == 0, result.stderr
     assert "[ami]" in result.stdout
     assert 'name = "pbx1"' in result.stdout
+    for section in ("[adapter]", "[crm]", "[crm.inquiries.on_missed]", "[mqtt]", "[log]"):
+        assert f"\n{section}\n" in result.stdout
+
+
+_COMMENTED_KEY = re.compile(r"^# ?(?=\[|[A-Za-z_\"][\w\".-]*\s*=)", re.MULTILINE)
+
+
+def _missing_keys(cls: Any, raw: Any, path: str) -> list[str]:
+    missing: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        where = f"{path}.{f.name}" if path else f.name
+        if tp == Secret | None:
+            continue  # never written: filled from <name>_file / <name>_credential
+        if f.name not in raw:
+            missing.append(where)
+            continue
+        args = typing.get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            missing += _missing_keys(tp, raw[f.name], where)
+        elif typing.get_origin(tp) is tuple and args and dataclasses.is_dataclass(args[0]):
+            for i, item in enumerate(raw[f.name]):
+                missing += _missing_keys(args[0], item, f"{where}[{i}]")
+    return missing
+
+
+@pytest.mark.parametrize("process", [DaemonSettings, AdapterSettings], ids=["daemon", "adapter"])
+def test_the_shipped_example_shows_every_key_of_every_section_and_its_examples_are_valid(
+    process: type[Any],
+) -> None:
+    # Commented keys count as shown; uncommented, they must still be a valid configuration.
+    document = tomllib.loads(_COMMENTED_KEY.sub("", EXAMPLE.read_text(encoding="utf-8")))
+    assert set(document) == set(SECTION_OWNERS)
+    own = {f.name for f in dataclasses.fields(process)}
+    problems: list[ConfigProblem] = []
+    assert parse_section(process, {k: v for k, v in document.items() if k in own}, "", problems) is not None
+    assert problems == []
+    assert _missing_keys(process, document, "") == []
 
 
 def test_unknown_key_and_wrong_type_exit_78_naming_every_path(tmp_path: Path) -> None:
@@ -193,3 +241,25 @@ def test_check_config_validates_the_adapter_sections_too(tmp_path: Path) -> None
     assert "crm.tasks.mode: must be one of" in result.stderr
     cfg.write_text('[adapter]\nname = "crm"\n[crm.tasks]\nmode = "one_each"\n')
     assert run_cli("check-config", "-q", str(cfg)).returncode == 0
+
+
+def test_check_config_output_loads_back_as_the_same_settings_for_every_process(tmp_path: Path) -> None:
+    rules = (
+        '[crm.phone.line_regions]\n"4930100200" = "de"\n'
+        '[[crm.requests.rules]]\nname = "repairs"\nkeywords = "Ремонт; сломался"\naction = "support"\n'
+        'address = "role"\nrole = "service"\n[[crm.orders.rules]]\nname = "r"\nstatus = "cancelled"\n'
+    )
+    source = tmp_path / "src" / "pbxlink.toml"
+    (tmp_path / "src" / "conf.d").mkdir(parents=True)
+    source.write_text(EXAMPLE.read_text(encoding="utf-8"))
+    (tmp_path / "src" / "conf.d" / "50-rules.toml").write_text(rules)
+    result = run_cli("check-config", str(source))
+    assert result.returncode == 0, result.stderr
+    dumped = tmp_path / "dump" / "pbxlink.toml"
+    dumped.parent.mkdir()
+    dumped.write_text(result.stdout)
+    assert load_settings(dumped, environ={}) == load_settings(source, environ={})
+    adapter = load_adapter_settings(dumped, environ={})
+    assert adapter == load_adapter_settings(source, environ={})
+    assert adapter.crm.phone.region_for("4930100200") == "DE"
+    assert adapter.crm.requests.rules[0].keywords == ("ремонт", "сломался")

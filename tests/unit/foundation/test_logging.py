@@ -8,8 +8,8 @@ import logging
 
 import structlog
 
-from pbxlink.daemon.config import LogSettings, Secret
 from pbxlink.daemon.logs import configure_logging
+from pbxlink.foundation.config import LogSettings, Secret
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:

@@ -48,7 +48,7 @@ def test_toml_routing_section_becomes_the_policy(tmp_path: Path) -> None:
     path.write_text(GOOD)
     settings = load_settings(path)
     assert (settings.agi.deadline_ms, settings.agi.path, settings.agi.max_sessions) == (250, "route", 128)
-    assert routing_policy(settings) == RoutingPolicy(
+    assert routing_policy(settings.routing, settings.node.default_region) == RoutingPolicy(
         enabled=True,
         default_region="UA",
         pick=PickPolicy.FIRST,
@@ -62,7 +62,8 @@ def test_toml_routing_section_becomes_the_policy(tmp_path: Path) -> None:
 
 
 def test_defaults_give_a_working_policy() -> None:
-    policy = routing_policy(load_settings(None))
+    settings = load_settings(None)
+    policy = routing_policy(settings.routing, settings.node.default_region)
     assert (policy.enabled, policy.pick, policy.dial_template, policy.rules) == (
         True,
         PickPolicy.NEWEST,

@@ -79,7 +79,10 @@ class Router:
         )
         zone = ZoneInfo(settings.node.timezone)  # rule `hours` are the PBX's local time
         self.service = RoutingService(
-            self.store, self.presence, routing_policy(settings), clock=clock or (lambda: datetime.now(zone))
+            self.store,
+            self.presence,
+            routing_policy(settings.routing, settings.node.default_region),
+            clock=clock or (lambda: datetime.now(zone)),
         )
         agi = settings.agi
         self.server = FastAgiServer(
