@@ -15,10 +15,11 @@ Names start with ``fpbx_`` (the recordings share tests/data/ami with the lab pro
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pbxlab.context import ScenarioContext, Truth
-from pbxlab.scenarios import Scenario, call_truth
+from pbxlab.scenarios import SCENARIOS, Scenario, call_truth
 from pbxlab.sipp import Call, Phone
 
 GROUP_DID = "4930100600"  # ring group 600: 101 102 103, then voicemail 100
@@ -655,6 +656,36 @@ def mix_50_overlapping(ctx: ScenarioContext) -> list[Truth]:
     return truths
 
 
+# The lab profile's scenarios that mean the same on this dialplan: the routing DID goes through
+# the FreePBX custom destination (pbxlink-freepbx.conf, owner first) instead of
+# pbxlink-routing.conf, extensions through ext-local, outbound through macro-dialout-trunk,
+# pickups through app-pickup.  Their truths are the lab's, unchanged.  Left out where the
+# dialplans differ in what the caller lives through: the FreePBX snippet does not answer the
+# caller with a greeting, so inbound_agent_rings_caller_hangs_up's caller (who hangs up a while
+# after being answered) reaches the ring group and voicemail here; transfers by AMI name the lab's
+# context; the lab's queues (support, sales), IVR and recorded line do not exist here.
+LAB_SCENARIOS_ON_FREEPBX = (
+    "inbound_answered",
+    "blind_transfer_refer",
+    "call_pickup_group",
+    "call_pickup_directed",
+    "outbound_unanswered",
+    "internal_answered",
+    "internal_unanswered",
+    "non_ascii_caller_name",
+)
+
+
+def _on_freepbx_defaults(
+    run: Callable[[ScenarioContext], list[Truth]],
+) -> Callable[[ScenarioContext], list[Truth]]:
+    def scenario(ctx: ScenarioContext) -> list[Truth]:
+        _settings(ctx)
+        return run(ctx)
+
+    return scenario
+
+
 FREEPBX_SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -834,6 +865,14 @@ FREEPBX_SCENARIOS: dict[str, Scenario] = {
             "members) answered by 101; ring group 601 abandoned.",
             mix_50_overlapping,
             heavy=True,
+        ),
+        *(
+            Scenario(
+                f"fpbx_{name}",
+                f"The lab's {name} on the FreePBX dialplan: {SCENARIOS[name].description}",
+                _on_freepbx_defaults(SCENARIOS[name].run),
+            )
+            for name in LAB_SCENARIOS_ON_FREEPBX
         ),
     ]
 }
