@@ -608,7 +608,7 @@ def ivr_invalid_choice_hangup(ctx: ScenarioContext) -> list[Truth]:
 
 
 # ---- a mix of ~50 overlapping calls ------------------------------------------------------
-MIX_EACH = 10
+MIX_EACH = 7
 
 
 def mix_50_overlapping(ctx: ScenarioContext) -> list[Truth]:
@@ -622,7 +622,7 @@ def mix_50_overlapping(ctx: ScenarioContext) -> list[Truth]:
         carrier=Phone.answers(ring_ms=1000),
     )
     common = {"count": MIX_EACH, "rate": 2.0, "max_concurrent": MIX_EACH}
-    # SIPp's [call_number] runs 1..10 in each group
+    # SIPp's [call_number] runs 1..MIX_EACH in each stream
     groups = [
         ("+380503010", GROUP_DID, {"hold_ms": 3000}),
         ("+380503020", EXT103_DID, {"hold_ms": 3000}),
@@ -630,8 +630,17 @@ def mix_50_overlapping(ctx: ScenarioContext) -> list[Truth]:
         ("+380503040", QUEUE_LOCAL_DID, {"hold_ms": 3000}),
         ("+380503050", GROUP2_DID, {"answer_timeout_ms": 1500}),
     ]
+    agents = [
+        # 101's phone dials out (outbound route, the carrier answers after 1 s)
+        (MOBILE, "101", {"hold_ms": 2000}),
+        # 102's phone calls 103 (follow-me: 103 rings alone 3 s first) and gives up after 1.5 s
+        ("103", "102", {"answer_timeout_ms": 1500}),
+    ]
     for prefix, did, extra in groups:
         ctx.call(Call(did, prefix + "[call_number]", "Mix Caller", **common, **extra), trace_messages=False)  # type: ignore[arg-type]
+        time.sleep(0.3)
+    for dial, agent, extra in agents:
+        ctx.call(Call(dial, agent, f"Agent {agent}", **common, **extra), trace_messages=False)  # type: ignore[arg-type]
         time.sleep(0.3)
     peak = 0
     while any(c.alive() for c in ctx.callers):
@@ -652,6 +661,25 @@ def mix_50_overlapping(ctx: ScenarioContext) -> list[Truth]:
             _inbound(f"+380503030{n}", IVR_DID, missed_at="ivr", ivr_choice="9"),
             _inbound(f"+380503040{n}", QUEUE_LOCAL_DID, handlers=["101"], rang=["101", "102"], queue="702"),
             _inbound(f"+380503050{n}", GROUP2_DID, missed_at="queue", rang=["102", "103"]),
+            call_truth(
+                direction="outbound",
+                answered=True,
+                external=MOBILE,
+                initiator="101",
+                handlers=["101"],
+                hangup_by="agent",
+                routing=None,
+            ),
+            call_truth(
+                direction="internal",
+                answered=False,
+                missed_at="agent",
+                external=None,
+                initiator="102",
+                rang=["103"],
+                hangup_by="agent",
+                routing=None,
+            ),
         ]
     return truths
 
@@ -860,9 +888,10 @@ FREEPBX_SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "fpbx_mix_50_overlapping",
-            f"{5 * MIX_EACH} overlapping calls, 2/s in each of five streams: ring group 600 answered by "
+            f"{7 * MIX_EACH} overlapping calls, 2/s in each of seven streams: ring group 600 answered by "
             "101; follow-me of 103 answered on the mobile; IVR invalid choice; queue 702 (Local "
-            "members) answered by 101; ring group 601 abandoned.",
+            "members) answered by 101; ring group 601 abandoned; 101 dials out (answered); 102 "
+            "calls 103 and gives up.",
             mix_50_overlapping,
             heavy=True,
         ),
