@@ -5,7 +5,8 @@ How it decides (docs/outcome.md has the long form):
 * **Grouping.** Channels are grouped by ``Linkedid``. Groups merge, transitively, whenever AMI
   shows that they belong together: a channel reports a different linkedid (basic bridges rewrite
   it), a dial connects two groups, two groups share a basic bridge, a pickup, a blind or an
-  attended transfer. The older group absorbs the newer one; its linkedid is the call's id.
+  attended transfer, an agent's own call meets an outside caller's call in a multi-party bridge
+  (a conference). The older group absorbs the newer one; its linkedid is the call's id.
 * **Parties.** Every channel is an agent's phone, the outside world, or plumbing (Local halves,
   announcers …), by :class:`~pbxlink.calls.parties.PartyRules`. The *origin* is the first
   non-plumbing channel: outside → inbound; an agent → outbound if the outside world is reached (or
@@ -14,7 +15,12 @@ How it decides (docs/outcome.md has the long form):
   + "the two halves of a Local pair" from the other party (the outside channels; for internal calls
   the caller's phone) and collects the agents' phones it reaches. Each agent reached starts a
   handling segment; an agent no longer reached ends it. ``answered`` means at least one segment:
-  an IVR ``Answer()``, a voicemail box or a Local channel answering never counts.
+  an IVR ``Answer()``, a voicemail box or a Local channel answering never counts. An outside leg
+  dialed for an inbound call nobody has answered yet (follow-me, call forward) stands for the
+  agent whose forward it is.
+* **Where a call was lost.** Several agents ringing at once for it (one ``Dial`` with ``&``, a
+  queue, Local members) is a group (``queue``) miss; one agent alone an ``agent`` miss; the last
+  ring decides, voicemail wins. Nothing here depends on context or extension names.
 * **Ending.** A call finalizes when its last channel has hung up, plus ``settle_seconds`` of AMI
   time (late transfer events, stragglers), and then its state is dropped.
 * **Resync.** After an AMI (re)login the shell lists live channels (``CoreShowChannels``);
