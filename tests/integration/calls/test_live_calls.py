@@ -4,8 +4,9 @@ periodic tick with the wall clock), and the outcome checked against what the dri
 
 Few and fast: one answered call, one lost in the queue, a blind transfer by SIP REFER, a
 click-to-call by AMI Originate, and a call already up when the AMI session starts; on the
-FreePBX-style dialplan profile: a ring group abandoned, answered by one, timed out to voicemail,
-a follow-me answered on the mobile and a call forward answered on an outside number.
+FreePBX-style dialplan profile: a ring group abandoned, answered by one, timed out to voicemail, with a member on DND, a
+follow-me answered on the mobile, a call forward answered on an outside number, a parked call
+picked up by another agent and a conference of the caller with two agents.
 """
 
 from __future__ import annotations
@@ -157,8 +158,11 @@ async def test_a_live_call_gets_the_outcome_the_driver_caused(
         "fpbx_ring_group_abandoned",
         "fpbx_ring_group_answered_by_one",
         "fpbx_ring_group_timeout_voicemail",
+        "fpbx_ring_group_member_dnd",
         "fpbx_followme_answered_on_mobile",
         "fpbx_cf_unconditional_external_answered",
+        "fpbx_park_picked_up_by_another",
+        "fpbx_conference_caller_and_two_agents",
     ],
 )
 async def test_a_live_call_on_a_freepbx_dialplan_gets_the_outcome_the_driver_caused(
