@@ -4,9 +4,9 @@ periodic tick with the wall clock), and the outcome checked against what the dri
 
 Few and fast: one answered call, one lost in the queue, a blind transfer by SIP REFER, a
 click-to-call by AMI Originate, and a call already up when the AMI session starts; on the
-FreePBX-style dialplan profile: a ring group abandoned, answered by one, timed out to voicemail, with a member on DND, a
-follow-me answered on the mobile, a call forward answered on an outside number, a parked call
-picked up by another agent and a conference of the caller with two agents.
+FreePBX-style dialplan profile: a ring group abandoned, answered by one, timed out to voicemail,
+with a member on DND, a follow-me answered on the mobile, a call forward answered on an outside
+number, a parked call picked up by another agent and a conference of the caller with two agents.
 """
 
 from __future__ import annotations
