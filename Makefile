@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - set up the lab and show calls flowing end to end"
 	@echo "make test   - set up everything and run the checks and the whole test suite"
-	@echo "make check  - ruff, mypy --strict, import-linter, systemd-analyze"
+	@echo "make check  - ruff check + format, mypy --strict (code, tests, bench), import-linter, systemd-analyze"
 	@echo "make bench  - run the benchmarks and print their figures"
 
 venv: $(VENV)/.installed
@@ -29,7 +29,8 @@ lab: venv
 
 check: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy common daemon adapters routing
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy common daemon adapters routing tests bench
 	$(BIN)/lint-imports
 	@tests/lab/host-packages.sh systemd
 	@for unit in systemd/*.service; do \

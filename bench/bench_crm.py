@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import shutil
-import socket
-import subprocess
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +28,9 @@ from pbxlink.rules.calls import parse_outcome
 from pbxlink.rules.facts import ClientFact, CrmFacts, OpenItem
 from pbxlink.rules.planner import plan_call
 from pbxlink.rules.samples import EMPLOYEES, at, missed, outcome, outcome_message
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lab"))
+from pbxlab.mosquitto import start_mosquitto, stop_mosquitto
 
 RULES = """
 [crm.inquiries]
@@ -121,57 +121,27 @@ async def build_crm(path: Path, clients: int) -> float:
     return time.perf_counter() - start
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def bench_end_to_end(workdir: Path, clients: int, outcomes: int) -> None:
     database = workdir / "crm.sqlite3"
     built = await build_crm(database, clients)
     print(f"built a CRM of {clients:,} clients in {built:.1f} s ({database.stat().st_size / 1e6:.0f} MB)")
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\nuser root\n"
+    # The lab's one mosquitto launcher; no queue limits (a million-client burst), no persistence.
+    broker = start_mosquitto(
+        name=f"bench-crm-{os.getpid()}",
+        state_dir=workdir / "mosquitto",
+        persistence=False,
+        extra_config="max_queued_messages 0\nmax_inflight_messages 0\n",
     )
-    broker = await asyncio.create_subprocess_exec(
-        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
-        "-c",
-        str(conf),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = broker.port
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            await asyncio.sleep(0.05)
         settings = settings_from_toml(f'[mqtt]\nport = {port}\n[adapter]\ndatabase = "{database}"\n' + RULES)
         store = await open_store(database)
         adapter = CrmAdapter(settings, store)
         shutdown = asyncio.Event()
-        task = asyncio.create_task(adapter.run(shutdown))
-        await asyncio.wait_for(adapter.ready.wait(), 10)
-        # Half the calls come from known clients (spread over the million), half from new numbers.
-        messages = []
-        for n in range(outcomes):
-            number = phone((n * 7919) % clients + 1) if n % 2 == 0 else f"+38067{n:07d}"
-            data = (missed if n % 3 else outcome)(id=f"pbx1:{n}", external={"raw": number, "e164": number})
-            messages.append(outcome_message(data))
-        start = time.perf_counter()
-        async with aiomqtt.Client(
-            "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
-        ) as client:
-            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages))
-        published = time.perf_counter() - start
-        while (await adapter.inbox.counts()).get("done", 0) < outcomes:  # noqa: ASYNC110 - polling the DB is the measurement
-            await asyncio.sleep(0.02)
-        elapsed = time.perf_counter() - start
-        shutdown.set()
-        await task
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(adapter.run(shutdown), name="adapter")
+            elapsed, published = await _measure(adapter, port, clients, outcomes)
+            shutdown.set()
         counts = {}
         for table in ("inquiries", "tasks", "clients", "deals"):
             async with store.db.execute(f"SELECT count(*) FROM {table}") as cursor:
@@ -184,8 +154,27 @@ async def bench_end_to_end(workdir: Path, clients: int, outcomes: int) -> None:
             f"created {counts}"
         )
     finally:
-        broker.terminate()
-        await broker.wait()
+        stop_mosquitto(broker)
+
+
+async def _measure(adapter: CrmAdapter, port: int, clients: int, outcomes: int) -> tuple[float, float]:
+    await asyncio.wait_for(adapter.ready.wait(), 10)
+    # Half the calls come from known clients (spread over the million), half from new numbers.
+    messages = []
+    for n in range(outcomes):
+        number = phone((n * 7919) % clients + 1) if n % 2 == 0 else f"+38067{n:07d}"
+        data = (missed if n % 3 else outcome)(id=f"pbx1:{n}", external={"raw": number, "e164": number})
+        messages.append(outcome_message(data))
+    start = time.perf_counter()
+    async with aiomqtt.Client(
+        "127.0.0.1", port, protocol=aiomqtt.ProtocolVersion.V5, max_inflight_messages=1000
+    ) as client:
+        await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages))
+    published = time.perf_counter() - start
+    while (await adapter.inbox.counts()).get("done", 0) < outcomes:  # noqa: ASYNC110 - polling the DB is the measurement
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    return elapsed, published
 
 
 def main() -> int:

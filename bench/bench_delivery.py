@@ -37,38 +37,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 import aiomqtt  # noqa: E402
+from pbxlab import ports  # noqa: E402
+from pbxlab.mosquitto import Broker, start_mosquitto, stop_mosquitto  # noqa: E402
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope  # noqa: E402
+from pbxlink.daemon.envelope import Envelope, build_envelope  # noqa: E402
 from pbxlink.daemon.metrics import DaemonMetrics  # noqa: E402
 from pbxlink.daemon.outbox import Outbox  # noqa: E402
 from pbxlink.daemon.pipeline import OutboxWriter  # noqa: E402
 from pbxlink.daemon.publisher import OutcomePublisher  # noqa: E402
 from pbxlink.foundation.config import MqttSettings  # noqa: E402
+from pbxlink.toolkit.metrics import sample  # noqa: E402
+from pbxlink.wire.samples import sample_outcome  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    proc = subprocess.Popen(
-        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("mosquitto did not start")
+def start_broker(workdir: Path) -> tuple[Broker, int]:
+    """The lab's one mosquitto launcher, without persistence (as the figures were measured)."""
+    broker = start_mosquitto(name=f"bench-{os.getpid()}", state_dir=workdir / "mosquitto", persistence=False)
+    return broker, broker.port
 
 
 def pct(values: list[float], q: float) -> float:
@@ -92,11 +77,11 @@ def latency(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     session = LabSession.open(None, workdir=work / "lab")  # claims a free instance offset
     lab = session.instance
-    broker, mqtt_port = start_mosquitto(work)
+    broker, mqtt_port = start_broker(work)
     state = work / "state"
     state.mkdir()
     (work / "ami-secret").write_text(lab.ami_secret)
-    http_port = free_port()
+    http_port = ports.free_port()
     (work / "pbxlink.toml").write_text(
         f'[ami]\nport = {lab.ami_port}\nsecret_file = "{work / "ami-secret"}"\n'
         f'[mqtt]\nport = {mqtt_port}\n[state]\ndirectory = "{state}"\n'
@@ -164,8 +149,7 @@ def latency(args: argparse.Namespace) -> None:
         phone.stop()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
-        broker.terminate()
-        broker.wait(10)
+        stop_mosquitto(broker)
         session.close()
     hangup_to_commit, commit_to_puback, hangup_to_puback = [], [], []
     for payload, created, sent in rows:
@@ -206,8 +190,7 @@ def envelopes(n: int, tag: str) -> list[Envelope]:
     now = datetime.now(UTC)
     return [
         build_envelope(
-            MessageKind.OUTCOME,
-            {"id": f"bench:{tag}.{i}", "direction": "inbound", "answered": True, "padding": "x" * 2000},
+            sample_outcome(f"bench:{tag}.{i}", recordings=("x" * 2000,)),
             node="bench",
             now=now,
         )
@@ -238,31 +221,32 @@ async def through_outbox(port: int, batch: list[Envelope], work: Path, *, one_co
     async with await Outbox.open(path) as outbox:
         publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="bench", metrics=metrics)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=publisher.wake)
-        pub_task = asyncio.create_task(publisher.run())
-        await publisher.wait_connected()
-        t0 = time.perf_counter()
-        if one_commit_each:
-            for e in batch:
-                await outbox.add([e], now=time.time(), event_ttl=300)
-                publisher.wake()
-        else:
-            writer_task = asyncio.create_task(writer.run())
-            for e in batch:  # as the tracker would: one submit per outcome, no waiting
-                writer.submit([e])
-                await asyncio.sleep(0)
-            writer.stop()
-            await writer_task
-        while metrics.published.value(kind="call.outcome") < len(batch):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        elapsed = time.perf_counter() - t0
-        publisher.stop()
-        await pub_task
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(publisher.run(), name="publisher")
+            await publisher.wait_connected()
+            t0 = time.perf_counter()
+            if one_commit_each:
+                for e in batch:
+                    await outbox.add([e], now=time.time(), event_ttl=300)
+                    publisher.wake()
+            else:
+                async with asyncio.TaskGroup() as writing:
+                    writing.create_task(writer.run(), name="outbox-writer")
+                    for e in batch:  # as the tracker would: one submit per outcome, no waiting
+                        writer.submit([e])
+                        await asyncio.sleep(0)
+                    writer.stop()
+            published = "pbxlink_published_total"
+            while sample(metrics.registry, published, kind="call.outcome") < len(batch):  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            elapsed = time.perf_counter() - t0
+            publisher.stop()
         return elapsed
 
 
 async def throughput(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
-    broker, port = start_mosquitto(work)
+    broker, port = start_broker(work)
     n = args.messages
     try:
         rows = [
@@ -281,8 +265,7 @@ async def throughput(args: argparse.Namespace) -> None:
             ),
         ]
     finally:
-        broker.terminate()
-        broker.wait(10)
+        stop_mosquitto(broker)
     print(
         f"{n} outcomes of {len(envelopes(1, 'x')[0].payload)} bytes, mosquitto on loopback, "
         f"state dir {work} ({_fs_type(work)})"

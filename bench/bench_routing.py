@@ -59,11 +59,12 @@ from pbxlink.routing.model import (
     ClientOwners,
     DirectoryEntry,
     Responsible,
-    RouteDecision,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
 )
 from pbxlink.routing.presence import DeviceState, PresenceTracker
+from pbxlink.wire.model import DirectoryTime
 
 CACHE = Path("/tmp/pbxlink-bench")
 MANAGERS = [Responsible(f"manager{i}", str(100 + i)) for i in range(50)]
@@ -74,7 +75,9 @@ def number_of(i: int) -> str:
 
 
 def entry_for(i: int, rng: random.Random) -> DirectoryEntry:
-    first = ClientOwners(f"c{i}", f"Client {i}", datetime(2020, 1, 1, tzinfo=UTC), (rng.choice(MANAGERS),))
+    first = ClientOwners(
+        f"c{i}", f"Client {i}", DirectoryTime.of(datetime(2020, 1, 1, tzinfo=UTC)), (rng.choice(MANAGERS),)
+    )
     clients: tuple[ClientOwners, ...] = (first,)
     if i % 10 == 0:  # one number in ten is shared by two clients
         clients = (
@@ -82,11 +85,11 @@ def entry_for(i: int, rng: random.Random) -> DirectoryEntry:
             ClientOwners(
                 f"d{i}",
                 "Other",
-                datetime(2024, 1, 1, tzinfo=UTC),
+                DirectoryTime.of(datetime(2024, 1, 1, tzinfo=UTC)),
                 (Responsible("gone", "199", deleted=True), rng.choice(MANAGERS)),
             ),
         )
-    return DirectoryEntry(number_of(i), datetime(2026, 11, 22, tzinfo=UTC), clients)
+    return DirectoryEntry(number_of(i), DirectoryTime.of(datetime(2026, 11, 22, tzinfo=UTC)), clients)
 
 
 async def build(path: Path, numbers: int) -> float:
@@ -175,7 +178,7 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
         await asyncio.Event().wait()
         return
     if kind == "constant":
-        constant = RouteDecision(
+        constant = RoutingDecision(
             target="PJSIP/101",
             agent="101",
             reason="owner",
@@ -185,7 +188,7 @@ async def _serve(kind: str, db: Path, report: Any, callers: list[str]) -> None:
             line="4930100200",
         )
 
-        async def resolve(request: RouteRequest) -> RouteDecision:
+        async def resolve(request: RouteRequest) -> RoutingDecision:
             return constant
 
         agi = TimedAgiServer(resolve, port=0, max_sessions=2000)

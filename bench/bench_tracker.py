@@ -53,9 +53,11 @@ def build_repetitions(source: Path, repeat: int) -> list[bytes]:
     parts = [banner]
     for rep in range(repeat):
         shift = rep * span
-        parts.append(
-            _EPOCH.sub(lambda m, s=shift: str(int(m.group(1)) + s).encode(), body) if shift else body
-        )
+
+        def shifted(m: re.Match[bytes], s: int = shift) -> bytes:
+            return str(int(m.group(1)) + s).encode()
+
+        parts.append(_EPOCH.sub(shifted, body) if shift else body)
     return parts
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import pytest
 from pbxlab.instance import LabError
-from pbxlab.mosquitto import BrokerHandle
+from pbxlab.mosquitto import BrokerHandle, BrokerTls
+from pbxlab.pki import LabPki, make_test_pki
 from pbxlab.session import LabSession
 
-LAB_FIXTURES = {"asterisk_lab", "asterisk_lab_freepbx", "mosquitto_broker"}
+LAB_FIXTURES = {"asterisk_lab", "asterisk_lab_freepbx", "mosquitto_broker", "tls_broker"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -77,5 +78,20 @@ def mosquitto_broker(tmp_path: Path) -> Iterator[BrokerHandle]:
         pytest.fail(f"mosquitto could not start: {exc}", pytrace=False)
     try:
         yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[BrokerHandle, LabPki]]:
+    """A mosquitto whose only listener is TLS and that requires a client certificate."""
+    pki = make_test_pki(tmp_path / "pki")
+    tls = BrokerTls(pki.ca_file, pki.server_cert, pki.server_key, require_certificate=True)
+    try:
+        broker = BrokerHandle(f"tls-{os.getpid()}-{tmp_path.name}", tmp_path / "mosquitto", tls=tls)
+    except LabError as exc:
+        pytest.fail(f"mosquitto could not start: {exc}", pytrace=False)
+    try:
+        yield broker, pki
     finally:
         broker.stop()

@@ -44,6 +44,10 @@ class AdapterSettings:
     max_attempts: Annotated[int, AtLeast(1)] = 5  # a message failing this often is a dead letter
     publish_directory: bool = True  # publish client → responsible records for the daemon's routing
     inbox_retention_days: Annotated[int, AtLeast(1)] = 30
+    # /metrics, /healthz, /readyz like the daemon's [http], on a port of its own (both processes
+    # may read one file); http_port = 0: no endpoint.
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, AtLeast(0)] = 9109
 
     # Before 0.1.0 the adapter named its broker here; [mqtt] is now the one broker section.
     MOVED_KEYS: ClassVar[Mapping[str, str]] = {
@@ -69,6 +73,8 @@ class Settings:
 
 def _problems(settings: Settings) -> list[ConfigProblem]:
     problems = port_problems(("mqtt.port", settings.mqtt.port))
+    if settings.adapter.http_port != 0:
+        problems.extend(port_problems(("adapter.http_port", settings.adapter.http_port)))
     problems.extend(mqtt_problems(settings.mqtt))
     name = settings.adapter.name
     if not name or any(c in name for c in "/+#$ "):

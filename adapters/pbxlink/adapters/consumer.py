@@ -14,23 +14,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
-import socket
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings
 from pbxlink.adapters.directory import clear_dirty, directory_payload, dirty_numbers
 from pbxlink.adapters.inbox import Inbox, Receipt
+from pbxlink.adapters.metrics import INBOX_STATES, AdapterMetrics
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
+from pbxlink.toolkit.http import Readiness
+from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
 log = structlog.get_logger()
 
@@ -47,6 +47,11 @@ class _StoreFailed(Exception):
     """The inbox could not store a message: reconnect so the broker redelivers it."""
 
 
+# What the connection loop retries on: the broker's transient errors, and a failed inbox write
+# (reconnecting makes the broker redeliver what was not acknowledged).
+_RETRIED: tuple[type[Exception], ...] = (aiomqtt.MqttError, _StoreFailed)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -57,6 +62,7 @@ class CrmAdapter:
         settings: Settings,
         store: Store,
         *,
+        metrics: AdapterMetrics | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.settings = settings
@@ -67,12 +73,17 @@ class CrmAdapter:
         self.processor = Processor(
             self.inbox, self.crm, settings.crm, max_attempts=self.adapter.max_attempts, clock=clock
         )
+        self.metrics = metrics
         self.clock = clock
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.received: dict[Receipt, int] = dict.fromkeys(Receipt, 0)
         self.connections = 0
         self._last_prune: datetime | None = None
+
+    def readiness(self) -> Readiness:
+        """/readyz: ready while subscribed to the broker."""
+        return Readiness({"mqtt": self.ready.is_set()})
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -83,35 +94,19 @@ class CrmAdapter:
         return f"{base}/outcome", f"{base}/event", f"{share}{prefix}/crm/request"
 
     def _client(self) -> aiomqtt.Client:
-        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.SessionExpiryInterval = self.adapter.session_expiry_seconds
-        mqtt = self.settings.mqtt
-        tls = None
-        if mqtt.tls:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=None if mqtt.ca_file is None else str(mqtt.ca_file),
-                certfile=None if mqtt.cert_file is None else str(mqtt.cert_file),
-                keyfile=None if mqtt.key_file is None else str(mqtt.key_file),
-            )
-        client = aiomqtt.Client(
-            mqtt.host,
-            mqtt.port,
-            username=mqtt.username or None,
-            password=None if mqtt.password is None else mqtt.password.reveal(),
-            tls_params=tls,
+        client = mqtt_client(
+            self.settings.mqtt,
             identifier=self.adapter.identifier,
-            protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
-            properties=connect,
-            # QoS 1 PUBACK round trips stall on Nagle + delayed ACK without it (research: 40-88 ms).
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            session_expiry=self.adapter.session_expiry_seconds,
         )
-        client._client.manual_ack_set(True)  # ack only after the inbox commit
+        # aiomqtt 2.5 has no manual-ack API: its paho client is the documented way round.
+        client._client.manual_ack_set(True)  # noqa: SLF001 - ack only after the inbox commit
         return client
 
     async def run(self, shutdown: asyncio.Event) -> None:
         """Consume until `shutdown` is set; reconnects with capped, jittered backoff."""
-        delay = 0.5
+        reconnect = mqtt_reconnect(self.settings.mqtt)
         stopping = False
         while not stopping and not shutdown.is_set():
             try:
@@ -119,28 +114,33 @@ class CrmAdapter:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
                     self.connections += 1
-                    log.info("crm.adapter.connected", topics=self.topics)
-                    delay = 0.5
+                    log.info("crm_adapter_connected", topics=self.topics)
+                    reconnect.succeeded()
                     self.ready.set()
+                    if self.metrics is not None:
+                        self.metrics.mqtt_connected.set(1)
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._receive(client), name="crm-receive")
                         group.create_task(self._work(client), name="crm-work")
                         group.create_task(self._until(shutdown), name="crm-shutdown")
             except* _Stop:
                 stopping = True
-            except* (aiomqtt.MqttError, _StoreFailed) as errors:
+            except* _RETRIED as errors:
                 self.ready.clear()
+                delay = reconnect.failed()
+                if self.metrics is not None:
+                    self.metrics.mqtt_connected.set(0)
+                    self.metrics.reconnects.labels(link="mqtt").inc()
                 log.warning(
-                    "crm.adapter.disconnected",
+                    "crm_adapter_disconnected",
                     error=str(errors.exceptions[0]),
                     retry_in=round(delay, 2),
                 )
-            if stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(shutdown.wait(), delay * (0.5 + random.random()))  # noqa: S311
-            delay = min(delay * 2, 30.0)
+                if not await reconnect.wait(delay, shutdown):
+                    stopping = True
         self.ready.clear()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(0)
 
     async def _until(self, shutdown: asyncio.Event) -> None:
         await shutdown.wait()
@@ -159,13 +159,15 @@ class CrmAdapter:
             try:
                 receipts = await self.inbox.receive_many(items, self.clock())
             except Exception as exc:
-                log.error("crm.inbox.store_failed", messages=len(burst), error=str(exc))
+                log.error("crm_inbox_store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
             for message, (topic, _), receipt in zip(burst, items, receipts, strict=True):
-                client._client.ack(message.mid, message.qos)
+                client._client.ack(message.mid, message.qos)  # noqa: SLF001 - see manual_ack_set
                 self.received[receipt] += 1
+                if self.metrics is not None:
+                    self.metrics.received.labels(receipt=receipt.name.lower()).inc()
                 if receipt is Receipt.DEAD:
-                    log.warning("crm.message.dead_letter", topic=topic)
+                    log.warning("crm_message_dead_letter", topic=topic)
             self.wake.set()
 
     async def _work(self, client: aiomqtt.Client) -> None:
@@ -175,13 +177,24 @@ class CrmAdapter:
             except aiomqtt.MqttError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a CRM/disk failure must not stop the consumer
-                log.error("crm.adapter.work_failed", error=f"{type(exc).__name__}: {exc}")
+                log.error("crm_adapter_work_failed", error=f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), _WORK_INTERVAL)
             self.wake.clear()
 
     async def work_once(self, client: aiomqtt.Client) -> None:
-        await self.processor.run_pending()
+        started = time.perf_counter()
+        processed = await self.processor.run_pending()
+        if self.metrics is not None:
+            if processed:
+                self.metrics.crm_latency.observe(time.perf_counter() - started)
+                self.metrics.messages_applied.inc(len(processed))
+            for done in processed:
+                for action in done.actions:
+                    self.metrics.actions.labels(action=type(action).__name__).inc()
+            counts = await self.inbox.counts()
+            for state in INBOX_STATES:
+                self.metrics.inbox.labels(state=state).set(counts.get(state, 0))
         await self._publish_notifications(client)
         await self._publish_dead_letters(client)
         if self.adapter.publish_directory:
@@ -230,6 +243,8 @@ class CrmAdapter:
         for letter in await self.inbox.dead_letters():
             await client.publish(self.adapter.dead_letter_topic, letter.to_json(self.adapter.name), qos=1)
             await self.inbox.mark_dead_published(letter.id)
+            if self.metrics is not None:
+                self.metrics.dead_letters.inc()
 
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
         prefix = f"{self.settings.mqtt.topic_prefix}/directory/"

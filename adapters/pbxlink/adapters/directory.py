@@ -14,6 +14,7 @@ from pbxlink.adapters.backends.sqlite_crm import from_iso
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import encode_directory_entry
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
+from pbxlink.wire.model import DirectoryTime
 
 
 async def directory_entry(store: Store, e164: str, now: datetime) -> DirectoryEntry | None:
@@ -36,7 +37,9 @@ async def directory_entry(store: Store, e164: str, now: datetime) -> DirectoryEn
             responsibles = tuple(
                 Responsible(r[0], r[1], bool(r[2]), bool(r[3]), bool(r[4])) for r in await cursor.fetchall()
             )
-        owners.append(ClientOwners(str(client_id), name, from_iso(created_at), responsibles))
+        owners.append(
+            ClientOwners(str(client_id), name, DirectoryTime.of(from_iso(created_at)), responsibles)
+        )
     async with db.execute(
         "SELECT id FROM employees WHERE phone_e164 = ? AND deleted = 0 ORDER BY id LIMIT 1", (e164,)
     ) as cursor:
@@ -44,7 +47,9 @@ async def directory_entry(store: Store, e164: str, now: datetime) -> DirectoryEn
     employee = None if row is None else str(row[0])
     if not owners and employee is None:
         return None
-    return DirectoryEntry(number=e164, updated_at=now, clients=tuple(owners), employee=employee)
+    return DirectoryEntry(
+        number=e164, updated_at=DirectoryTime.of(now), clients=tuple(owners), employee=employee
+    )
 
 
 async def dirty_numbers(store: Store, limit: int = 500) -> list[tuple[str, int]]:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from pbxlink.adapters.backends.sqlite_crm import iso
 from pbxlink.adapters.store import Store
-from pbxlink.rules.calls import CallInputError, Envelope, MessageType, parse_envelope
+from pbxlink.rules.calls import CallInputError, Envelope, parse_envelope
+from pbxlink.wire.codec import encode
+from pbxlink.wire.instant import Instant
+from pbxlink.wire.model import DeadLetter as DeadLetterMessage
+from pbxlink.wire.topics import KIND_SUFFIX
 
 _MAX_PAYLOAD = 1024 * 1024
 
@@ -42,37 +45,30 @@ class DeadLetter:
     received_at: str
 
     def to_json(self, adapter: str) -> bytes:
+        """The dead-letter message (the wire model's `DeadLetter`) published for this row."""
         try:
             text: str | None = self.payload.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-        document = {
-            "schema": 1,
-            "adapter": adapter,
-            "id": self.id,
-            "topic": self.topic,
-            "reason": self.reason,
-            "received_at": self.received_at,
-            "payload": text,
-            "payload_hex": None if text is not None else self.payload.hex(),
-        }
-        return json.dumps(document, ensure_ascii=False).encode()
+        return encode(
+            DeadLetterMessage(
+                adapter=adapter,
+                id=self.id,
+                topic=self.topic,
+                reason=self.reason,
+                received_at=Instant.parse(self.received_at),
+                payload=text,
+                payload_hex=None if text is not None else self.payload.hex(),
+            )
+        )
 
 
 def validate(topic: str, payload: bytes) -> Envelope:
     """The whole envelope check; raises CallInputError with the reason."""
     if len(payload) > _MAX_PAYLOAD:
         raise CallInputError(f"payload of {len(payload)} bytes is larger than {_MAX_PAYLOAD}")
-    try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CallInputError(f"not JSON: {exc}") from None
-    envelope = parse_envelope(document)
-    expected = {
-        MessageType.OUTCOME: "call/outcome",
-        MessageType.EVENT: "call/event",
-        MessageType.REQUEST: "crm/request",
-    }[envelope.type]
+    envelope = parse_envelope(payload)
+    expected = KIND_SUFFIX[envelope.type]
     if not topic.endswith(expected):
         raise CallInputError(f"a {envelope.type.value} message on topic {topic!r}")
     return envelope

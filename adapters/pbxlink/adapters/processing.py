@@ -141,10 +141,10 @@ class Processor:
                         continue
                     await db.execute("RELEASE message")
             for message_id, reason, dead in problems:
-                log.error("crm.message.failed", id=message_id, error=reason, dead=dead)
+                log.error("crm_message_failed", id=message_id, error=reason, dead=dead)
             for processed in applied:
                 log.info(
-                    "crm.message.applied",
+                    "crm_message_applied",
                     id=processed.message_id,
                     call_id=processed.call_id,
                     actions=[type(a).__name__ for a in processed.actions],

@@ -19,10 +19,12 @@ import structlog
 from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
+from pbxlink.adapters.metrics import AdapterMetrics
 from pbxlink.adapters.store import StoreError, open_store
 from pbxlink.daemon.logs import configure_logging
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.toolkit.http import HealthServer
 
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 
@@ -63,8 +65,14 @@ async def serve(settings: Settings, *, shutdown: asyncio.Event) -> None:
     try:
         async with store.transaction():
             await SqliteCrm(store).sync_numbering(settings.crm.inquiries.next_number)
-        adapter = CrmAdapter(settings, store)
-        await adapter.run(shutdown)
+        metrics = AdapterMetrics(settings.adapter.name)
+        adapter = CrmAdapter(settings, store, metrics=metrics)
+        a = settings.adapter
+        if a.http_port == 0:
+            await adapter.run(shutdown)
+            return
+        async with HealthServer(metrics.registry, adapter.readiness, host=a.http_host, port=a.http_port):
+            await adapter.run(shutdown)
     finally:
         await store.close()
 

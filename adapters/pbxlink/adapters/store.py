@@ -17,6 +17,8 @@ from typing import Final
 
 import aiosqlite
 
+from pbxlink.toolkit.sqlite_schema import Schema, SchemaError, migrate
+
 APPLICATION_ID: Final = 0x70626C63  # "pblc": a pbxlink CRM adapter database
 
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -238,50 +240,14 @@ class StoreError(Exception):
     """The database file cannot be used (another application's, or from a newer pbxlink)."""
 
 
+SCHEMA: Final = Schema("adapter database", MIGRATIONS, application_id=APPLICATION_ID)
+
+
 async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    async with db.execute("PRAGMA application_id") as cursor:
-        row = await cursor.fetchone()
-    application_id = int(row[0]) if row else 0
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if application_id not in (0, APPLICATION_ID):
-        raise StoreError(f"{path}: not a pbxlink adapter database (application_id {application_id:#x})")
-    if version > len(MIGRATIONS):
-        raise StoreError(f"{path}: schema version {version} is newer than this pbxlink knows")
-    if version == len(MIGRATIONS):
-        return
-    await db.execute("BEGIN IMMEDIATE")
     try:
-        # Another process (the adapter, `pbxlink crm`) may have migrated while we waited for
-        # the write lock: read the version again under the lock.
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in _statements(script):
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {number}")
-        await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (trigger bodies contain semicolons)."""
-    out: list[str] = []
-    current = ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip():
-                out.append(current.strip())
-            current = ""
-    if current.strip():
-        out.append(current.strip())
-    return out
+        await migrate(db, SCHEMA, path=path)
+    except SchemaError as exc:
+        raise StoreError(str(exc)) from exc
 
 
 class Store:

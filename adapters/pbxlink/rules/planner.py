@@ -609,7 +609,7 @@ def plan_event(event: LiveEvent, facts: CrmFacts, settings: CrmSettings) -> tupl
         return tuple(_screen_pop(event, identity, facts, settings))
     if event.type is EventType.TRANSFERRED:
         own = facts.client_created_by(event.call_id)
-        target = _active_employee(event.to_agent, facts)
+        target = _active_employee(event.to_agent or None, facts)
         if (
             settings.clients.update_responsible_on_transfer
             and own is not None

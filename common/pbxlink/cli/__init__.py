@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "route-probe": Command(
         "pbxlink.daemon.agi.probe", "ask the running FastAGI router what it would route for a caller"
     ),
+    "schema": Command("pbxlink.cli.schema", "write or check the outcome JSON Schema (from the wire model)"),
     "version": Command("pbxlink.cli", "print the version"),
 }
 

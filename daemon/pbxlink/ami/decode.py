@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from typing import Protocol
 
+from pbxlink.ami import events as ami_events
 from pbxlink.ami.events import (
     AgentCalled,
     AgentComplete,
@@ -35,11 +36,16 @@ from pbxlink.ami.events import (
     BridgeLeave,
     Channel,
     ChannelState,
+    ContactState,
+    ContactStatus,
     CoreShowChannel,
     CoreShowChannelsComplete,
+    DeviceState,
+    DeviceStateChange,
     DialBegin,
     DialEnd,
     DialStatus,
+    ExtensionStatus,
     FullyBooted,
     Hangup,
     HangupRequest,
@@ -57,6 +63,8 @@ from pbxlink.ami.events import (
     QueueCallerAbandon,
     QueueCallerJoin,
     QueueCallerLeave,
+    QueueMemberRemoved,
+    QueueMemberStatus,
     SuccessfulAuth,
     TrackedVariable,
     TransferResult,
@@ -597,6 +605,85 @@ def _successfulauth(f: _Fields) -> AmiEvent:
     return SuccessfulAuth(f.time())
 
 
+_CONTACT_STATES = {s.value.lower(): s for s in ContactState}
+
+
+def _devicestatechange(f: _Fields) -> AmiEvent:
+    device, state = f.opt("Device"), f.opt("State")
+    if not device or state is None:
+        raise MalformedEvent("DeviceStateChange", "missing Device or State")
+    try:
+        return DeviceStateChange(device, DeviceState(state.strip().upper()), f.time())
+    except ValueError:
+        raise MalformedEvent("DeviceStateChange", f"unknown device state {state!r}") from None
+
+
+def _contact(f: _Fields, event: str, status_header: str | None) -> AmiEvent:
+    agent = f.opt("EndpointName") or f.opt("AOR")
+    uri = f.opt("URI")
+    raw = (f.opt(status_header) if status_header else None) or f.opt("Status")
+    if not agent or not uri or raw is None:
+        raise MalformedEvent(event, "missing AOR/EndpointName, URI or status")
+    state = _CONTACT_STATES.get(raw.strip().lower())
+    if state is None:
+        raise MalformedEvent(event, f"unknown contact status {raw!r}")
+    return ContactStatus(agent, uri, state, f.time())
+
+
+def _contactstatus(f: _Fields) -> AmiEvent:
+    return _contact(f, "ContactStatus", "ContactStatus")
+
+
+def _contactstatusdetail(f: _Fields) -> AmiEvent:
+    return _contact(f, "ContactStatusDetail", None)
+
+
+def _extensionstatus(f: _Fields) -> AmiEvent:
+    exten, status = f.opt("Exten"), f.opt("Status")
+    if not exten or status is None:
+        raise MalformedEvent("ExtensionStatus", "missing Exten or Status")
+    try:
+        return ExtensionStatus(exten, int(status.strip()), f.time())
+    except ValueError:
+        raise MalformedEvent("ExtensionStatus", f"non-numeric Status {status!r}") from None
+
+
+def _queue_member(f: _Fields, event: str) -> tuple[str, str]:
+    queue = f.opt("Queue")
+    interface = f.opt("StateInterface") or f.opt("Interface") or f.opt("Location")
+    if not queue or not interface:
+        raise MalformedEvent(event, "missing Queue or Interface")
+    return queue, interface
+
+
+def _queue_member_status(event: str) -> _Builder:
+    def build(f: _Fields) -> AmiEvent:
+        queue, interface = _queue_member(f, event)
+        paused = (f.opt("Paused") or "").strip().lower()
+        if paused not in _FLAGS:
+            raise MalformedEvent(event, "missing or unreadable Paused")
+        return QueueMemberStatus(queue, interface, _FLAGS[paused], f.time())
+
+    return build
+
+
+_FLAGS = {
+    "1": True,
+    "yes": True,
+    "true": True,
+    "on": True,
+    "0": False,
+    "no": False,
+    "false": False,
+    "off": False,
+}
+
+
+def _queuememberremoved(f: _Fields) -> AmiEvent:
+    queue, interface = _queue_member(f, "QueueMemberRemoved")
+    return QueueMemberRemoved(queue, interface, f.time())
+
+
 def _duration(text: str) -> float:
     """``HH:MM:SS`` (CoreShowChannel ``Duration``) → seconds; garbage → 0."""
     total = 0.0
@@ -642,10 +729,40 @@ _BUILDERS: dict[str, _Builder] = {
     "CoreShowChannelsComplete": _coreshowchannelscomplete,
     "FullyBooted": _fullybooted,
     "SuccessfulAuth": _successfulauth,
+    "DeviceStateChange": _devicestatechange,
+    "ContactStatus": _contactstatus,
+    "ContactStatusDetail": _contactstatusdetail,
+    "ExtensionStatus": _extensionstatus,
+    "QueueMemberStatus": _queue_member_status("QueueMemberStatus"),
+    "QueueMemberPause": _queue_member_status("QueueMemberPause"),
+    "QueueMemberAdded": _queue_member_status("QueueMemberAdded"),
+    "QueueMember": _queue_member_status("QueueMember"),
+    "QueueMemberRemoved": _queuememberremoved,
 }
 
 # Every AMI event name this module can decode.
 DECODABLE_EVENTS = frozenset(_BUILDERS)
+
+# The typed event each AMI event name decodes into: the class of the same name in
+# pbxlink.ami.events, but for these.
+_DECODED_AS: dict[str, type] = {
+    "SoftHangupRequest": HangupRequest,
+    "ContactStatusDetail": ContactStatus,
+    "QueueMemberPause": QueueMemberStatus,
+    "QueueMemberAdded": QueueMemberStatus,
+    "QueueMember": QueueMemberStatus,
+}
+DECODES_INTO: dict[str, type] = {
+    name: _DECODED_AS.get(name) or getattr(ami_events, name) for name in _BUILDERS
+}
+
+
+def events_decoding_into(types: Collection[type]) -> frozenset[str]:
+    """The AMI event names whose typed events are among ``types`` (e.g. the types a consumer
+    has handlers for): decode exactly these, and nothing a consumer handles is dropped."""
+    wanted = set(types)
+    return frozenset(name for name, kind in DECODES_INTO.items() if kind in wanted)
+
 
 # Event names are matched case-insensitively (AMI keys and names are).
 _CANONICAL = {name.lower(): name for name in _BUILDERS}
@@ -664,7 +781,8 @@ class AmiDecoder:
     def __init__(self, events: Collection[str] | None = None) -> None:
         """``events``: the AMI event names to decode (default: every event modelled in
         :mod:`~pbxlink.ami.events`); a consumer passes the ones it uses, e.g.
-        :data:`pbxlink.calls.tracker.TRACKED_EVENTS`, and the rest cost nothing."""
+        :data:`pbxlink.calls.tracker.TRACKED_EVENTS` (derived from the tracker's handler table
+        by :func:`events_decoding_into`), and the rest cost nothing."""
         unknown = set(events or ()) - _BUILDERS.keys()
         if unknown:
             raise ValueError(f"no decoder for AMI events {sorted(unknown)}")

@@ -12,7 +12,7 @@ rest. Names follow Asterisk's where they exist (``DialBegin`` → :class:`DialBe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import Enum, IntEnum, StrEnum
 
 
 class ChannelState(IntEnum):
@@ -391,6 +391,84 @@ class SuccessfulAuth:
     time: float | None
 
 
+# --- presence (for routing): device states, PJSIP contacts, hints, queue members ---------------
+
+
+class DeviceState(StrEnum):
+    """Asterisk device states (`main/devicestate.c`, as AMI spells them)."""
+
+    UNKNOWN = "UNKNOWN"
+    NOT_INUSE = "NOT_INUSE"
+    INUSE = "INUSE"
+    BUSY = "BUSY"
+    INVALID = "INVALID"
+    UNAVAILABLE = "UNAVAILABLE"
+    RINGING = "RINGING"
+    RINGINUSE = "RINGINUSE"
+    ONHOLD = "ONHOLD"
+
+
+class ContactState(StrEnum):
+    """PJSIP contact status (`ContactStatus` event / `ContactStatusDetail` Status)."""
+
+    CREATED = "Created"
+    REACHABLE = "Reachable"
+    UNREACHABLE = "Unreachable"
+    REMOVED = "Removed"
+    UPDATED = "Updated"
+    NONQUALIFIED = "NonQualified"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateChange:
+    """``DeviceStateChange`` (also the items of a ``DeviceStateList`` answer)."""
+
+    device: str  # "PJSIP/101", "Custom:DND101"
+    state: DeviceState
+    time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactStatus:
+    """``ContactStatus`` / ``ContactStatusDetail`` (``PJSIPShowContacts`` answer)."""
+
+    agent: str  # endpoint (or AOR) name
+    uri: str
+    state: ContactState
+    time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionStatus:
+    """``ExtensionStatus``: a hint's state bits (``ast_extension_states``; -1 deleted, -2 removed)."""
+
+    exten: str
+    status: int
+    time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMemberStatus:
+    """``QueueMemberStatus``, ``QueueMemberPause``, ``QueueMemberAdded`` and the ``QueueMember``
+    items of a ``QueueStatus`` answer: whether a member is paused in a queue."""
+
+    queue: str
+    interface: str  # "PJSIP/101"
+    paused: bool
+    time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMemberRemoved:
+    queue: str
+    interface: str
+    time: float | None = None
+
+
+PresenceEvent = DeviceStateChange | ContactStatus | ExtensionStatus | QueueMemberStatus | QueueMemberRemoved
+
+
 AmiEvent = (
     Newchannel
     | Newstate
@@ -425,4 +503,9 @@ AmiEvent = (
     | CoreShowChannelsComplete
     | FullyBooted
     | SuccessfulAuth
+    | DeviceStateChange
+    | ContactStatus
+    | ExtensionStatus
+    | QueueMemberStatus
+    | QueueMemberRemoved
 )

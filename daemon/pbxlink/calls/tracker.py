@@ -39,7 +39,11 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
+from msgspec import UNSET
+
+from pbxlink.ami.decode import events_decoding_into
 from pbxlink.ami.events import (
     AgentCalled,
     AmiEvent,
@@ -86,6 +90,7 @@ from pbxlink.calls.model import (
     TransferKind,
 )
 from pbxlink.calls.parties import Party, PartyClassifier, PartyKind, PartyRules
+from pbxlink.wire.instant import Instant, seconds
 from pbxlink.wire.phone import normalize
 
 # A segment that ends and restarts for the same agent within this many seconds is one segment
@@ -95,36 +100,6 @@ _REJOIN_SECONDS = 1.0
 # straggling event cannot start a ghost call.
 _FINISHED_SECONDS = 60.0
 _FINISHED_MEMORY = 50_000
-
-
-# The AMI events the tracker uses (decode only these: AmiDecoder(TRACKED_EVENTS)).
-TRACKED_EVENTS = frozenset(
-    {
-        "Newchannel",
-        "Newstate",
-        "NewCallerid",
-        "Newexten",
-        "VarSet",
-        "DialBegin",
-        "BridgeEnter",
-        "BridgeLeave",
-        "BridgeDestroy",
-        "BlindTransfer",
-        "AttendedTransfer",
-        "LocalBridge",
-        "QueueCallerJoin",
-        "QueueCallerLeave",
-        "AgentCalled",
-        "Pickup",
-        "Hangup",
-        "HangupRequest",
-        "OriginateResponse",
-        "CoreShowChannel",
-        "CoreShowChannelsComplete",
-        "FullyBooted",
-        "SuccessfulAuth",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +184,15 @@ class _Segment:
         self.start = start
         self.end: float | None = None
         self.number = chan.forward_number if chan.forward_agent is not None else None
+
+
+class _Span(NamedTuple):
+    """A finished handling segment in AMI time (epoch seconds)."""
+
+    agent: str
+    answered_at: float
+    ended_at: float
+    forwarded_to: str | None = None  # the outside number of the agent's forward that took it
 
 
 class _TransferRecord:
@@ -365,6 +349,11 @@ class CallTracker:
 
     # -----------------------------------------------------------------------------------------
     # public API
+
+    @property
+    def handled_events(self) -> frozenset[type]:
+        """The typed AMI events this tracker has a handler for (its handler table's keys)."""
+        return frozenset(self._handlers)
 
     @property
     def active_calls(self) -> int:
@@ -1077,7 +1066,7 @@ class CallTracker:
         self._live(
             call,
             LiveEventType.ENDED,
-            outcome.ended_at,
+            outcome.ended_at.timestamp(),
             out,
             agent=outcome.last_handled_by or outcome.initiator,
             direction=outcome.direction,
@@ -1167,8 +1156,7 @@ class CallTracker:
         started = call.started()
         ended = call.ended_at if call.ended_at is not None else started
         segments = tuple(
-            HandlerSegment(s.agent, s.start, s.end if s.end is not None else ended, s.number)
-            for s in call.segments
+            _Span(s.agent, s.start, s.end if s.end is not None else ended, s.number) for s in call.segments
         )
         answered = bool(segments)
         handler_agents = {s.agent for s in segments}
@@ -1199,7 +1187,16 @@ class CallTracker:
             initiator=initiator,
             first_answered_by=segments[0].agent if segments else None,
             last_handled_by=None if last is None else last.agent,
-            handlers=segments,
+            handlers=tuple(
+                HandlerSegment(
+                    agent=s.agent,
+                    answered_at=Instant.from_epoch(s.answered_at),
+                    ended_at=Instant.from_epoch(s.ended_at),
+                    talk_seconds=seconds(s.ended_at - s.answered_at),
+                    forwarded_to=UNSET if s.forwarded_to is None else s.forwarded_to,
+                )
+                for s in segments
+            ),
             rang=tuple(
                 agent
                 for agent in [
@@ -1208,13 +1205,16 @@ class CallTracker:
                 ]
                 if agent != initiator
             ),
-            transfers=tuple(Transfer(t.kind, t.from_agent, t.to, t.at) for t in call.transfers),
+            transfers=tuple(
+                Transfer(kind=t.kind, from_agent=t.from_agent, to=t.to, at=Instant.from_epoch(t.at))
+                for t in call.transfers
+            ),
             queue=call.queue,
-            started_at=started,
-            answered_at=answered_at,
-            ended_at=ended,
-            ring_seconds=(answered_at if answered_at is not None else ended) - started,
-            talk_seconds=_covered_seconds((s.answered_at, s.ended_at) for s in segments),
+            started_at=Instant.from_epoch(started),
+            answered_at=None if answered_at is None else Instant.from_epoch(answered_at),
+            ended_at=Instant.from_epoch(ended),
+            ring_seconds=seconds((answered_at if answered_at is not None else ended) - started),
+            talk_seconds=seconds(_covered_seconds((s.answered_at, s.ended_at) for s in segments)),
             hangup_by=None if call.end_inferred else (call.hangup_by or HangupBy.SYSTEM),
             recordings=tuple(call.recordings),
             routing=self._routing(call, external, line),
@@ -1292,14 +1292,15 @@ class CallTracker:
                 type=kind,
                 call_id=self._call_id(call),
                 seq=call.seq,
-                time=when,
+                time=Instant.from_epoch(when),
                 direction=direction,
                 external=external,
                 line=line,
                 agent=agent,
                 queue=call.queue,
-                from_agent=from_agent,
-                to_agent=to_agent,
+                # written on transfers only
+                from_agent=from_agent if kind is LiveEventType.TRANSFERRED else UNSET,
+                to_agent=to_agent if kind is LiveEventType.TRANSFERRED else UNSET,
             )
         )
 
@@ -1369,3 +1370,8 @@ def _covered_seconds(intervals: Iterable[tuple[float, float]]) -> float:
     if current_start is not None:
         total += current_end - current_start
     return total
+
+
+# The AMI event names the tracker uses, derived from its handler table: decode only these
+# (``AmiDecoder(TRACKED_EVENTS)``) and nothing it handles is dropped.
+TRACKED_EVENTS = events_decoding_into(CallTracker().handled_events)

@@ -1,52 +1,34 @@
-"""The MQTT envelope and topics of what the daemon publishes (docs/delivery.md).
+"""What the daemon puts in its outbox: the wire envelope of an outcome or live event, sealed.
 
-Every message is a JSON object ``{"schema", "id", "type", "node", "time", "data"}``. The ``id`` is
-the idempotency key adapters dedupe on: ``<node>:<linkedid>`` for an outcome and
-``<node>:<linkedid>:<seq>`` for a live event. The envelope is built once, when the message enters
-the outbox, so a re-publish after a crash or a broker outage sends the very same bytes.
+The envelope itself (``{"schema", "id", "type", "node", "time", "data"}``) is the wire model's
+:class:`pbxlink.wire.model.Envelope`; its ``id`` is the idempotency key adapters dedupe on
+(``<node>:<linkedid>`` for an outcome, ``<node>:<linkedid>:<seq>`` for a live event). It is
+encoded once, when the message enters the outbox, so a re-publish after a crash or a broker
+outage sends the very same bytes.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any
+from datetime import datetime
 
-ENVELOPE_SCHEMA = 1
-DEFAULT_TOPIC_PREFIX = "pbxlink/v1"
+from pbxlink.wire.codec import encode
+from pbxlink.wire.instant import Instant, iso_utc
+from pbxlink.wire.model import SCHEMA_VERSION, CallOutcome, LiveEvent, MessageKind
+from pbxlink.wire.model import Envelope as WireEnvelope
+from pbxlink.wire.topics import DEFAULT_TOPIC_PREFIX, NodeTopics
 
+__all__ = [
+    "DEFAULT_TOPIC_PREFIX",
+    "ENVELOPE_SCHEMA",
+    "Envelope",
+    "MessageKind",
+    "NodeTopics",
+    "build_envelope",
+    "iso_utc",
+]
 
-class MessageKind(StrEnum):
-    """What a published message carries; the value is the envelope ``type``."""
-
-    OUTCOME = "call.outcome"
-    EVENT = "call.event"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeTopics:
-    """The topics of one PBX node, under the configured prefix (``mqtt.topic_prefix``)."""
-
-    node: str
-    prefix: str = DEFAULT_TOPIC_PREFIX
-
-    @property
-    def outcome(self) -> str:
-        return f"{self.prefix}/{self.node}/call/outcome"
-
-    @property
-    def event(self) -> str:
-        return f"{self.prefix}/{self.node}/call/event"
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/{self.node}/status"
-
-    def for_kind(self, kind: MessageKind) -> str:
-        return self.outcome if kind is MessageKind.OUTCOME else self.event
+ENVELOPE_SCHEMA = SCHEMA_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,45 +43,20 @@ class Envelope:
     answered: bool | None
 
 
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``, millisecond precision."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def build_envelope(
-    kind: MessageKind,
-    data: Mapping[str, Any],
+    record: CallOutcome | LiveEvent,
     *,
     node: str,
     now: datetime,
     prefix: str = DEFAULT_TOPIC_PREFIX,
 ) -> Envelope:
-    """Wrap an outcome or a live event (their dict form) in the envelope.
-
-    The key comes from the data: an outcome's ``id``, or a live event's ``call_id`` and ``seq``.
-    """
-    if kind is MessageKind.OUTCOME:
-        message_id = str(data["id"])
-        answered = data.get("answered")
-        answered_flag = bool(answered) if answered is not None else None
-    else:
-        message_id = f"{data['call_id']}:{data['seq']}"
-        answered_flag = None
-    direction = data.get("direction")
-    body = {
-        "schema": ENVELOPE_SCHEMA,
-        "id": message_id,
-        "type": kind.value,
-        "node": node,
-        "time": iso_utc(now),
-        "data": dict(data),
-    }
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    """Wrap an outcome or a live event in the wire envelope and encode it."""
+    envelope = WireEnvelope.wrap(record, node=node, time=Instant.of(now))
     return Envelope(
-        message_id=message_id,
-        kind=kind,
-        topic=NodeTopics(node, prefix).for_kind(kind),
-        payload=payload,
-        direction=str(direction) if direction is not None else None,
-        answered=answered_flag,
+        message_id=envelope.id,
+        kind=envelope.type,
+        topic=NodeTopics(node, prefix).for_kind(envelope.type),
+        payload=encode(envelope),
+        direction=record.direction.value,
+        answered=record.answered if isinstance(record, CallOutcome) else None,
     )

@@ -25,6 +25,7 @@ import aiosqlite
 
 from pbxlink.daemon.envelope import Envelope, MessageKind
 from pbxlink.foundation.errors import PbxlinkError
+from pbxlink.toolkit.sqlite_schema import Schema, SchemaError, migrate
 
 APPLICATION_ID: Final = 0x70626C6B  # "pblk": marks the file as a pbxlink outbox
 
@@ -153,39 +154,11 @@ class OutboxStats:
 
 async def _apply_migrations(conn: aiosqlite.Connection, path: Path, migrations: Sequence[str]) -> int:
     """Bring the schema to ``len(migrations)`` in one transaction; return the version found."""
-    (found,) = await _one(conn, "PRAGMA user_version")
-    (app_id,) = await _one(conn, "PRAGMA application_id")
-    if app_id not in (0, APPLICATION_ID):
-        raise OutboxSchemaError(
-            f"the file belongs to another application (application_id {app_id:#x})", path=path
-        )
-    if found > len(migrations):
-        raise OutboxSchemaError(
-            f"the database has schema version {found}, newer than this pbxlink supports "
-            f"({len(migrations)}); upgrade pbxlink or point outbox.path at another file",
-            path=path,
-        )
-    if found == len(migrations):
-        return int(found)
-    steps = "\n".join(migrations[found:])
-    script = (
-        "BEGIN IMMEDIATE;\n"
-        f"{steps}\n"
-        f"PRAGMA application_id = {APPLICATION_ID};\n"
-        f"PRAGMA user_version = {len(migrations)};\n"
-        "COMMIT;\n"
-    )
+    schema = Schema("outbox", tuple(migrations), application_id=APPLICATION_ID)
     try:
-        await conn.executescript(script)
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            await conn.rollback()
-        raise OutboxSchemaError(
-            f"migrating the schema from version {found} to {len(migrations)} failed, "
-            f"nothing was changed: {exc}",
-            path=path,
-        ) from exc
-    return int(found)
+        return await migrate(conn, schema, path=path)
+    except SchemaError as exc:
+        raise OutboxSchemaError(exc.reason, path=path) from exc
 
 
 async def _one(conn: aiosqlite.Connection, sql: str) -> tuple[int, ...]:

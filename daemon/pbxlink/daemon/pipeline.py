@@ -1,6 +1,9 @@
 """AMI frames → decode → call tracker → outbox: the daemon's hot path.
 
-:class:`CallPipeline` is synchronous and fast: it decodes a frame, feeds the tracker and hands
+:class:`CallCore` is the part without I/O that ``pbxlink replay`` and ``pbxlink explain`` run
+too: frames and resync listings in, outcomes (routing completed) and live events out, the decoder
+told by the tracker which events it handles. :class:`CallPipeline` is the daemon around it,
+synchronous and fast: it feeds a frame to the core and hands
 what the tracker produced (live events, outcomes) to the :class:`OutboxWriter`, which commits
 them in batches (one SQLite transaction for everything that queued up meanwhile) and then wakes
 the publisher. Nothing reaches MQTT before its commit.
@@ -16,19 +19,18 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
+import msgspec
 import structlog
 
 from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent
-from pbxlink.ami.events import CoreShowChannel, CoreShowChannelsComplete, FullyBooted
+from pbxlink.ami.events import AmiEvent, CoreShowChannel, CoreShowChannelsComplete, FullyBooted
 from pbxlink.ami.framing import Frame
-from pbxlink.calls.model import CallOutcome, TrackerOutput
-from pbxlink.calls.outcome import to_json
-from pbxlink.calls.tracker import CallTracker
-from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, MessageKind, build_envelope
+from pbxlink.calls.model import CallOutcome, RoutingDecision, TrackerOutput
+from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker
+from pbxlink.daemon.envelope import DEFAULT_TOPIC_PREFIX, Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import (
     JournalEntry,
@@ -192,9 +194,66 @@ class OutboxWriter:
             self.last_error = None
             retry = WRITE_RETRY_INITIAL
             for envelope in batch:
-                self._metrics.outbox_written.inc(kind=envelope.kind.value)
+                self._metrics.outbox_written.labels(kind=envelope.kind.value).inc()
             if batch:
                 self._on_commit()
+
+
+RoutingLookup = Callable[[Iterable[str]], RoutingDecision | None]
+
+
+class CallCore:
+    """The daemon's call path without its I/O, shared by ``pbxlink run``, ``replay`` and ``explain``.
+
+    Frames are decoded with exactly the events the tracker has handlers for; outcomes leave
+    with their routing completed from the FastAGI side's own record (``routing_lookup``), when
+    there is one. Malformed frames raise :class:`MalformedEvent` (the caller reports them).
+    """
+
+    def __init__(self, tracker: CallTracker, *, routing_lookup: RoutingLookup | None = None) -> None:
+        self.tracker = tracker
+        self.decoder = AmiDecoder(TRACKED_EVENTS)
+        # The FastAGI side's own record of a call's decision (by linkedid): it knows what the
+        # channel variables seen on AMI do not carry (how long the decision took, the rule).
+        self._routing_lookup = routing_lookup
+
+    def decode(self, frame: FrameLike) -> AmiEvent | None:
+        """The typed event of a frame, None when the tracker has no use for it."""
+        return self.decoder.decode(frame)
+
+    def handle(self, event: AmiEvent) -> list[TrackerOutput]:
+        return self._complete(self.tracker.handle(event))
+
+    def resync(
+        self, channels: Sequence[FrameLike], now: float, *, malformed: Callable[[MalformedEvent], None]
+    ) -> list[TrackerOutput]:
+        """Reconcile the tracker with a ``CoreShowChannels`` listing taken after a (re)login."""
+        listed: list[CoreShowChannel] = []
+        for frame in channels:
+            try:
+                event = self.decoder.decode(frame)
+            except MalformedEvent as exc:
+                malformed(exc)
+                continue
+            if isinstance(event, CoreShowChannel):
+                listed.append(event)
+        return self._complete(self.tracker.resync(listed, now))
+
+    def tick(self, now: float) -> list[TrackerOutput]:
+        return self._complete(self.tracker.tick(now))
+
+    def flush_ended(self) -> list[TrackerOutput]:
+        """At the end of a recording: every call whose channels are all gone ends now."""
+        return self._complete(self.tracker.flush_ended())
+
+    def _complete(self, outputs: list[TrackerOutput]) -> list[TrackerOutput]:
+        lookup = self._routing_lookup
+        if lookup is None:
+            return outputs
+        return [
+            complete_routing(o, lookup(o.linkedids)) if isinstance(o, CallOutcome) and o.routing else o
+            for o in outputs
+        ]
 
 
 class CallPipeline:
@@ -209,13 +268,10 @@ class CallPipeline:
         metrics: DaemonMetrics,
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        routing_lookup: Callable[[Iterable[str]], Mapping[str, object] | None] | None = None,
+        routing_lookup: RoutingLookup | None = None,
     ) -> None:
+        self.core = CallCore(tracker, routing_lookup=routing_lookup)
         self.tracker = tracker
-        # The FastAGI side's own record of a call's decision (by linkedid): it knows what the
-        # channel variables seen on AMI do not carry (how long the decision took, the rule).
-        self._routing_lookup = routing_lookup
-        self._decoder = AmiDecoder()
         self._writer = writer
         self._node = node
         self._metrics = metrics
@@ -227,11 +283,11 @@ class CallPipeline:
         """One AMI frame. ``replaying``: from the journal at start (not counted or re-journaled)."""
         name = frame.event
         if name is not None and not replaying:
-            self._metrics.ami_events.inc(event=name)
+            self._metrics.ami_events.labels(event=name).inc()
         try:
-            event = self._decoder.decode(frame)
+            event = self.core.decode(frame)
         except MalformedEvent as exc:
-            self._metrics.ami_frames_rejected.inc(reason="malformed_event")
+            self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
             log.warning(
                 "ami_frame_rejected",
                 reason="malformed_event",
@@ -248,7 +304,7 @@ class CallPipeline:
             self._listing = True
         elif isinstance(event, CoreShowChannelsComplete | FullyBooted):
             self._listing = False
-        self._emit(self.tracker.handle(event))
+        self._emit(self.core.handle(event))
         if self.tracker.active_calls == 0 and not self._listing and not replaying:
             self._writer.reset_journal(self.tracker.clock)
 
@@ -259,17 +315,7 @@ class CallPipeline:
             self._writer.journal(
                 JournalEntry(JournalKind.RESYNC, pack_frames(bytes(f.raw) for f in channels), now)
             )
-        listed: list[CoreShowChannel] = []
-        for frame in channels:
-            try:
-                event = self._decoder.decode(frame)
-            except MalformedEvent as exc:
-                self._metrics.ami_frames_rejected.inc(reason="malformed_event")
-                log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc))
-                continue
-            if isinstance(event, CoreShowChannel):
-                listed.append(event)
-        self._emit(self.tracker.resync(listed, now))
+        self._emit(self.core.resync(channels, now, malformed=self._rejected))
         if self.tracker.active_calls == 0 and not self._listing and not replaying:
             self._writer.reset_journal(self.tracker.clock)
 
@@ -294,7 +340,7 @@ class CallPipeline:
 
     def tick(self, now: float, *, replaying: bool = False) -> None:
         """Finalize calls whose settle time passed while AMI was quiet."""
-        self._emit(self.tracker.tick(now))
+        self._emit(self.core.tick(now))
         if self.tracker.active_calls == 0 and not self._listing and not replaying:
             self._writer.reset_journal(self.tracker.clock)
 
@@ -305,51 +351,56 @@ class CallPipeline:
         now = self._wallclock()
         envelopes = []
         for output in outputs:
-            data = to_json(output)
             if isinstance(output, CallOutcome):
-                self._complete_routing(data, output)
-                kind = MessageKind.OUTCOME
-                self._metrics.outcomes.inc(
-                    direction=output.direction.value, answered=str(output.answered).lower()
-                )
-                _log_finished_call(data)
-            else:
-                kind = MessageKind.EVENT
-            envelopes.append(build_envelope(kind, data, node=self._node, now=now, prefix=self._prefix))
+                self._metrics.outcomes.labels(
+                    direction=output.direction.value,
+                    answered=str(output.answered).lower(),
+                    missed_at="none" if output.missed_at is None else output.missed_at.value,
+                ).inc()
+                _log_finished_call(output)
+            envelopes.append(build_envelope(output, node=self._node, now=now, prefix=self._prefix))
         self._writer.submit(envelopes)
 
-    def _complete_routing(self, data: dict[str, Any], outcome: CallOutcome) -> None:
-        """Fill what the AMI variables left unknown from the AGI server's decision, never
-        overriding what the dialplan really received (a restarted daemon has no such record and
-        keeps the tracker's view)."""
-        routing = data.get("routing")
-        if self._routing_lookup is None or not isinstance(routing, dict):
-            return
-        decided = self._routing_lookup(outcome.linkedids)
-        if decided is None or decided.get("target") != routing.get("target"):
-            return
-        for key, value in decided.items():
-            if routing.get(key) is None and value is not None:
-                routing[key] = value
+    def _rejected(self, exc: MalformedEvent) -> None:
+        self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
+        log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc))
 
 
-def _log_finished_call(outcome: dict[str, object]) -> None:
+def complete_routing(outcome: CallOutcome, decided: RoutingDecision | None) -> CallOutcome:
+    """The outcome with the routing fields the dialplan's variables do not carry (decided_in_ms,
+    rule, agent, caller_e164) taken from the router's own decision, when the targets agree;
+    never overriding what the dialplan really received (a restarted daemon has no such record
+    and keeps the tracker's view)."""
+    seen = outcome.routing
+    if seen is None or decided is None or decided.target != seen.target:
+        return outcome
+    missing = {
+        name: getattr(decided, name)
+        for name in seen.__struct_fields__
+        if getattr(seen, name) is None and getattr(decided, name) is not None
+    }
+    if not missing:
+        return outcome
+    return msgspec.structs.replace(outcome, routing=msgspec.structs.replace(seen, **missing))
+
+
+def _log_finished_call(outcome: CallOutcome) -> None:
     """The one canonical line per finished call (the outcome's summary fields)."""
-    external = outcome.get("external")
+    external = outcome.external
     log.info(
         "call_finished",
-        call_id=outcome.get("id"),
-        direction=outcome.get("direction"),
-        answered=outcome.get("answered"),
-        missed_at=outcome.get("missed_at"),
-        external=external.get("e164") or external.get("raw") if isinstance(external, dict) else None,
-        line=outcome.get("line"),
-        initiator=outcome.get("initiator"),
-        first_answered_by=outcome.get("first_answered_by"),
-        last_handled_by=outcome.get("last_handled_by"),
-        queue=outcome.get("queue"),
-        ring_seconds=outcome.get("ring_seconds"),
-        talk_seconds=outcome.get("talk_seconds"),
-        transfers=len(outcome.get("transfers") or ()),  # type: ignore[arg-type]
-        reconstructed=outcome.get("reconstructed"),
+        call_id=outcome.id,
+        direction=outcome.direction.value,
+        answered=outcome.answered,
+        missed_at=None if outcome.missed_at is None else outcome.missed_at.value,
+        external=None if external is None else external.e164 or external.raw,
+        line=outcome.line,
+        initiator=outcome.initiator,
+        first_answered_by=outcome.first_answered_by,
+        last_handled_by=outcome.last_handled_by,
+        queue=outcome.queue,
+        ring_seconds=outcome.ring_seconds,
+        talk_seconds=outcome.talk_seconds,
+        transfers=len(outcome.transfers),
+        reconstructed=outcome.reconstructed,
     )

@@ -21,12 +21,9 @@ import contextlib
 import json
 import math
 import random
-import socket
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -42,6 +39,7 @@ from pbxlink.daemon.envelope import ENVELOPE_SCHEMA, MessageKind, NodeTopics, is
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox, PendingMessage
 from pbxlink.foundation.config import MqttSettings
+from pbxlink.toolkit.mqtt import MQTT_TRANSIENT, mqtt_client, mqtt_reconnect
 
 log = structlog.get_logger(__name__)
 
@@ -58,18 +56,6 @@ class PublishRefused(aiomqtt.MqttError):
         super().__init__(f"the broker refused a publish to {topic}: {reason} ({reason.value:#x})")
         self.topic = topic
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with jitter: attempt n waits in [d/2, d], d = min(cap, base·2ⁿ)."""
-
-    initial: float
-    cap: float
-
-    def delay(self, attempt: int, unit_random: float) -> float:
-        ceiling = min(self.cap, self.initial * 2.0 ** min(attempt, 32))
-        return ceiling / 2 + ceiling / 2 * unit_random
 
 
 class _AckingClient(aiomqtt.Client):
@@ -118,14 +104,17 @@ class _AckingClient(aiomqtt.Client):
         with self._pending_call(info.mid, confirmation, self._pending_publishes):
             # paho may have received the PUBACK already (the callback found no pending call).
             if not info.is_published():
-                waiter: asyncio.Future[Any] = asyncio.ensure_future(confirmation.wait())
-                disconnected: asyncio.Future[Any] = self._disconnected
-                try:
-                    done, _ = await asyncio.wait(
-                        {waiter, disconnected}, timeout=puback_timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                finally:
-                    waiter.cancel()
+                async with asyncio.TaskGroup() as waiting:
+                    waiter = waiting.create_task(confirmation.wait(), name=f"puback-{info.mid}")
+                    disconnected: asyncio.Future[Any] = self._disconnected
+                    try:
+                        done, _ = await asyncio.wait(
+                            {waiter, disconnected},
+                            timeout=puback_timeout,
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    finally:
+                        waiter.cancel()
                 if waiter not in done:
                     if self._disconnected.done():
                         self.disconnect_reason()
@@ -173,10 +162,9 @@ class OutcomePublisher:
         self._topics = NodeTopics(node, settings.topic_prefix)
         self._metrics = metrics
         self._clock = clock
-        self._random = unit_random
         self._publish_timeout = publish_timeout
         self._batch_size = batch_size
-        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self._reconnect = mqtt_reconnect(settings, unit_random=unit_random)
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._connected = False
@@ -205,22 +193,22 @@ class OutcomePublisher:
 
     async def run(self) -> None:
         """Connect, publish, reconnect with backoff; return after :meth:`stop` and a clean exit."""
-        attempt = 0
         while True:
             client = self._new_client()
+            attempt: int | None = None
             try:
                 async with client:
                     self._on_connected()
                     # A broker that keeps refusing a message must not be hammered: refusals
                     # in a row keep growing the backoff although each connect succeeds.
-                    attempt = self._refusals
+                    self._reconnect.failures = self._refusals
                     await self._announce(client, "online")
                     await self._drain(client)
                     # Stopping: everything committed is acknowledged (or the caller's bound hit).
                     await self._announce(client, "offline")
                     self._on_disconnected(None)
                     return
-            except aiomqtt.MqttError as exc:
+            except MQTT_TRANSIENT as exc:
                 client.disconnect_reason()
                 if isinstance(exc, PublishRefused):
                     self._refusals += 1
@@ -229,13 +217,10 @@ class OutcomePublisher:
             if self._stopping.is_set():
                 log.warning("mqtt_stopped_disconnected", pending="kept in the outbox")
                 return
-            delay = self._backoff.delay(attempt, self._random())
-            attempt += 1
-            self._metrics.reconnects.inc(link="mqtt")
-            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), attempt=attempt)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
+            delay = self._reconnect.failed(attempt=attempt)
+            self._metrics.reconnects.labels(link="mqtt").inc()
+            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), attempt=self._reconnect.failures)
+            if await self._reconnect.wait(delay, self._stopping):
                 continue
             log.warning("mqtt_stopped_disconnected", pending="kept in the outbox")
             return
@@ -245,14 +230,6 @@ class OutcomePublisher:
     def _new_client(self) -> _AckingClient:
         s = self._settings
         self._connections += 1
-        tls_params = None
-        if s.tls:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=str(s.ca_file) if s.ca_file is not None else None,
-                certfile=str(s.cert_file) if s.cert_file is not None else None,
-                keyfile=str(s.key_file) if s.key_file is not None else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
         will = aiomqtt.Will(
             topic=self._topics.status,
             payload=self._presence("offline"),
@@ -260,20 +237,15 @@ class OutcomePublisher:
             retain=True,
             properties=_will_properties(),
         )
-        client = _AckingClient(
-            s.host,
-            s.port,
-            username=s.username or None,
-            password=s.password.reveal() if s.password is not None else None,
+        client = mqtt_client(
+            s,
             identifier=s.client_id or f"pbxlink-{self._node}",
-            protocol=aiomqtt.ProtocolVersion.V5,
+            client_class=_AckingClient,
             will=will,
-            keepalive=s.keepalive,
             timeout=self._publish_timeout,
-            tls_params=tls_params,
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_inflight_messages=20,
         )
+        assert isinstance(client, _AckingClient)
         # A batch is published pipelined on purpose; aiomqtt would warn past 10 pending calls.
         client.pending_calls_threshold = self._batch_size + 10
         return client
@@ -351,8 +323,10 @@ class OutcomePublisher:
         live = [m for m in batch if m.expires_at is None or m.expires_at > now]
         # Started in commit order, so paho writes them to the socket in that order; the
         # broker forwards one publisher's messages on a topic in the order it received them.
-        tasks = [asyncio.ensure_future(self._publish_one(client, m, now)) for m in live]
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        # (gather wraps them in tasks in argument order.)
+        results = await asyncio.gather(
+            *(self._publish_one(client, m, now) for m in live), return_exceptions=True
+        )
         acked_at = self._clock()
         acked = [m for m, r in zip(live, results, strict=True) if r is None]
         failed = [(m, r) for m, r in zip(live, results, strict=True) if r is not None]
@@ -361,13 +335,15 @@ class OutcomePublisher:
                 self._refusals = 0
             await self._outbox.mark_sent([m.seq for m in acked], now=acked_at)
             for m in acked:
-                self._metrics.published.inc(kind=m.kind.value)
-                self._metrics.publish_latency.observe(max(0.0, acked_at - m.created_at), kind=m.kind.value)
+                self._metrics.published.labels(kind=m.kind.value).inc()
+                self._metrics.publish_latency.labels(kind=m.kind.value).observe(
+                    max(0.0, acked_at - m.created_at)
+                )
         if failed:
             await self._outbox.count_attempt([m.seq for m, _ in failed])
             for _m, error in failed:
                 reason = "refused" if isinstance(error, PublishRefused) else "no_puback"
-                self._metrics.publish_failures.inc(reason=reason)
+                self._metrics.publish_failures.labels(reason=reason).inc()
             first_message, first = failed[0]
             if isinstance(first, PublishRefused):
                 log.error(

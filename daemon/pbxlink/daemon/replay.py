@@ -1,7 +1,9 @@
 """``pbxlink replay FILE``: the outcomes of a recorded AMI session, one JSON object per line.
 
-Needs no Asterisk, no broker and no config file. The file is a raw AMI session as ``pbxlink
-record`` writes it (the banner, then the frames; ``.gz`` is fine). Outcomes go to stdout in the
+Needs no Asterisk, no broker and no config file. It runs the daemon's own core
+(:class:`pbxlink.daemon.pipeline.CallCore`) over what the live AMI shell would have queued. The
+file is a raw AMI session as ``pbxlink record`` writes it (the banner, then the frames; ``.gz`` is
+fine). Outcomes go to stdout in the
 order the calls ended; diagnostics (malformed frames, calls still up at the end) go to stderr.
 
 At the end of the file, calls whose channels are all gone are finalized even if their settle time
@@ -14,7 +16,6 @@ never ended in this recording — and are listed on stderr instead.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import re
 import sys
@@ -22,27 +23,59 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pbxlink.ami.decode import AmiDecoder, MalformedEvent
-from pbxlink.ami.framing import AmiFramer
-from pbxlink.calls.model import CallOutcome
+from pbxlink.ami.decode import MalformedEvent
+from pbxlink.ami.framing import Frame
+from pbxlink.calls.model import CallOutcome, TrackerOutput
 from pbxlink.calls.outcome import to_json
 from pbxlink.calls.parties import PartyRules
-from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
-
-_CHUNK = 1 << 16
-_GZIP_MAGIC = b"\x1f\x8b"
+from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
+from pbxlink.daemon.amiclient.record import TranscriptItems, iter_transcript
+from pbxlink.daemon.amiclient.shell import Resynced
+from pbxlink.daemon.pipeline import CallCore
 
 Diagnostic = Callable[[str], None]
 
+read_chunks = iter_transcript
+"""The bytes of a recording (gzip detected by content): the one transcript reader,
+:func:`pbxlink.daemon.amiclient.record.iter_transcript`."""
 
-def read_chunks(path: Path, chunk_size: int = _CHUNK) -> Iterator[bytes]:
-    """The bytes of a recording, gunzipped when it is gzip (by content, not by name)."""
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == _GZIP_MAGIC
-    opener = gzip.open if gzipped else open
-    with opener(path, "rb") as stream:
-        while chunk := stream.read(chunk_size):
-            yield chunk
+
+def replay_records(
+    chunks: Iterable[bytes],
+    settings: CallTrackerSettings | None = None,
+    *,
+    diagnostic: Diagnostic | None = None,
+) -> Iterator[TrackerOutput]:
+    """Run a recorded AMI byte stream through the daemon's own core (:class:`CallCore`): the
+    items the live shell queued (:class:`TranscriptItems`: frames, and the resync markers
+    rebuilt from the snapshot replies) go where the daemon sends them. Yields outcomes and live
+    events in the order they happened. ``diagnostic`` receives one line per problem."""
+    items = TranscriptItems()
+    core = CallCore(CallTracker(settings))
+    report = diagnostic or (lambda _line: None)
+
+    def malformed(exc: MalformedEvent) -> None:
+        report(f"skipped: {exc}")
+
+    for chunk in chunks:
+        for item in items.feed(chunk):
+            if isinstance(item, Frame):
+                try:
+                    event = core.decode(item)
+                except MalformedEvent as exc:
+                    malformed(exc)
+                    continue
+                if event is not None:
+                    yield from core.handle(event)
+            elif isinstance(item, Resynced):
+                yield from core.resync(item.channels, item.taken_at, malformed=malformed)
+        for problem in items.framer.take_problems():
+            report(f"framing: {problem.kind.value} ({problem.size} bytes): {problem.head!r}")
+    yield from core.flush_ended()
+    if items.framer.pending_bytes:
+        report(f"end of input inside a frame: {items.framer.pending_bytes} bytes ignored")
+    for call_id, channels in core.tracker.open_calls():
+        report(f"still up at the end of the recording, no outcome: {call_id} {' '.join(channels)}")
 
 
 def replay_outcomes(
@@ -52,36 +85,11 @@ def replay_outcomes(
     events: bool = False,
     diagnostic: Diagnostic | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Frame, decode and track a recorded AMI byte stream; yield each outcome's JSON object.
-
-    With ``events=True`` the live events are yielded too, in the order they happened.
-    ``diagnostic`` receives one line per problem (malformed frame, call left open at the end).
-    """
-    framer = AmiFramer()
-    decoder = AmiDecoder(TRACKED_EVENTS)
-    tracker = CallTracker(settings)
-    report = diagnostic or (lambda _line: None)
-    for chunk in chunks:
-        for frame in framer.feed(chunk):
-            try:
-                event = decoder.decode(frame)
-            except MalformedEvent as exc:
-                report(f"skipped: {exc}")
-                continue
-            if event is None:
-                continue
-            for output in tracker.handle(event):
-                if events or isinstance(output, CallOutcome):
-                    yield to_json(output)
-        for problem in framer.take_problems():
-            report(f"framing: {problem.kind.value} ({problem.size} bytes): {problem.head!r}")
-    for output in tracker.flush_ended():
+    """:func:`replay_records` as contract JSON objects: the outcomes, and with ``events=True``
+    the live events too, in the order they happened."""
+    for output in replay_records(chunks, settings, diagnostic=diagnostic):
         if events or isinstance(output, CallOutcome):
             yield to_json(output)
-    if framer.pending_bytes:
-        report(f"end of input inside a frame: {framer.pending_bytes} bytes ignored")
-    for call_id, channels in tracker.open_calls():
-        report(f"still up at the end of the recording, no outcome: {call_id} {' '.join(channels)}")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
@@ -38,13 +38,16 @@ from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, Re
 from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
 from pbxlink.daemon.logs import configure_logging
-from pbxlink.daemon.metrics import DaemonMetrics, HealthServer, Readiness
+from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import SCHEMA_VERSION, Outbox, OutboxError
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.systemd import SystemdNotifier, keep_watchdog_fed
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
+from pbxlink.routing.presence import PRESENCE_EVENTS as ROUTING_PRESENCE_EVENTS
+from pbxlink.toolkit.http import HealthServer, Readiness
+from pbxlink.wire.model import RoutingDecision
 
 log = structlog.get_logger(__name__)
 
@@ -55,19 +58,7 @@ TICK_SECONDS: Final = 0.2  # how often settled calls are finalized while AMI is 
 HOUSEKEEPING_SECONDS: Final = 5.0  # gauges, STATUS=, pruning
 PRUNE_EVERY: Final = 720  # housekeeping rounds between prunes (an hour)
 # AMI events the routing presence tracker reads (pbxlink.routing.presence), lower case.
-PRESENCE_EVENTS: Final = frozenset(
-    {
-        "devicestatechange",
-        "contactstatus",
-        "contactstatusdetail",
-        "extensionstatus",
-        "queuememberstatus",
-        "queuememberpause",
-        "queuememberadded",
-        "queuemember",
-        "queuememberremoved",
-    }
-)
+PRESENCE_EVENTS: Final = frozenset(name.lower() for name in ROUTING_PRESENCE_EVENTS)
 
 
 AmiShellFactory = Callable[[ShellSettings], AmiShell]
@@ -123,6 +114,11 @@ class Daemon:
         self._router: Router | None = None
         self._clock = clock
         self.metrics = DaemonMetrics()
+        self.metrics.export_agi(
+            lambda: (
+                None if self._router is None else (self._router.server.counters, self._router.feed.counters)
+            )
+        )
         self._ami: AmiShell | None = None
         self._ami_seen = _ShellCounters()
         self._ami_restart = asyncio.Event()
@@ -206,7 +202,7 @@ class Daemon:
         finally:
             await outbox.close()
 
-    def _routing_for(self, keys: Iterable[str]) -> Mapping[str, object] | None:
+    def _routing_for(self, keys: Iterable[str]) -> RoutingDecision | None:
         return self._router.routing_for(keys) if self._router is not None else None
 
     async def _run_with(self, outbox: Outbox, shutdown: asyncio.Event, reload: asyncio.Event) -> int:
@@ -259,7 +255,7 @@ class Daemon:
                 ]
                 if self._router is not None:
                     others.append(
-                        tg.create_task(self._run_directory_feed(self._router), name="directory-feed")
+                        tg.create_task(self.run_directory_feed(self._router), name="directory-feed")
                     )
                 await shutdown.wait()
                 await self._drain(ami_task, writer_task, publisher_task)
@@ -323,21 +319,20 @@ class Daemon:
             publisher = self._publisher
             assert publisher is not None
             publisher.wake()
-            task = asyncio.create_task(publisher.run(), name="publisher-connection")
-            restart = asyncio.create_task(self._mqtt_restart.wait())
-            await asyncio.wait({task, restart}, return_when=asyncio.FIRST_COMPLETED)
-            restart.cancel()
-            if task.done():
-                await task
-                return
-            # Reload: let the old connection finish its in-flight publishes and say offline.
-            self._mqtt_restart.clear()
-            publisher.stop()
-            done, _ = await asyncio.wait({task}, timeout=DRAIN_SECONDS)
-            if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            async with asyncio.TaskGroup() as tasks:
+                task = tasks.create_task(publisher.run(), name="publisher-connection")
+                restart = tasks.create_task(self._mqtt_restart.wait(), name="mqtt-reload-wait")
+                await asyncio.wait({task, restart}, return_when=asyncio.FIRST_COMPLETED)
+                restart.cancel()
+                if not task.done():
+                    # Reload: let the old connection finish its in-flight publishes and say offline.
+                    self._mqtt_restart.clear()
+                    publisher.stop()
+                    done, _ = await asyncio.wait({task}, timeout=DRAIN_SECONDS)
+                    if not done:
+                        task.cancel()
+                elif not task.cancelled():
+                    return  # the publisher ended (stopped); the group re-raises what ended it
             if self._mqtt_stop_for_good:
                 return
             self._publisher = self._new_publisher(outbox)
@@ -356,21 +351,18 @@ class Daemon:
             async with shell:
                 self._ami = shell
                 self._ami_seen = _ShellCounters()
-                reader = asyncio.create_task(self._pump(shell, pipeline), name="ami-frames")
-                restart = asyncio.create_task(self._ami_restart.wait())
                 try:
-                    await asyncio.wait({reader, restart}, return_when=asyncio.FIRST_COMPLETED)
+                    async with asyncio.TaskGroup() as tasks:
+                        reader = tasks.create_task(self._pump(shell, pipeline), name="ami-frames")
+                        restart = tasks.create_task(self._ami_restart.wait(), name="ami-reload-wait")
+                        await asyncio.wait({reader, restart}, return_when=asyncio.FIRST_COMPLETED)
+                        restart.cancel()
+                        reader.cancel()  # a no-op when the stream ended by itself
                 finally:
-                    restart.cancel()
-                    if not reader.done():
-                        reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader
                     self._ami = None
                     self.metrics.ami_connected.set(0)
-                if reader.done() and not reader.cancelled():
-                    reader.result()  # re-raise what ended the stream
-                    return
+                if not reader.cancelled():
+                    return  # the stream ended; an error of it came out of the group above
             log.info("ami_reconnecting", reason="config reload")
 
     async def _pump(self, shell: AmiShell, pipeline: CallPipeline) -> None:
@@ -383,13 +375,13 @@ class Daemon:
             if isinstance(item, Frame):
                 pipeline.feed(item)
                 if router is not None and (item.event or "").lower() in PRESENCE_EVENTS:
-                    router.on_ami_frame(item.header_map)
+                    router.on_ami_frame(item)
             elif isinstance(item, Resynced):
                 if router is not None:
                     await self._seed_presence(shell, router)
                 metrics.ami_connected.set(1)
                 if item.session > 1:
-                    metrics.reconnects.inc(link="ami")
+                    metrics.reconnects.labels(link="ami").inc()
                 pipeline.resync(item.channels, item.taken_at)
                 log.info(
                     "ami_resynced",
@@ -409,19 +401,14 @@ class Daemon:
         except AmiError as exc:
             log.warning("presence_snapshot_failed", error=str(exc))
             return
-        router.on_ami_snapshot([frame.header_map for frame in reply.items])
+        router.on_ami_snapshot(reply.items)
 
-    async def _run_directory_feed(self, router: Router) -> None:
+    async def run_directory_feed(self, router: Router) -> None:
         """The ownership directory from MQTT (retained messages), own connection."""
         mqtt = self.settings.mqtt
+        # The same [mqtt] settings as the publisher (TLS, client certificate, auth): one factory.
         await router.feed.run(
-            host=mqtt.host,
-            port=mqtt.port,
-            identifier=f"{mqtt.client_id or 'pbxlink-' + self.settings.node.name}-directory",
-            username=mqtt.username or None,
-            password=mqtt.password.reveal() if mqtt.password is not None else None,
-            backoff_initial=mqtt.backoff_initial,
-            backoff_max=mqtt.backoff_max,
+            mqtt, identifier=f"{mqtt.client_id or 'pbxlink-' + self.settings.node.name}-directory"
         )
 
     def _sync_shell_counters(self) -> None:
@@ -433,9 +420,9 @@ class Daemon:
         seen = self._ami_seen
         rejected = self.metrics.ami_frames_rejected
         if stats.oversized_frames > seen.oversized:
-            rejected.inc(stats.oversized_frames - seen.oversized, reason="oversized")
+            rejected.labels(reason="oversized").inc(stats.oversized_frames - seen.oversized)
         if stats.handler_errors > seen.handler_errors:
-            rejected.inc(stats.handler_errors - seen.handler_errors, reason="handler_error")
+            rejected.labels(reason="handler_error").inc(stats.handler_errors - seen.handler_errors)
         self._ami_seen = _ShellCounters(stats.oversized_frames, stats.handler_errors)
 
     async def _run_ticker(self) -> None:
@@ -451,8 +438,8 @@ class Daemon:
         while True:
             stats = await outbox.stats()
             m = self.metrics
-            m.outbox_pending.set(stats.pending_outcomes, kind="call.outcome")
-            m.outbox_pending.set(stats.pending_events, kind="call.event")
+            m.outbox_pending.labels(kind="call.outcome").set(stats.pending_outcomes)
+            m.outbox_pending.labels(kind="call.event").set(stats.pending_events)
             oldest = stats.oldest_pending_created_at
             m.outbox_oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock() - oldest))
             self._notifier.status(self._status_line(stats.pending_outcomes + stats.pending_events))
@@ -494,7 +481,7 @@ class Daemon:
         try:
             new = self._reload_settings()
         except ConfigError as exc:
-            self.metrics.config_reloads.inc(result="error")
+            self.metrics.config_reloads.labels(result="error").inc()
             log.error(
                 "config_reload_refused",
                 problems=[str(p) for p in exc.problems],
@@ -523,7 +510,7 @@ class Daemon:
             self._http_restart.set()
         if "ami" in changed:
             self._ami_restart.set()
-        self.metrics.config_reloads.inc(result="applied")
+        self.metrics.config_reloads.labels(result="applied").inc()
         log.info("config_reloaded", changed=changed)
         self._notifier.ready(self._status_line())
         return True

@@ -1,4 +1,4 @@
-"""The routing decision (PURE): caller + line + directory + presence + rules → RouteDecision.
+"""The routing decision (PURE): caller + line + directory + presence + rules → RoutingDecision.
 
 Order (R1 to R4):
 1. routing switched off globally → ``routing_off``;
@@ -24,9 +24,9 @@ from pbxlink.routing.model import (
     Availability,
     DirectoryView,
     PresenceView,
-    RouteDecision,
     RouteReason,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
     RuleAction,
 )
@@ -54,14 +54,14 @@ def decide(
     presence: PresenceView,
     rules: RoutingPolicy,
     now: datetime,
-) -> RouteDecision:
+) -> RoutingDecision:
     """Decide who rings first for `request`. Never raises on bad input."""
     line = request.line
 
     def no_route(
         reason: str, *, rule: str | None = None, e164: str | None = None, owner: str | None = None
-    ) -> RouteDecision:
-        return RouteDecision(
+    ) -> RoutingDecision:
+        return RoutingDecision(
             target=None, agent=None, reason=str(reason), owner=owner, rule=rule, caller_e164=e164, line=line
         )
 
@@ -76,7 +76,7 @@ def decide(
     caller = normalize(request.caller, region, internal_max_digits=rules.internal_max_digits)
 
     if rule is not None and rule.action is RuleAction.TARGET:
-        return RouteDecision(
+        return RoutingDecision(
             target=rule.target or None,
             agent=None,
             reason=f"rule:{rule.name}",
@@ -103,7 +103,7 @@ def decide(
     skip = _SKIP_REASON.get(presence.availability(extension))
     if skip is not None:
         return no_route(skip, rule=rule_name, e164=caller.e164, owner=extension)
-    return RouteDecision(
+    return RoutingDecision(
         target=rules.dial_template.format(extension=extension),
         agent=extension,
         reason=RouteReason.OWNER.value,

@@ -9,21 +9,21 @@ Contract (CRM side → daemon): retained MQTT messages on ``pbxlink/v1/directory
                                     "deleted"}]}],
      "employee": str | null}
 
-An empty retained payload deletes the entry. `parse_directory_message` checks every field and
-raises `DirectoryPayloadError` naming the bad one; `encode_directory_entry` is the inverse, for
-publishers. `DirectoryIndex` keeps number → `RoutingEntry` in memory with equal entries shared.
+An empty retained payload deletes the entry. The entry is the wire model's `DirectoryEntry`
+(:mod:`pbxlink.wire.model`) read by the wire codec: `parse_directory_message` checks every field
+and raises `DirectoryPayloadError` naming the bad one; `encode_directory_entry` is the inverse,
+for publishers. `DirectoryIndex` keeps number → `RoutingEntry` in memory with equal entries shared.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible, RoutingEntry
+from pbxlink.routing.model import DirectoryEntry, RoutingEntry
+from pbxlink.wire.codec import WireError, convert, decode, encode
+from pbxlink.wire.topics import DIRECTORY_TOPIC_PREFIX, directory_topic
 
 __all__ = [
     "DIRECTORY_TOPIC_FILTER",
@@ -37,10 +37,7 @@ __all__ = [
     "parse_directory_message",
 ]
 
-DIRECTORY_TOPIC_PREFIX = "pbxlink/v1/directory/"
 DIRECTORY_TOPIC_FILTER = DIRECTORY_TOPIC_PREFIX + "#"
-SCHEMA = 1
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _DIGITS = re.compile(r"^[1-9]\d{6,14}$")
 _MAX_PAYLOAD = 256 * 1024
 
@@ -64,93 +61,12 @@ class DirectoryUpdate:
     payload: bytes = b""  # the original payload, kept for persistence
 
 
-def directory_topic(e164: str, prefix: str = DIRECTORY_TOPIC_PREFIX) -> str:
-    return prefix + e164.removeprefix("+")
-
-
-def _iso(value: Any, topic: str, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise DirectoryPayloadError(topic, where, "expected an ISO 8601 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise DirectoryPayloadError(topic, where, f"not ISO 8601: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _str(value: Any, topic: str, where: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or (not optional and not value):
-        raise DirectoryPayloadError(
-            topic, where, "expected a non-empty string" + (" or null" if optional else "")
-        )
-    return value
-
-
-def _bool(value: Any, topic: str, where: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise DirectoryPayloadError(topic, where, "expected true or false")
-    return value
-
-
-def _responsible(raw: Any, topic: str, where: str) -> Responsible:
-    if not isinstance(raw, Mapping):
-        raise DirectoryPayloadError(topic, where, "expected an object")
-    employee = _str(raw.get("employee"), topic, f"{where}.employee")
-    assert employee is not None
-    extension = _str(raw.get("extension"), topic, f"{where}.extension", optional=True)
-    return Responsible(
-        employee=employee,
-        extension=extension or None,
-        is_employee=_bool(raw.get("is_employee"), topic, f"{where}.is_employee", True),
-        blocked=_bool(raw.get("blocked"), topic, f"{where}.blocked", False),
-        deleted=_bool(raw.get("deleted"), topic, f"{where}.deleted", False),
-    )
-
-
-def _client(raw: Any, topic: str, where: str) -> ClientOwners:
-    if not isinstance(raw, Mapping):
-        raise DirectoryPayloadError(topic, where, "expected an object")
-    responsibles = raw.get("responsibles", [])
-    if not isinstance(responsibles, list):
-        raise DirectoryPayloadError(topic, f"{where}.responsibles", "expected a list")
-    client_id = _str(raw.get("client_id"), topic, f"{where}.client_id")
-    name = raw.get("name", "")
-    if not isinstance(name, str):
-        raise DirectoryPayloadError(topic, f"{where}.name", "expected a string")
-    assert client_id is not None
-    return ClientOwners(
-        client_id=client_id,
-        name=name,
-        created_at=_iso(raw.get("created_at"), topic, f"{where}.created_at"),
-        responsibles=tuple(
-            _responsible(r, topic, f"{where}.responsibles[{i}]") for i, r in enumerate(responsibles)
-        ),
-    )
-
-
 def parse_directory_entry(document: Any, topic: str = "directory") -> DirectoryEntry:
     """A decoded JSON document → DirectoryEntry, or DirectoryPayloadError."""
-    if not isinstance(document, Mapping):
-        raise DirectoryPayloadError(topic, "$", "expected a JSON object")
-    if document.get("schema") != SCHEMA:
-        raise DirectoryPayloadError(topic, "schema", f"expected {SCHEMA}, got {document.get('schema')!r}")
-    number = document.get("number")
-    if not isinstance(number, str) or not _E164.match(number):
-        raise DirectoryPayloadError(topic, "number", f"expected E.164 like +380981234567, got {number!r}")
-    clients = document.get("clients", [])
-    if not isinstance(clients, list):
-        raise DirectoryPayloadError(topic, "clients", "expected a list")
-    employee = _str(document.get("employee"), topic, "employee", optional=True)
-    return DirectoryEntry(
-        number=number,
-        updated_at=_iso(document.get("updated_at"), topic, "updated_at"),
-        clients=tuple(_client(c, topic, f"clients[{i}]") for i, c in enumerate(clients)),
-        employee=employee or None,
-    )
+    try:
+        return convert(document, DirectoryEntry, root="")
+    except WireError as exc:
+        raise DirectoryPayloadError(topic, exc.field or "$", exc.problem) from None
 
 
 def parse_directory_message(
@@ -167,10 +83,9 @@ def parse_directory_message(
     if len(payload) > _MAX_PAYLOAD:
         raise DirectoryPayloadError(topic, "$", f"payload larger than {_MAX_PAYLOAD} bytes")
     try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
-        raise DirectoryPayloadError(topic, "$", f"not JSON: {exc}") from None
-    entry = parse_directory_entry(document, topic)
+        entry = decode(payload, DirectoryEntry, root="")
+    except WireError as exc:
+        raise DirectoryPayloadError(topic, exc.field or "$", exc.problem) from None
     if entry.number[1:] != digits:
         raise DirectoryPayloadError(topic, "number", f"{entry.number} does not match the topic")
     return DirectoryUpdate(digits=digits, entry=entry, payload=payload)
@@ -178,35 +93,7 @@ def parse_directory_message(
 
 def encode_directory_entry(entry: DirectoryEntry) -> bytes:
     """DirectoryEntry → the contract payload (for the CRM side's publisher and for tests)."""
-    document = {
-        "schema": SCHEMA,
-        "number": entry.number,
-        "updated_at": _format_time(entry.updated_at),
-        "clients": [
-            {
-                "client_id": c.client_id,
-                "name": c.name,
-                "created_at": _format_time(c.created_at),
-                "responsibles": [
-                    {
-                        "employee": r.employee,
-                        "extension": r.extension,
-                        "is_employee": r.is_employee,
-                        "blocked": r.blocked,
-                        "deleted": r.deleted,
-                    }
-                    for r in c.responsibles
-                ],
-            }
-            for c in entry.clients
-        ],
-        "employee": entry.employee,
-    }
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _format_time(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return encode(entry)
 
 
 class DirectoryIndex:

@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from pbxlink.wire.model import ClientOwners, DirectoryEntry, Responsible, RoutingDecision
+
 __all__ = [
     "Availability",
     "ClientOwners",
@@ -18,13 +20,14 @@ __all__ = [
     "PickPolicy",
     "PresenceView",
     "Responsible",
-    "RouteDecision",
     "RouteReason",
     "RouteRequest",
+    "RoutingDecision",
     "RoutingEntry",
     "RoutingPolicy",
     "Rule",
     "RuleAction",
+    "fall_through",
 ]
 
 
@@ -57,7 +60,7 @@ class Availability(StrEnum):
 class RouteReason(StrEnum):
     """Why a decision came out as it did (`reason` of the routing decision contract).
 
-    Rule-driven decisions use ``rule:<name>`` instead (see `RouteDecision.reason`).
+    Rule-driven decisions use ``rule:<name>`` instead (see `RoutingDecision.reason`).
     """
 
     OWNER = "owner"
@@ -75,40 +78,6 @@ class RouteReason(StrEnum):
     ROUTING_OFF = "routing_off"
     DEADLINE = "deadline"
     ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class Responsible:
-    """One responsible person of a client, as the CRM side publishes it."""
-
-    employee: str
-    extension: str | None
-    is_employee: bool = True
-    blocked: bool = False
-    deleted: bool = False
-
-    @property
-    def eligible(self) -> bool:
-        """R2: blocked or deleted employees, and non-employees, are never routed to."""
-        return self.is_employee and not self.blocked and not self.deleted
-
-
-@dataclass(frozen=True, slots=True)
-class ClientOwners:
-    client_id: str
-    name: str
-    created_at: datetime
-    responsibles: tuple[Responsible, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DirectoryEntry:
-    """One retained directory message: who owns the callers of one E.164 number."""
-
-    number: str  # "+380981234567"
-    updated_at: datetime
-    clients: tuple[ClientOwners, ...]
-    employee: str | None = None  # set when the number is an employee's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,51 +170,17 @@ class RoutingPolicy:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class RouteDecision:
-    """The routing decision contract (outcome `routing` and AGI channel variables)."""
-
-    target: str | None
-    agent: str | None
-    reason: str
-    owner: str | None
-    rule: str | None
-    caller_e164: str | None
-    line: str
-    decided_in_ms: float = 0.0
-
-    def to_json(self) -> dict[str, str | float | None]:
-        return {
-            "target": self.target,
-            "agent": self.agent,
-            "reason": self.reason,
-            "owner": self.owner,
-            "rule": self.rule,
-            "caller_e164": self.caller_e164,
-            "line": self.line,
-            "decided_in_ms": self.decided_in_ms,
-        }
-
-    def channel_variables(self) -> dict[str, str]:
-        """PBXLINK_ROUTE is empty when the dialplan should take its normal route."""
-        return {
-            "PBXLINK_ROUTE": self.target or "",
-            "PBXLINK_ROUTE_REASON": self.reason,
-            "PBXLINK_ROUTE_OWNER": self.owner or "",
-        }
-
-    @classmethod
-    def fall_through(cls, request: RouteRequest, reason: RouteReason) -> RouteDecision:
-        """No route: used for the deadline and for internal errors."""
-        return cls(
-            target=None,
-            agent=None,
-            reason=reason.value,
-            owner=None,
-            rule=None,
-            caller_e164=None,
-            line=request.line,
-        )
+def fall_through(request: RouteRequest, reason: RouteReason) -> RoutingDecision:
+    """No route: used for the deadline and for internal errors."""
+    return RoutingDecision(
+        target=None,
+        agent=None,
+        reason=reason.value,
+        owner=None,
+        rule=None,
+        caller_e164=None,
+        line=request.line,
+    )
 
 
 class DirectoryView(Protocol):

@@ -1,9 +1,12 @@
-"""Presence of agents, fed from AMI (pure: plain typed inputs, no I/O).
+"""Presence of agents, fed from AMI (pure: typed inputs, no I/O).
 
-The daemon turns AMI frames into `PresenceUpdate`s with `presence_update_from_frame` (a pure
-function over header dicts) and applies them with `PresenceTracker.apply`. At (re)connect it
-sends ``DeviceStateList`` (and optionally ``PJSIPShowContacts``, ``ExtensionStateList``,
-``QueueStatus``) and hands the answer frames to `presence_snapshot_from_frames` +
+The AMI codec (:mod:`pbxlink.ami.decode`) decodes the presence events into typed records
+(:data:`pbxlink.ami.events.PresenceEvent`: ``DeviceStateChange``, ``ContactStatus``,
+``ExtensionStatus``, ``QueueMemberStatus``, ``QueueMemberRemoved``), which are the updates
+`PresenceTracker.apply` takes. `PresenceDecoder` is that decoding for the router: AMI frames in,
+updates (or `PresenceFrameProblem` for an unreadable one) out. At (re)connect the daemon sends
+``DeviceStateList`` (and optionally ``PJSIPShowContacts``, ``ExtensionStateList``,
+``QueueStatus``) and hands the answer frames to `PresenceDecoder.snapshot` +
 `PresenceTracker.replace`, which drops what the snapshot's sources knew before.
 
 Signals, worst wins: DND (custom device state ``Custom:DND<ext>`` not NOT_INUSE) > paused in
@@ -14,55 +17,39 @@ nothing was heard about is UNKNOWN (decide() still routes to them: Dial fails fa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
+from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent, events_decoding_into
+from pbxlink.ami.events import (
+    ContactState,
+    ContactStatus,
+    DeviceState,
+    DeviceStateChange,
+    ExtensionStatus,
+    PresenceEvent,
+    QueueMemberRemoved,
+    QueueMemberStatus,
+)
 from pbxlink.routing.model import Availability
 
 __all__ = [
+    "PRESENCE_EVENTS",
     "ContactState",
     "ContactUpdate",
     "DeviceState",
     "DeviceStateUpdate",
     "ExtensionUpdate",
+    "PresenceDecoder",
     "PresenceFrameProblem",
     "PresenceTracker",
     "PresenceUpdate",
     "QueueMemberRemoval",
     "QueueMemberUpdate",
     "agent_for_device",
-    "presence_snapshot_from_frames",
-    "presence_update_from_frame",
 ]
 
 DND_PREFIX = "Custom:DND"
-
-
-class DeviceState(StrEnum):
-    """Asterisk device states (`main/devicestate.c`, as AMI spells them)."""
-
-    UNKNOWN = "UNKNOWN"
-    NOT_INUSE = "NOT_INUSE"
-    INUSE = "INUSE"
-    BUSY = "BUSY"
-    INVALID = "INVALID"
-    UNAVAILABLE = "UNAVAILABLE"
-    RINGING = "RINGING"
-    RINGINUSE = "RINGINUSE"
-    ONHOLD = "ONHOLD"
-
-
-class ContactState(StrEnum):
-    """PJSIP contact status (`ContactStatus` event / `ContactStatusDetail` Status)."""
-
-    CREATED = "Created"
-    REACHABLE = "Reachable"
-    UNREACHABLE = "Unreachable"
-    REMOVED = "Removed"
-    UPDATED = "Updated"
-    NONQUALIFIED = "NonQualified"
-    UNKNOWN = "Unknown"
 
 
 # ExtensionStatus `Status` bits (include/asterisk/pbx.h, enum ast_extension_states)
@@ -78,42 +65,20 @@ _BUSY_DEVICE = frozenset(
 _OFFLINE_DEVICE = frozenset({DeviceState.UNAVAILABLE, DeviceState.INVALID})
 _DND_OFF = frozenset({DeviceState.NOT_INUSE, DeviceState.UNKNOWN, DeviceState.INVALID})
 _CONTACT_DOWN = frozenset({ContactState.UNREACHABLE})
-_CONTACT_STATES = {s.value.lower(): s for s in ContactState}
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceStateUpdate:
-    device: str  # "PJSIP/101", "Custom:DND101"
-    state: DeviceState
+# The presence updates are the AMI codec's typed presence events, under the names routing uses.
+DeviceStateUpdate = DeviceStateChange
+ContactUpdate = ContactStatus
+ExtensionUpdate = ExtensionStatus
+QueueMemberUpdate = QueueMemberStatus
+QueueMemberRemoval = QueueMemberRemoved
+PresenceUpdate = PresenceEvent
 
-
-@dataclass(frozen=True, slots=True)
-class ContactUpdate:
-    agent: str  # endpoint (or AOR) name
-    uri: str
-    state: ContactState
-
-
-@dataclass(frozen=True, slots=True)
-class ExtensionUpdate:
-    exten: str
-    status: int  # ast_extension_states bitmask; -1 deleted, -2 removed
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMemberUpdate:
-    queue: str
-    interface: str  # "PJSIP/101"
-    paused: bool
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMemberRemoval:
-    queue: str
-    interface: str
-
-
-PresenceUpdate = DeviceStateUpdate | ContactUpdate | ExtensionUpdate | QueueMemberUpdate | QueueMemberRemoval
+# The AMI events presence is made of (decode only these).
+PRESENCE_EVENTS = events_decoding_into(
+    (DeviceStateChange, ContactStatus, ExtensionStatus, QueueMemberStatus, QueueMemberRemoved)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,102 +209,38 @@ class PresenceTracker:
         return Availability.UNKNOWN
 
 
-# --- AMI frames → updates (pure functions over header dicts) ---------------------------
+# --- AMI frames → updates, through the AMI codec -------------------------------------------
 
 
-def _header(frame: Mapping[str, str], name: str) -> str | None:
-    value = frame.get(name)
-    if value is None:
-        lowered = name.lower()
-        for key, candidate in frame.items():
-            if key.lower() == lowered:
-                return candidate
-    return value
+class PresenceDecoder:
+    """AMI frames → presence updates (the AMI codec's typed events); counts what it drops."""
 
+    __slots__ = ("decoder",)
 
-def _flag(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    lowered = value.strip().lower()
-    if lowered in {"1", "yes", "true", "on"}:
-        return True
-    if lowered in {"0", "no", "false", "off"}:
-        return False
-    return None
+    def __init__(self) -> None:
+        self.decoder = AmiDecoder(PRESENCE_EVENTS)
 
-
-_QUEUE_MEMBER_EVENTS = frozenset({"queuememberstatus", "queuememberpause", "queuememberadded", "queuemember"})
-
-
-def presence_update_from_frame(
-    frame: Mapping[str, str],
-) -> PresenceUpdate | PresenceFrameProblem | None:
-    """One AMI event frame → a presence update, None when irrelevant, a problem when unreadable.
-
-    Handles DeviceStateChange, ContactStatus, ContactStatusDetail, ExtensionStatus,
-    QueueMemberStatus, QueueMemberPause, QueueMemberAdded, QueueMember (QueueStatus answer) and
-    QueueMemberRemoved.
-    """
-    event = _header(frame, "Event")
-    if event is None:
-        return None
-    kind = event.lower()
-    if kind == "devicestatechange":
-        device, state = _header(frame, "Device"), _header(frame, "State")
-        if not device or state is None:
-            return PresenceFrameProblem(event, "missing Device or State")
+    def update(self, frame: FrameLike) -> PresenceUpdate | PresenceFrameProblem | None:
+        """One AMI frame → its update, None when irrelevant, a problem when unreadable."""
         try:
-            return DeviceStateUpdate(device, DeviceState(state.strip().upper()))
-        except ValueError:
-            return PresenceFrameProblem(event, f"unknown device state {state!r}")
-    if kind in {"contactstatus", "contactstatusdetail"}:
-        agent = _header(frame, "EndpointName") or _header(frame, "AOR")
-        uri = _header(frame, "URI")
-        raw = _header(frame, "ContactStatus") if kind == "contactstatus" else None
-        raw = raw or _header(frame, "Status")
-        if not agent or not uri or raw is None:
-            return PresenceFrameProblem(event, "missing AOR/EndpointName, URI or status")
-        state = _CONTACT_STATES.get(raw.strip().lower())
-        if state is None:
-            return PresenceFrameProblem(event, f"unknown contact status {raw!r}")
-        return ContactUpdate(agent, uri, state)
-    if kind == "extensionstatus":
-        exten, status = _header(frame, "Exten"), _header(frame, "Status")
-        if not exten or status is None:
-            return PresenceFrameProblem(event, "missing Exten or Status")
-        try:
-            return ExtensionUpdate(exten, int(status.strip()))
-        except ValueError:
-            return PresenceFrameProblem(event, f"non-numeric Status {status!r}")
-    if kind in _QUEUE_MEMBER_EVENTS or kind == "queuememberremoved":
-        queue = _header(frame, "Queue")
-        interface = (
-            _header(frame, "StateInterface") or _header(frame, "Interface") or _header(frame, "Location")
-        )
-        if not queue or not interface:
-            return PresenceFrameProblem(event, "missing Queue or Interface")
-        if kind == "queuememberremoved":
-            return QueueMemberRemoval(queue, interface)
-        paused = _flag(_header(frame, "Paused"))
-        if paused is None:
-            return PresenceFrameProblem(event, "missing or unreadable Paused")
-        return QueueMemberUpdate(queue, interface, paused)
-    return None
+            event = self.decoder.decode(frame)
+        except MalformedEvent as exc:
+            return PresenceFrameProblem(exc.event, exc.reason)
+        assert event is None or isinstance(event, PresenceEvent)
+        return event
 
-
-def presence_snapshot_from_frames(
-    frames: Iterable[Mapping[str, str]],
-) -> tuple[list[PresenceUpdate], list[PresenceFrameProblem]]:
-    """The frames answering DeviceStateList (and friends) → updates for `PresenceTracker.replace`.
-
-    List-complete markers and unrelated frames are skipped; unreadable ones are returned.
-    """
-    updates: list[PresenceUpdate] = []
-    problems: list[PresenceFrameProblem] = []
-    for frame in frames:
-        result = presence_update_from_frame(frame)
-        if isinstance(result, PresenceFrameProblem):
-            problems.append(result)
-        elif result is not None:
-            updates.append(result)
-    return updates, problems
+    def snapshot(
+        self, frames: Iterable[FrameLike]
+    ) -> tuple[list[PresenceUpdate], list[PresenceFrameProblem]]:
+        """The frames answering DeviceStateList (and friends) → updates for
+        `PresenceTracker.replace`; list markers and unrelated frames are skipped, unreadable
+        ones returned."""
+        updates: list[PresenceUpdate] = []
+        problems: list[PresenceFrameProblem] = []
+        for frame in frames:
+            result = self.update(frame)
+            if isinstance(result, PresenceFrameProblem):
+                problems.append(result)
+            elif result is not None:
+                updates.append(result)
+        return updates, problems

@@ -40,10 +40,10 @@ class LoopbackAmi:
     # set each time a client has had its BridgeList answered (the shell's last snapshot step)
     snapshot_served: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        bound: int = self.server.sockets[0].getsockname()[1]
+        return bound
 
     async def stop(self) -> None:
         for writer in self.writers:

@@ -8,7 +8,6 @@ at all, one that is not AMI. These faults cannot be provoked on demand from a re
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from loopback_ami import LoopbackAmi, frame  # type: ignore[import-not-found]
 from panoramisk.actions import Action
+from pbxlab.ports import free_port
 
 from pbxlink.ami.framing import Frame
 from pbxlink.daemon.amiclient.protocol import FramingProtocol, LinkCounters
@@ -115,7 +115,7 @@ async def test_garbage_and_oversized_frames_are_logged_counted_and_the_stream_go
     name = "Іван Петренко".encode()
     with capture_logs() as logs:
         await _garbage_then_events(server, settings, name)
-    (dropped,) = [entry for entry in logs if entry["event"] == "ami.frame_dropped"]
+    (dropped,) = [entry for entry in logs if entry["event"] == "ami_frame_dropped"]
     assert dropped["reason"] == "oversized"
     assert dropped["limit"] == 64 * 1024
     assert dropped["head"].startswith("Event: Huge")
@@ -258,9 +258,7 @@ async def test_peer_that_is_not_ami_is_a_protocol_error() -> None:
 
 
 async def test_closed_port_without_retry_is_a_connect_error() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with pytest.raises(AmiConnectError, match=f"127.0.0.1:{port}"):
         async with AmiShell(fast(port), retry_first_connect=False):
             pass
@@ -268,14 +266,12 @@ async def test_closed_port_without_retry_is_a_connect_error() -> None:
 
 async def test_first_connect_retries_until_asterisk_comes_up() -> None:
     server = LoopbackAmi()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     settings = fast(port)
 
     async def start_late() -> None:
         await asyncio.sleep(0.4)
-        server.server = await asyncio.start_server(server._serve, "127.0.0.1", port)
+        await server.start(port)
 
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(start_late())
@@ -308,12 +304,13 @@ async def test_frames_has_exactly_one_consumer_at_a_time(peer: Peer) -> None:
     async with AmiShell(settings) as shell:
         first = shell.frames()
         await next_marker(first, Resynced)  # the queue is empty now
-        waiting = asyncio.create_task(next_item(first))
-        await asyncio.sleep(0.05)  # let it wait on the queue
-        with pytest.raises(RuntimeError, match="one consumer"):
-            await anext(shell.frames())
-        await server.push(frame("Event: ForTheFirst"))
-        item = await asyncio.wait_for(waiting, 5)
+        async with asyncio.TaskGroup() as tasks:
+            waiting = tasks.create_task(next_item(first), name="first-consumer")
+            await asyncio.sleep(0.05)  # let it wait on the queue
+            with pytest.raises(RuntimeError, match="one consumer"):
+                await anext(shell.frames())
+            await server.push(frame("Event: ForTheFirst"))
+            item = await asyncio.wait_for(waiting, 5)
         assert isinstance(item, Frame)
         assert item.event == "ForTheFirst"
         # taken one after the other, iterators share the one queue

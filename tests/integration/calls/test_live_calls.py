@@ -132,9 +132,10 @@ async def _live_outcomes_match_the_truth(lab: LabSession, scenario: str) -> None
     pipeline = LivePipeline()
     async with AmiShell(_ami_settings(lab)) as shell:
         await pipeline.run(shell, lambda: pipeline.tracker.clock > 0, within=10)  # logged in
-        placing = asyncio.ensure_future(asyncio.to_thread(lab.run, scenario))
-        await pipeline.run(shell, lambda: bool(pipeline.outcomes) and placing.done(), within=90)
-        result = await placing
+        async with asyncio.TaskGroup() as tasks:
+            placing = tasks.create_task(asyncio.to_thread(lab.run, scenario), name="sipp")
+            await pipeline.run(shell, lambda: bool(pipeline.outcomes) and placing.done(), within=90)
+        result = placing.result()
     assert result.problems == []
     assert pipeline.malformed == []
     calls = result.truth["calls"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from pbxlab.mosquitto import BrokerHandle
+from pbxlab.ports import free_port
 from pbxlab.session import LabSession
 
 pytestmark = pytest.mark.lab
@@ -41,12 +41,6 @@ deadline_hours = 2
 [crm.clients.answered]
 create = "client"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def query(database: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -73,13 +67,14 @@ class Rig:
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(PBXLINK), *args],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [str(PBXLINK), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -127,7 +122,8 @@ def rig(
     database = tmp_path / "crm.sqlite3"
     adapter_config = tmp_path / "adapter.toml"
     adapter_config.write_text(
-        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{database}"\n' + rules
+        f'[mqtt]\nport = {mosquitto_broker.port}\n[adapter]\ndatabase = "{database}"\n'
+        f"http_port = {free_port()}\n" + rules
     )
     crm = ["crm", "--config", str(adapter_config)]
     for employee, name, extension in (
@@ -156,7 +152,7 @@ def rig(
     try:
         wait_until(daemon_ready, 30, "daemon ready", logs)
         wait_until(
-            lambda: b"crm.adapter.connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
+            lambda: b"crm_adapter_connected" in adapter_log.read_bytes(), 30, "adapter connected", logs
         )
         yield Rig(asterisk_lab, database, daemon_log, adapter_log)
     finally:

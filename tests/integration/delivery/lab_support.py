@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqtt_support import free_port
 from pbxlab import Call, LabInstance, Phone
+from pbxlab.ports import free_port
 from pbxlab.sipp import PortBlock, Sipp, SippProcess
 
 PBXLINK = Path(sys.executable).with_name("pbxlink")

@@ -1,8 +1,5 @@
-"""Delivery test support: a restartable real mosquitto and a recording MQTT consumer.
-
-Each test that needs a broker starts its own mosquitto on a free loopback port (by PID, stopped
-by PID). The broker can be stopped and started again on the same port, which is what the outage
-tests need.
+"""Delivery test support: brokers with their own config (the lab's one launcher) and a recording
+MQTT consumer. A broker can be stopped and started again on the same port (outage tests).
 """
 
 from __future__ import annotations
@@ -11,83 +8,21 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pbxlab.mosquitto import BrokerHandle, BrokerTls
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Mosquitto:
-    """One mosquitto process on 127.0.0.1:<port>, restartable on the same port."""
-
-    def __init__(self, workdir: Path, *, extra_config: str = "") -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
-        self.binary = binary
-        self.port = free_port()
-        self.workdir = workdir
-        self.config = workdir / "mosquitto.conf"
-        self.log = workdir / "mosquitto.log"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "set_tcp_nodelay true\n"
-            # Started as root (the lab runs as root), mosquitto would drop to user "mosquitto"
-            # and could not read pytest's private tmp dirs.
-            + ("user root\n" if os.geteuid() == 0 else "")
-            # Persistent, like a production broker: a consumer's session (and the QoS 1
-            # messages queued for it) survives a broker restart.
-            + "persistence true\n"
-            + f"persistence_location {workdir}/\n"
-            + extra_config
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert self.process is None
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return
-            time.sleep(0.05)
-        pytest.fail("mosquitto did not listen within 10 s")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
+def lab_broker(tmp_path: Path, *, extra_config: str = "", tls: BrokerTls | None = None) -> BrokerHandle:
+    """A broker of the one lab launcher with its own config (ACL, passwords, TLS), started."""
+    state = tmp_path / "mosquitto"
+    return BrokerHandle(f"test-{os.getpid()}-{tmp_path.name}", state, extra_config=extra_config, tls=tls)
 
 
 @dataclass
@@ -181,12 +116,11 @@ async def recording_consumer(port: int, topic: str = "pbxlink/v1/#") -> AsyncIte
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
 
-    task = asyncio.create_task(run())
-    try:
-        async with asyncio.timeout(10):
-            await subscribed.wait()
-        yield consumer
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(run(), name="recording-consumer")
+        try:
+            async with asyncio.timeout(10):
+                await subscribed.wait()
+            yield consumer
+        finally:
+            task.cancel()

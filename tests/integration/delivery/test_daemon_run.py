@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from lab_support import CallLoad, DaemonProcess, new_daemon
-from mqtt_support import Mosquitto, RecordingConsumer, recording_consumer, until
+from mqtt_support import RecordingConsumer, lab_broker, recording_consumer, until
 from pbxlab import AmiClient
 from pbxlab.mosquitto import BrokerHandle
 from pbxlab.session import LabSession
@@ -68,14 +68,15 @@ async def test_systemd_gets_ready_after_ami_login_watchdog_pings_and_stopping(
             logged_in = any(line.get("event") == "ami_resynced" for line in daemon.log_lines())
             messages.append((time.monotonic(), data.decode(), logged_in))
 
-    receiver = asyncio.create_task(receive())
     try:
-        daemon.start({"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"})
-        await until(lambda: sum(m.startswith("WATCHDOG=1") for _, m, _ in messages) >= 3)
-        assert daemon.terminate() == 0
-        await until(lambda: any(m.startswith("STOPPING=1") for _, m, _ in messages))
+        async with asyncio.TaskGroup() as tasks:
+            receiver = tasks.create_task(receive(), name="notify-receiver")
+            daemon.start({"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"})
+            await until(lambda: sum(m.startswith("WATCHDOG=1") for _, m, _ in messages) >= 3)
+            assert daemon.terminate() == 0
+            await until(lambda: any(m.startswith("STOPPING=1") for _, m, _ in messages))
+            receiver.cancel()
     finally:
-        receiver.cancel()
         listener.close()
 
     ready = [(at, logged_in) for at, m, logged_in in messages if m.startswith("READY=1")]
@@ -119,8 +120,7 @@ async def test_sighup_with_a_new_broker_moves_publishing_there_without_a_restart
     daemon.start()
     await asyncio.to_thread(daemon.wait_ready)
     (tmp_path / "second").mkdir()
-    second = Mosquitto(tmp_path / "second")
-    second.start()
+    second = lab_broker(tmp_path / "second")
     try:
         async with recording_consumer(second.port, "pbxlink/v1/#") as moved:
             daemon.config.mqtt_port = second.port

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from mqtt_support import Mosquitto, recording_consumer, until
+from mqtt_support import recording_consumer, until
+from pbxlab.mosquitto import BrokerHandle
 
 from pbxlink.ami.framing import AmiFramer
 from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
@@ -24,6 +25,7 @@ from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
 from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.daemon.replay import read_chunks, replay_outcomes
 from pbxlink.foundation.config import MqttSettings
+from pbxlink.toolkit.metrics import sample
 
 _DATA = Path(__file__).parents[2] / "data" / "ami"
 RECORDINGS = sorted([*_DATA.glob("*.ami"), *_DATA.glob("*.ami.gz")])
@@ -36,14 +38,16 @@ async def daemon_path(tmp_path: Path, port: int) -> AsyncIterator[tuple[CallPipe
         publisher = OutcomePublisher(MqttSettings(port=port), outbox, node="pbx1", metrics=metrics)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=publisher.wake)
         pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1", metrics=metrics)
-        tasks = [asyncio.create_task(writer.run()), asyncio.create_task(publisher.run())]
-        try:
-            yield pipeline, metrics
-        finally:
-            writer.stop()
-            await tasks[0]
-            publisher.stop()
-            await tasks[1]
+        async with asyncio.TaskGroup() as tasks:
+            writing = tasks.create_task(writer.run(), name="outbox-writer")
+            publishing = tasks.create_task(publisher.run(), name="publisher")
+            try:
+                yield pipeline, metrics
+            finally:
+                writer.stop()
+                await writing
+                publisher.stop()
+                await publishing
 
 
 def test_there_are_recordings_to_replay() -> None:
@@ -53,13 +57,13 @@ def test_there_are_recordings_to_replay() -> None:
 @pytest.mark.parametrize("recording", RECORDINGS, ids=lambda p: p.name.split(".")[0])
 async def test_a_recorded_session_reaches_mqtt_once_per_call_as_replay_computes_it(
     recording: Path,
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     expected = list(replay_outcomes(read_chunks(recording)))
     async with (
-        recording_consumer(mosquitto.port, "pbxlink/v1/pbx1/call/#") as consumer,
-        daemon_path(tmp_path, mosquitto.port) as (pipeline, metrics),
+        recording_consumer(mosquitto_broker.port, "pbxlink/v1/pbx1/call/#") as consumer,
+        daemon_path(tmp_path, mosquitto_broker.port) as (pipeline, metrics),
     ):
         framer = AmiFramer()
         for chunk in read_chunks(recording, chunk_size=997):  # frames split across reads
@@ -69,7 +73,8 @@ async def test_a_recorded_session_reaches_mqtt_once_per_call_as_replay_computes_
         await until(lambda: len(consumer.unique_ids("call/outcome")) >= len(expected))
         await until(
             lambda: (
-                metrics.outbox_written.value(kind="call.event") == metrics.published.value(kind="call.event")
+                sample(metrics.registry, "pbxlink_outbox_written_total", kind="call.event")
+                == sample(metrics.registry, "pbxlink_published_total", kind="call.event")
             )
         )
 

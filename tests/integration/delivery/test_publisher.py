@@ -15,28 +15,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from mqtt_support import Mosquitto, recording_consumer, until
+from mqtt_support import lab_broker, recording_consumer, until
+from pbxlab.mosquitto import BrokerHandle, BrokerTls
+from pbxlab.pki import make_test_pki
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
+from pbxlink.daemon.envelope import Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import MessageStatus, Outbox
-from pbxlink.daemon.publisher import Backoff, OutcomePublisher
+from pbxlink.daemon.publisher import OutcomePublisher
 from pbxlink.foundation.config import MqttSettings, Secret
+from pbxlink.toolkit.metrics import sample
+from pbxlink.toolkit.reconnect import Backoff
+from pbxlink.wire.model import Direction
+from pbxlink.wire.samples import sample_event, sample_outcome
 
 NOW = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
 
 def outcome(n: int, *, answered: bool = True) -> Envelope:
-    data = {"schema": 1, "id": f"pbx1:17000.{n}", "direction": "inbound", "answered": answered}
-    return build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=NOW)
+    return build_envelope(sample_outcome(f"pbx1:17000.{n}", answered=answered), node="pbx1", now=NOW)
 
 
 def event(n: int, seq: int) -> Envelope:
-    data = {"schema": 1, "type": "ringing", "call_id": f"pbx1:17000.{n}", "seq": seq, "direction": "outbound"}
-    return build_envelope(MessageKind.EVENT, data, node="pbx1", now=NOW)
+    event = sample_event(f"pbx1:17000.{n}", seq, direction=Direction.OUTBOUND, line=None)
+    return build_envelope(event, node="pbx1", now=NOW)
 
 
-def settings_for(broker: Mosquitto, **changes: object) -> MqttSettings:
+def settings_for(broker: BrokerHandle, **changes: object) -> MqttSettings:
     base = MqttSettings(host="127.0.0.1", port=broker.port, backoff_initial=0.2, backoff_max=1.0)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -49,16 +54,17 @@ def make_password_file(path: Path, user: str, password: str) -> None:
 
 @contextlib.asynccontextmanager
 async def running(publisher: OutcomePublisher) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(publisher.run())
-    try:
-        yield task
-    finally:
-        publisher.stop()
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(publisher.run(), name="publisher")
         try:
-            async with asyncio.timeout(15):
-                await task
-        except TimeoutError:
-            task.cancel()
+            yield task
+        finally:
+            publisher.stop()
+            try:
+                async with asyncio.timeout(15):
+                    await task
+            except TimeoutError:
+                task.cancel()
 
 
 async def wait_until_empty(outbox: Outbox) -> None:
@@ -69,15 +75,15 @@ async def wait_until_empty(outbox: Outbox) -> None:
 
 
 async def test_outcomes_arrive_in_commit_order_with_envelope_and_mqtt5_properties(
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     metrics = DaemonMetrics()
     async with (
         await Outbox.open(tmp_path / "o.sqlite") as outbox,
-        recording_consumer(mosquitto.port) as consumer,
+        recording_consumer(mosquitto_broker.port) as consumer,
     ):
-        publisher = OutcomePublisher(settings_for(mosquitto), outbox, node="pbx1", metrics=metrics)
+        publisher = OutcomePublisher(settings_for(mosquitto_broker), outbox, node="pbx1", metrics=metrics)
         await outbox.add(
             [event(1, 1)] + [outcome(i, answered=i % 2 == 0) for i in range(30)],
             now=time.time(),
@@ -105,20 +111,22 @@ async def test_outcomes_arrive_in_commit_order_with_envelope_and_mqtt5_propertie
         assert 0 < ev.properties["MessageExpiryInterval"] <= 300
         assert "answered" not in ev.properties["UserProperty"]
         assert await outbox.status_of("pbx1:17000.29") is MessageStatus.SENT
-        assert metrics.published.value(kind="call.outcome") == 30
-        assert metrics.publish_latency.count(kind="call.outcome") == 30
+        assert sample(metrics.registry, "pbxlink_published_total", kind="call.outcome") == 30
+        assert sample(metrics.registry, "pbxlink_publish_latency_seconds_count", kind="call.outcome") == 30
 
 
 async def test_presence_is_retained_online_then_offline_on_a_clean_stop(
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
-        publisher = OutcomePublisher(settings_for(mosquitto), outbox, node="pbx1", metrics=DaemonMetrics())
+        publisher = OutcomePublisher(
+            settings_for(mosquitto_broker), outbox, node="pbx1", metrics=DaemonMetrics()
+        )
         async with running(publisher):
             await publisher.wait_connected()
         # A consumer arriving later still learns the state: it is retained.
-        async with recording_consumer(mosquitto.port, "pbxlink/v1/pbx1/status") as consumer:
+        async with recording_consumer(mosquitto_broker.port, "pbxlink/v1/pbx1/status") as consumer:
             await consumer.wait_for(lambda c: len(c.messages) == 1)
     (status,) = consumer.messages
     assert status.retain is True
@@ -127,53 +135,53 @@ async def test_presence_is_retained_online_then_offline_on_a_clean_stop(
 
 
 async def test_messages_committed_while_the_broker_is_down_are_delivered_after_it_returns(
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     metrics = DaemonMetrics()
     async with (
         await Outbox.open(tmp_path / "o.sqlite") as outbox,
-        recording_consumer(mosquitto.port) as consumer,
+        recording_consumer(mosquitto_broker.port) as consumer,
     ):
-        publisher = OutcomePublisher(settings_for(mosquitto), outbox, node="pbx1", metrics=metrics)
+        publisher = OutcomePublisher(settings_for(mosquitto_broker), outbox, node="pbx1", metrics=metrics)
         async with running(publisher):
             await outbox.add([outcome(1)], now=time.time(), event_ttl=300)
             publisher.wake()
             await consumer.wait_for(lambda c: "pbx1:17000.1" in c.unique_ids("call/outcome"))
 
-            mosquitto.stop()
+            mosquitto_broker.stop()
             await outbox.add([outcome(i) for i in range(2, 12)], now=time.time(), event_ttl=300)
             publisher.wake()
             await asyncio.sleep(1.5)  # several reconnect attempts fail meanwhile
             assert not publisher.connected
             assert len(await outbox.pending(limit=100)) == 10  # nothing pretended sent
-            mosquitto.start()
+            mosquitto_broker.start()
 
             await consumer.wait_for(
                 lambda c: c.unique_ids("call/outcome") >= {f"pbx1:17000.{i}" for i in range(1, 12)}
             )
             await wait_until_empty(outbox)
-        assert metrics.reconnects.value(link="mqtt") >= 1
-        assert metrics.mqtt_connected.value() == 0
+        assert sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 1
+        assert sample(metrics.registry, "pbxlink_mqtt_connected") == 0
 
 
 async def test_events_whose_expiry_passed_during_an_outage_are_not_published(
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     metrics = DaemonMetrics()
     async with (
         await Outbox.open(tmp_path / "o.sqlite") as outbox,
-        recording_consumer(mosquitto.port) as consumer,
+        recording_consumer(mosquitto_broker.port) as consumer,
     ):
         await outbox.add([event(1, 1)], now=time.time() - 100, event_ttl=30)  # long expired
         await outbox.add([outcome(1)], now=time.time(), event_ttl=30)
-        publisher = OutcomePublisher(settings_for(mosquitto), outbox, node="pbx1", metrics=metrics)
+        publisher = OutcomePublisher(settings_for(mosquitto_broker), outbox, node="pbx1", metrics=metrics)
         async with running(publisher):
             await consumer.wait_for(lambda c: len(c.ids("call/outcome")) == 1)
         assert consumer.ids("call/event") == []
         assert await outbox.status_of("pbx1:17000.1:1") is MessageStatus.EXPIRED
-        assert metrics.expired.value() == 1
+        assert sample(metrics.registry, "pbxlink_events_expired_total") == 1
 
 
 async def test_a_publish_the_broker_refuses_stays_pending_and_is_counted(
@@ -184,17 +192,18 @@ async def test_a_publish_the_broker_refuses_stays_pending_and_is_counted(
     # a success.
     acl = tmp_path / "acl"
     acl.write_text("topic write pbxlink/v1/pbx1/status\ntopic read pbxlink/v1/#\n")
-    broker = Mosquitto(tmp_path, extra_config=f"acl_file {acl}\n")
-    broker.start()
+    broker = lab_broker(tmp_path, extra_config=f"acl_file {acl}\n")
     try:
         metrics = DaemonMetrics()
         async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
             await outbox.add([outcome(1)], now=time.time(), event_ttl=None)
             publisher = OutcomePublisher(settings_for(broker), outbox, node="pbx1", metrics=metrics)
             async with running(publisher):
-                await until(lambda: metrics.publish_failures.value(reason="refused") >= 1)
+                await until(
+                    lambda: sample(metrics.registry, "pbxlink_publish_failures_total", reason="refused") >= 1
+                )
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
-            assert metrics.published.value(kind="call.outcome") == 0
+            assert sample(metrics.registry, "pbxlink_published_total", kind="call.outcome") == 0
             (row,) = await outbox.pending(limit=5)
             assert row.attempts >= 1
     finally:
@@ -206,9 +215,7 @@ async def test_username_and_password_are_used_and_a_wrong_password_keeps_retryin
 ) -> None:
     passwd = tmp_path / "passwd"
     make_password_file(passwd, "pbxlink", "s3cret")
-    broker = Mosquitto(tmp_path, extra_config=f"allow_anonymous false\npassword_file {passwd}\n")
-    broker.config.write_text(broker.config.read_text().replace("allow_anonymous true\n", ""))
-    broker.start()
+    broker = lab_broker(tmp_path, extra_config=f"allow_anonymous false\npassword_file {passwd}\n")
     try:
         metrics = DaemonMetrics()
         async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
@@ -220,7 +227,7 @@ async def test_username_and_password_are_used_and_a_wrong_password_keeps_retryin
                 metrics=metrics,
             )
             async with running(wrong):
-                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                await until(lambda: sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 2)
                 assert not wrong.connected
                 assert "not authori" in (wrong.last_error or "").lower(), wrong.last_error
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
@@ -251,27 +258,27 @@ async def main() -> None:
     outbox = await Outbox.open(Path(sys.argv[1]))
     publisher = OutcomePublisher(MqttSettings(port=int(sys.argv[2])), outbox, node="pbx9",
                                  metrics=DaemonMetrics())
-    task = asyncio.create_task(publisher.run())
-    await publisher.wait_connected()
-    print(publisher.session, flush=True)
-    await task
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(publisher.run(), name="publisher")
+        await publisher.wait_connected()
+        print(publisher.session, flush=True)
 
 asyncio.run(main())
 """
 
 
 async def test_the_will_marks_the_node_offline_when_the_daemon_dies(
-    mosquitto: Mosquitto,
+    mosquitto_broker: BrokerHandle,
     tmp_path: Path,
 ) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    async with recording_consumer(mosquitto.port, "pbxlink/v1/pbx9/status") as consumer:
+    async with recording_consumer(mosquitto_broker.port, "pbxlink/v1/pbx9/status") as consumer:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             KILLED_PUBLISHER,
             str(tmp_path / "o.sqlite"),
-            str(mosquitto.port),
+            str(mosquitto_broker.port),
             env=env,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -294,69 +301,15 @@ def test_backoff_is_jittered_within_half_to_full_and_capped(attempt: int) -> Non
     assert ceiling / 2 <= backoff.delay(attempt, 0.37) <= ceiling
 
 
-def make_tls_files(directory: Path, name: str) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (openssl)."""
-    ca_key, ca_crt = directory / f"{name}-ca.key", directory / f"{name}-ca.crt"
-    key, csr, crt = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.crt"
-    ext = directory / f"{name}.ext"
-    ext.write_text("subjectAltName = IP:127.0.0.1\n")
-    for args in (
-        [
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca_crt),
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={name} test CA",
-        ],
-        [
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        [
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_crt),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-out",
-            str(crt),
-            "-days",
-            "2",
-            "-extfile",
-            str(ext),
-        ],
-    ):
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-    return ca_crt, crt, key
-
-
 async def test_tls_with_the_right_ca_delivers_and_with_another_ca_refuses_to_connect(
     tmp_path: Path,
 ) -> None:
-    ca, crt, key = await asyncio.to_thread(make_tls_files, tmp_path, "broker")
-    other_ca, _, _ = await asyncio.to_thread(make_tls_files, tmp_path, "other")
-    broker = Mosquitto(tmp_path, extra_config=f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n")
-    broker.start()
+    pki = await asyncio.to_thread(make_test_pki, tmp_path / "pki")
+    other_ca = (await asyncio.to_thread(make_test_pki, tmp_path / "other")).ca_file
+    ca = pki.ca_file
+    broker = lab_broker(
+        tmp_path, tls=BrokerTls(ca, pki.server_cert, pki.server_key, require_certificate=False)
+    )
     try:
         async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
             await outbox.add([outcome(1)], now=time.time(), event_ttl=None)
@@ -365,7 +318,7 @@ async def test_tls_with_the_right_ca_delivers_and_with_another_ca_refuses_to_con
                 settings_for(broker, tls=True, ca_file=other_ca), outbox, node="pbx1", metrics=metrics
             )
             async with running(impostor):
-                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                await until(lambda: sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 2)
                 assert not impostor.connected
                 assert "certificate verify failed" in (impostor.last_error or "")
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
@@ -380,59 +333,12 @@ async def test_tls_with_the_right_ca_delivers_and_with_another_ca_refuses_to_con
         broker.stop()
 
 
-def make_client_cert(directory: Path, ca: Path, ca_key: Path) -> tuple[Path, Path]:
-    key, csr, crt = directory / "client.key", directory / "client.csr", directory / "client.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            "/CN=pbxlink-pbx1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-out",
-            str(crt),
-            "-days",
-            "2",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return crt, key
-
-
 async def test_a_broker_requiring_client_certificates_gets_the_configured_one(
     tmp_path: Path,
 ) -> None:
-    ca, crt, key = await asyncio.to_thread(make_tls_files, tmp_path, "broker")
-    client_crt, client_key = await asyncio.to_thread(
-        make_client_cert, tmp_path, ca, tmp_path / "broker-ca.key"
-    )
-    broker = Mosquitto(
-        tmp_path, extra_config=f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\nrequire_certificate true\n"
-    )
-    broker.start()
+    pki = await asyncio.to_thread(make_test_pki, tmp_path / "pki")
+    ca, client_crt, client_key = pki.ca_file, pki.client_cert, pki.client_key
+    broker = lab_broker(tmp_path, tls=BrokerTls(ca, pki.server_cert, pki.server_key))
     try:
         async with await Outbox.open(tmp_path / "o.sqlite") as outbox:
             await outbox.add([outcome(1)], now=time.time(), event_ttl=None)
@@ -446,7 +352,7 @@ async def test_a_broker_requiring_client_certificates_gets_the_configured_one(
                 publish_timeout=2,
             )
             async with running(anonymous):
-                await until(lambda: metrics.reconnects.value(link="mqtt") >= 2)
+                await until(lambda: sample(metrics.registry, "pbxlink_reconnects_total", link="mqtt") >= 2)
                 assert not anonymous.connected
             assert await outbox.status_of("pbx1:17000.1") is MessageStatus.PENDING
 

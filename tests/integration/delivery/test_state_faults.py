@@ -17,17 +17,19 @@ from pathlib import Path
 import pytest
 from mqtt_support import until
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
+from pbxlink.daemon.envelope import Envelope, build_envelope
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox, OutboxError, OutboxWriteError
 from pbxlink.daemon.pipeline import OutboxWriter
+from pbxlink.toolkit.metrics import sample
+from pbxlink.wire.samples import sample_outcome
 
 pytestmark = pytest.mark.lab  # needs root for mount(8)
 
 
 def outcome(n: int) -> Envelope:
-    data = {"schema": 1, "id": f"pbx1:1.{n}", "direction": "inbound", "answered": True, "padding": "x" * 2000}
-    return build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
+    padded = sample_outcome(f"pbx1:1.{n}", recordings=("x" * 2000,))
+    return build_envelope(padded, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -74,19 +76,19 @@ async def test_a_full_disk_is_an_error_the_batch_waits_in_memory_and_commits_lat
         await outbox.add([outcome(0)], now=1.0, event_ttl=None)
         filler = fill(small_disk)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=committed)
-        task = asyncio.create_task(writer.run())
-        writer.submit([outcome(i) for i in range(1, 40)])
-        await until(lambda: metrics.outbox_write_errors.value() >= 2)
-        assert not writer.writable
-        assert "disk is full" in (writer.last_error or "")
-        assert writer.backlog == 39
-        assert commits == 0  # the publisher was never told there is something to send
-        assert [m.message_id for m in await outbox.pending(limit=100)] == ["pbx1:1.0"]
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(writer.run(), name="outbox-writer")
+            writer.submit([outcome(i) for i in range(1, 40)])
+            await until(lambda: sample(metrics.registry, "pbxlink_outbox_write_errors_total") >= 2)
+            assert not writer.writable
+            assert "disk is full" in (writer.last_error or "")
+            assert writer.backlog == 39
+            assert commits == 0  # the publisher was never told there is something to send
+            assert [m.message_id for m in await outbox.pending(limit=100)] == ["pbx1:1.0"]
 
-        filler.unlink()
-        await until(lambda: writer.backlog == 0)
-        writer.stop()
-        await task
+            filler.unlink()
+            await until(lambda: writer.backlog == 0)
+            writer.stop()
         assert writer.writable
         assert commits == 1
         pending = await outbox.pending(limit=100)
@@ -135,16 +137,16 @@ async def test_a_full_backlog_pushes_back_until_the_disk_accepts_writes_again(
     async with await Outbox.open(small_disk / "outbox.sqlite") as outbox:
         filler = fill(small_disk)
         writer = OutboxWriter(outbox, metrics=metrics, event_ttl=60, on_commit=lambda: None, max_backlog=10)
-        task = asyncio.create_task(writer.run())
-        writer.submit([outcome(i) for i in range(5)])
-        await asyncio.wait_for(writer.wait_for_room(), 1)  # below the limit: no waiting
-        writer.submit([outcome(i) for i in range(5, 12)])
-        room = asyncio.create_task(writer.wait_for_room())
-        await asyncio.sleep(1.0)
-        assert not room.done()  # the AMI reader would be parked here
-        filler.unlink()
-        await asyncio.wait_for(room, 20)
-        await until(lambda: writer.backlog == 0)
-        writer.stop()
-        await task
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(writer.run(), name="outbox-writer")
+            writer.submit([outcome(i) for i in range(5)])
+            await asyncio.wait_for(writer.wait_for_room(), 1)  # below the limit: no waiting
+            writer.submit([outcome(i) for i in range(5, 12)])
+            room = tasks.create_task(writer.wait_for_room(), name="ami-reader-waiting")
+            await asyncio.sleep(1.0)
+            assert not room.done()  # the AMI reader would be parked here
+            filler.unlink()
+            await asyncio.wait_for(room, 20)
+            await until(lambda: writer.backlog == 0)
+            writer.stop()
         assert len(await outbox.pending(limit=100)) == 12

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -13,8 +13,10 @@ import pytest
 
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
+from pbxlink.wire.model import DirectoryTime
 
 pytestmark = pytest.mark.lab
 
@@ -31,12 +33,12 @@ def owned_by(number: str, extension: str) -> bytes:
     return encode_directory_entry(
         DirectoryEntry(
             number,
-            datetime.fromisoformat("2026-11-22T10:00:00Z"),
+            DirectoryTime.parse("2026-11-22T10:00:00Z"),
             (
                 ClientOwners(
                     "c1",
                     "Client",
-                    datetime.fromisoformat("2025-01-01T00:00:00Z"),
+                    DirectoryTime.parse("2025-01-01T00:00:00Z"),
                     (Responsible("ivan", extension),),
                 ),
             ),
@@ -65,17 +67,17 @@ async def store(tmp_path: Path) -> AsyncIterator[DirectoryStore]:
         yield opened
 
 
-async def run_feed(feed: DirectoryFeed, broker: BrokerLike) -> asyncio.Task[None]:
-    task = asyncio.create_task(
-        feed.run(host=broker.host, port=broker.port, backoff_initial=0.1, backoff_max=0.5)
-    )
-    await until(feed.subscribed.is_set)
-    return task
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+@contextlib.asynccontextmanager
+async def feeding(feed: DirectoryFeed, broker: BrokerLike) -> AsyncIterator[None]:
+    """The feed's own connection loop, owned by a TaskGroup, until the block ends."""
+    settings = MqttSettings(host=broker.host, port=broker.port, backoff_initial=0.1, backoff_max=0.5)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(feed.run(settings, identifier="test-directory-feed"), name="feed")
+        try:
+            await until(feed.subscribed.is_set)
+            yield
+        finally:
+            task.cancel()
 
 
 async def test_retained_directory_arrives_at_subscribe_and_survives_a_restart(
@@ -87,11 +89,8 @@ async def test_retained_directory_arrives_at_subscribe_and_survives_a_restart(
     numbers = [f"+38098{n:07d}" for n in range(2000)]
     await publish(mosquitto_broker, [(directory_topic(n), owned_by(n, "101")) for n in numbers])
     feed = DirectoryFeed(store)
-    task = await run_feed(feed, mosquitto_broker)
-    try:
+    async with feeding(feed, mosquitto_broker):
         await until(lambda: feed.counters.applied == len(numbers))
-    finally:
-        await stop(task)
     assert store.lookup("+380980001999") is not None
     assert feed.counters.batches < len(numbers)  # batched, not one transaction each
     async with DirectoryStore(tmp_path / "directory.sqlite3") as restarted:
@@ -103,8 +102,7 @@ async def test_live_update_delete_and_bad_payload(
     store: DirectoryStore,
 ) -> None:
     feed = DirectoryFeed(store)
-    task = await run_feed(feed, mosquitto_broker)
-    try:
+    async with feeding(feed, mosquitto_broker):
         await publish(
             mosquitto_broker, [(directory_topic("+380981234567"), owned_by("+380981234567", "101"))]
         )
@@ -122,8 +120,6 @@ async def test_live_update_delete_and_bad_payload(
         )
         await publish(mosquitto_broker, [(directory_topic("+380981234567"), b"")])
         await until(lambda: store.lookup("+380981234567") is None)
-    finally:
-        await stop(task)
     assert await store.count_rows() == 0
 
 
@@ -132,8 +128,7 @@ async def test_feed_reconnects_after_the_broker_restarts(
     store: DirectoryStore,
 ) -> None:
     feed = DirectoryFeed(store)
-    task = await run_feed(feed, mosquitto_broker)
-    try:
+    async with feeding(feed, mosquitto_broker):
         mosquitto_broker.stop()
         await until(lambda: not feed.subscribed.is_set())
         mosquitto_broker.start()
@@ -142,5 +137,3 @@ async def test_feed_reconnects_after_the_broker_restarts(
             mosquitto_broker, [(directory_topic("+380671112233"), owned_by("+380671112233", "103"))]
         )
         await until(lambda: store.lookup("+380671112233") is not None)
-    finally:
-        await stop(task)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from pbxlink.routing.directory import (
     parse_directory_message,
 )
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible, RoutingEntry
+from pbxlink.wire.model import DirectoryTime
 
 IVAN = Responsible("ivan", "101")
 OLGA = Responsible("olga", "102")
@@ -25,10 +25,10 @@ GONE = Responsible("gone", "103", deleted=True)
 
 def message(number: str, *owners: tuple[str, Responsible], employee: str | None = None) -> DirectoryUpdate:
     clients = tuple(
-        ClientOwners(f"c{i}", f"Client {i}", datetime.fromisoformat(created), (person,))
+        ClientOwners(f"c{i}", f"Client {i}", DirectoryTime.parse(created), (person,))
         for i, (created, person) in enumerate(owners)
     )
-    entry = DirectoryEntry(number, datetime.fromisoformat("2026-11-22T10:00:00Z"), clients, employee)
+    entry = DirectoryEntry(number, DirectoryTime.parse("2026-11-22T10:00:00Z"), clients, employee)
     return parse_directory_message(directory_topic(number), encode_directory_entry(entry))
 
 
@@ -148,12 +148,13 @@ async def test_a_message_applied_while_loading_is_not_overwritten_by_the_load(
     async with DirectoryStore(path) as store:
         await store.apply([message(f"+38098{n:07d}", ("2025-01-01T00:00:00Z", IVAN)) for n in range(50_000)])
     async with DirectoryStore(path) as store:
-        loading = asyncio.create_task(store.load())
-        await asyncio.sleep(0)  # the load has started reading its snapshot
-        await store.apply(
-            [message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)), deletion("+380980000001")]
-        )
-        assert await loading == 50_000
+        async with asyncio.TaskGroup() as tasks:
+            loading = tasks.create_task(store.load(), name="directory-load")
+            await asyncio.sleep(0)  # the load has started reading its snapshot
+            await store.apply(
+                [message("+380980049999", ("2025-01-01T00:00:00Z", OLGA)), deletion("+380980000001")]
+            )
+            assert await loading == 50_000
         entry = store.lookup("+380980049999")
         assert entry is not None
         assert entry.first == (OLGA,)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-from datetime import datetime
 from pathlib import Path
 
+from pbxlink.ami.framing import Frame
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.probe import ask
 from pbxlink.daemon.agi.router import DIRECTORY_FILE, Router
@@ -14,8 +14,14 @@ from pbxlink.daemon.config import Settings, StateSettings, load_settings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible
 from pbxlink.routing.settings import AgiSettings
+from pbxlink.wire.model import DirectoryTime
 
 NUMBER = "+380981234567"
+
+
+def ami_frame(headers: dict[str, str]) -> Frame:
+    """An AMI frame as Asterisk writes it: ``Key: value`` lines, CRLF."""
+    return Frame("".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode())
 
 
 def settings_for(tmp_path: Path) -> Settings:
@@ -30,10 +36,10 @@ def settings_for(tmp_path: Path) -> Settings:
 async def seed(tmp_path: Path) -> None:
     entry = DirectoryEntry(
         NUMBER,
-        datetime.fromisoformat("2026-11-22T10:00:00Z"),
+        DirectoryTime.parse("2026-11-22T10:00:00Z"),
         (
             ClientOwners(
-                "c1", "Client", datetime.fromisoformat("2025-01-01T00:00:00Z"), (Responsible("ivan", "101"),)
+                "c1", "Client", DirectoryTime.parse("2025-01-01T00:00:00Z"), (Responsible("ivan", "101"),)
             ),
         ),
     )
@@ -49,13 +55,15 @@ async def test_router_routes_from_the_persisted_directory_and_live_presence(
         await router.wait_ready()
         port = router.server.port
         first = await ask(port, caller="0981234567", uniqueid="17.2", linkedid="17.1")
-        router.on_ami_frame({"Event": "DeviceStateChange", "Device": "PJSIP/101", "State": "INUSE"})
+        router.on_ami_frame(
+            ami_frame({"Event": "DeviceStateChange", "Device": "PJSIP/101", "State": "INUSE"})
+        )
         busy = await ask(port, caller="0981234567", uniqueid="18.2", linkedid="18.1")
         router.on_ami_snapshot(
             [
-                {"Event": "DeviceStateChange", "Device": "PJSIP/101", "State": "NOT_INUSE"},
-                {"Event": "DeviceStateChange", "Device": "PJSIP/102"},  # unreadable: counted
-                {"Event": "DeviceStateListComplete", "ListItems": "2"},
+                ami_frame({"Event": "DeviceStateChange", "Device": "PJSIP/101", "State": "NOT_INUSE"}),
+                ami_frame({"Event": "DeviceStateChange", "Device": "PJSIP/102"}),  # unreadable: counted
+                ami_frame({"Event": "DeviceStateListComplete", "ListItems": "2"}),
             ]
         )
         again = await ask(port, caller="+380981234567", uniqueid="19.2", linkedid="19.1")
@@ -65,7 +73,7 @@ async def test_router_routes_from_the_persisted_directory_and_live_presence(
     assert (busy.variables["PBXLINK_ROUTE"], busy.variables["PBXLINK_ROUTE_REASON"]) == ("", "owner_busy")
     assert again.variables["PBXLINK_ROUTE"] == "PJSIP/101"
     assert routing is not None
-    assert (routing["reason"], routing["owner"], routing["caller_e164"]) == ("owner_busy", "101", NUMBER)
+    assert (routing.reason, routing.owner, routing.caller_e164) == ("owner_busy", "101", NUMBER)
 
 
 async def test_router_with_agi_disabled_does_not_listen(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import aiomqtt
@@ -24,10 +23,12 @@ from pbxlab.scenarios_freepbx import SETTINGS_FAMILIES
 from pbxlab.session import LabSession
 from pbxlab.sipp import Call, Phone
 
+from pbxlink.ami.framing import Frame as AmiFrame
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import directory_topic, encode_directory_entry, parse_directory_message
 from pbxlink.routing.model import (
     Availability,
@@ -36,12 +37,8 @@ from pbxlink.routing.model import (
     Responsible,
     RoutingPolicy,
 )
-from pbxlink.routing.presence import (
-    PresenceFrameProblem,
-    PresenceTracker,
-    presence_snapshot_from_frames,
-    presence_update_from_frame,
-)
+from pbxlink.routing.presence import PresenceDecoder, PresenceFrameProblem, PresenceTracker
+from pbxlink.wire.model import DirectoryTime
 
 pytestmark = pytest.mark.lab
 
@@ -56,12 +53,12 @@ def owned_by(number: str, extension: str) -> bytes:
     return encode_directory_entry(
         DirectoryEntry(
             number,
-            datetime.fromisoformat("2026-11-22T10:00:00Z"),
+            DirectoryTime.parse("2026-11-22T10:00:00Z"),
             (
                 ClientOwners(
                     "c1",
                     "Client",
-                    datetime.fromisoformat("2025-01-01T00:00:00Z"),
+                    DirectoryTime.parse("2025-01-01T00:00:00Z"),
                     (Responsible("ivan", extension),),
                 ),
             ),
@@ -69,10 +66,15 @@ def owned_by(number: str, extension: str) -> bytes:
     )
 
 
+def ami_frame(headers: dict[str, str]) -> AmiFrame:
+    """The lab client's header dict back as the AMI frame Asterisk sent (``Key: value`` lines)."""
+    return AmiFrame("".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode())
+
+
 class LivePresence:
     """Presence from a live AMI session: seeded with DeviceStateList, then every event.
 
-    This is the wiring the daemon does (AMI frame → presence_update_from_frame → tracker);
+    This is the wiring the daemon does (AMI frame → the codec's presence events → tracker);
     frames arrive on the lab client's reader thread and are applied on the event loop.
     """
 
@@ -83,8 +85,9 @@ class LivePresence:
         self.events = self.ami.subscribe()
         self.problems: list[PresenceFrameProblem] = []
         self._stop = threading.Event()
+        self.decoder = PresenceDecoder()
         snapshot = self.ami.list_action("DeviceStateList", "DeviceStateListComplete")
-        updates, problems = presence_snapshot_from_frames(snapshot)
+        updates, problems = self.decoder.snapshot(ami_frame(headers) for headers in snapshot)
         self.problems.extend(problems)
         loop.call_soon_threadsafe(tracker.replace, updates)
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -96,7 +99,7 @@ class LivePresence:
                 _, frame, _ = self.events.get(timeout=0.1)
             except queue.Empty:
                 continue
-            update = presence_update_from_frame(frame)
+            update = self.decoder.update(ami_frame(frame))
             if isinstance(update, PresenceFrameProblem):
                 self.problems.append(update)
             elif update is not None:
@@ -461,6 +464,7 @@ async def test_slow_directory_hits_the_deadline_and_falls_through(
     decision = routing.decisions.get(linkedid)
     assert decision is not None
     assert (decision.target, decision.reason) == (None, "deadline")
+    assert decision.decided_in_ms is not None
     assert 400 <= decision.decided_in_ms < 1000
     assert agi_status(call) == "SUCCESS"
     agi_at = stamp(app_started(call, "AGI"))
@@ -481,8 +485,9 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
     async with DirectoryStore(tmp_path / "directory.sqlite3") as store:
         await store.load()
         feed = DirectoryFeed(store)
-        feeding = asyncio.create_task(feed.run(host=mosquitto_broker.host, port=mosquitto_broker.port))
-        try:
+        settings = MqttSettings(host=mosquitto_broker.host, port=mosquitto_broker.port)
+        async with asyncio.TaskGroup() as tasks:
+            feeding = tasks.create_task(feed.run(settings, identifier="test-directory-feed"), name="feed")
             async with aiomqtt.Client(
                 mosquitto_broker.host, mosquitto_broker.port, protocol=aiomqtt.ProtocolVersion.V5
             ) as crm:
@@ -505,9 +510,7 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
                     },
                     Call(DID, caller, "Published Caller", hold_ms=3000),
                 )
-        finally:
             feeding.cancel()
-            await asyncio.gather(feeding, return_exceptions=True)
     call = of_call(frames, caller_linkedid(frames, caller))
     assert agent_rings(call)[0][0] == "103"
     assert bridged_agents(call) == ["103"]

@@ -104,7 +104,8 @@ class AmiClient:
         self.closed.set()
 
     def __enter__(self) -> AmiClient:
-        return self.connect()
+        # LabSession.ami() hands out a connected client: a second connect would leak the first socket
+        return self if self._sock is not None else self.connect()
 
     def __exit__(
         self,
@@ -136,6 +137,9 @@ class AmiClient:
                     subscribers = list(self._subscribers)
                 for q in subscribers:
                     q.put((now, headers, output))
+        if sock is not None and self._sock is sock:  # the peer went away (an Asterisk crash): close our end
+            self._sock = None
+            sock.close()
         self.closed.set()
 
     # ---- subscriptions --------------------------------------------------------

@@ -29,7 +29,8 @@ from typing import Any
 
 from pbxlab.driver import LabDriver
 from pbxlab.instance import LabInstance, running_instance, setup_asterisk, start_asterisk, stop_asterisk
-from pbxlab.mosquitto import Broker, free_port, start_mosquitto, stop_mosquitto
+from pbxlab.mosquitto import Broker, start_mosquitto, stop_mosquitto
+from pbxlab.ports import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 WORK = REPO / ".demo"
@@ -64,7 +65,7 @@ def step(text: str) -> None:
     say(f"\n== {text}")
 
 
-def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
+def config_text(instance: LabInstance, broker: Broker, http_port: int, adapter_http_port: int) -> str:
     """The demo's config: embedded defaults, pointed at the lab's ports and the demo's files."""
     return textwrap.dedent(f"""\
         # Written by `make demo`: the defaults, plus the lab's ports and the demo's files.
@@ -94,6 +95,7 @@ def config_text(instance: LabInstance, broker: Broker, http_port: int) -> str:
 
         [adapter]
         name = "demo-crm"
+        http_port = {adapter_http_port}
         database = "{WORK / "crm.sqlite3"}"
 
         [crm]
@@ -174,10 +176,11 @@ class OutcomeWatcher:
 
     def __init__(self, broker: Broker) -> None:
         import paho.mqtt.client as mqtt  # noqa: PLC0415 - the venv has it (aiomqtt's dependency)
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415 - same
 
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="pbxlink-demo-watcher", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id="pbxlink-demo-watcher", protocol=mqtt.MQTTv5
         )
         self._client.on_message = self._on_message
         self._client.on_connect = lambda client, *_: client.subscribe("pbxlink/v1/+/call/outcome", qos=1)
@@ -233,15 +236,23 @@ def main() -> int:
         instance = start_asterisk(offset) if started_asterisk else running_instance(offset)
         assert instance is not None
         if started_asterisk:
-            cleanup.callback(
-                lambda: (stop_asterisk(offset), say(f"   stopped Asterisk (pid {instance.pid})"))
-            )
+
+            def stop_our_asterisk() -> None:
+                stop_asterisk(offset)
+                say(f"   stopped Asterisk (pid {instance.pid})")
+
+            cleanup.callback(stop_our_asterisk)
         say(
             f"   Asterisk pid {instance.pid}: AMI 127.0.0.1:{instance.ami_port}, "
             f"SIP 127.0.0.1:{instance.sip_port}"
         )
         broker = start_mosquitto(port=instance.mqtt_port, name=f"demo-{offset}", state_dir=WORK / "mosquitto")
-        cleanup.callback(lambda: (stop_mosquitto(broker), say(f"   stopped mosquitto (pid {broker.pid})")))
+
+        def stop_our_mosquitto() -> None:
+            stop_mosquitto(broker)
+            say(f"   stopped mosquitto (pid {broker.pid})")
+
+        cleanup.callback(stop_our_mosquitto)
         say(f"   mosquitto pid {broker.pid}: 127.0.0.1:{broker.port}")
         cleanup.callback(procs.stop_all)
 
@@ -250,7 +261,7 @@ def main() -> int:
         (WORK / "ami.secret").chmod(0o600)
         http_port = free_port()
         config = WORK / "pbxlink.toml"
-        config.write_text(config_text(instance, broker, http_port))
+        config.write_text(config_text(instance, broker, http_port, free_port()))
         pbxlink("check-config", "--quiet", "-c", str(config))
         daemon = procs.start("pbxlink run", [str(PBXLINK), "run", "-c", str(config)], WORK / "daemon.log")
         wait_ready(http_port, daemon)

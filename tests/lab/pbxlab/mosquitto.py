@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pbxlab import ports
 from pbxlab.instance import LAB_DIR, STATE_ROOT, LabError
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -37,10 +38,24 @@ class Broker:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free right now (the one helper: pbxlab.ports)."""
+    return ports.free_port()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """A TLS-only listener: the broker's certificate, and the CA clients must be signed by."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = True  # clients must present a certificate signed by ca_file
+
+    def config(self) -> str:
+        return (
+            f"cafile {self.ca_file}\ncertfile {self.cert_file}\nkeyfile {self.key_file}\n"
+            f"require_certificate {'true' if self.require_certificate else 'false'}\n"
+        )
 
 
 def _find_mosquitto() -> str | None:
@@ -88,8 +103,16 @@ def start_mosquitto(
     *,
     autosave_interval: int = 1,
     timeout: float = 10.0,
+    tls: BrokerTls | None = None,
+    extra_config: str = "",
+    persistence: bool = True,
 ) -> Broker:
-    """Start a broker (or return the one already running under `name`)."""
+    """Start a broker (or return the one already running under `name`).
+
+    ``tls`` makes the one listener TLS-only; ``persistence=False`` keeps nothing on disk
+    (benches). ``extra_config`` is appended to the generated mosquitto.conf: ``password_file``,
+    ``acl_file``, ``allow_anonymous false``, limits...
+    """
     state = state_dir or STATE_ROOT / f"mosquitto-{name}"
     pid_file = state / "mosquitto.pid"
     port_file = state / "port"
@@ -104,26 +127,33 @@ def start_mosquitto(
     # mosquitto's own user could not enter
     user = pwd.getpwuid(os.geteuid()).pw_name
     conf = state / "mosquitto.conf"
-    conf.write_text(
-        "# pbxlab broker (generated)\n"
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "persistence true\n"
-        f"persistence_location {state / 'data'}/\n"
-        f"autosave_interval {autosave_interval}\n"
-        f"log_dest file {state / 'mosquitto.log'}\n"
-        "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-        "connection_messages true\n"
-        f"user {user}\n"
-    )
+    lines = [
+        "# pbxlab broker (generated)",
+        f"listener {port} 127.0.0.1",
+        tls.config() if tls is not None else "",
+        # extra_config may say otherwise (a password_file test): then it alone decides.
+        "" if "allow_anonymous" in extra_config else "allow_anonymous true",
+        # QoS 1 round trips otherwise wait on Nagle + delayed ACK on the broker's side too.
+        "set_tcp_nodelay true",
+        "persistence true" if persistence else "persistence false",
+        f"persistence_location {state / 'data'}/" if persistence else "",
+        f"autosave_interval {autosave_interval}" if persistence else "",
+        f"log_dest file {state / 'mosquitto.log'}",
+        "log_type error\nlog_type warning\nlog_type notice\nlog_type information",
+        "connection_messages true",
+        f"user {user}",
+        extra_config,
+    ]
+    conf.write_text("\n".join(line.rstrip("\n") for line in lines if line) + "\n")
     log = state / "mosquitto.log"
-    proc = subprocess.Popen(
-        [_mosquitto_exe(), "-c", str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=(state / "stderr.log").open("wb"),
-        start_new_session=True,
-    )
+    with (state / "stderr.log").open("wb") as stderr:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [_mosquitto_exe(), "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
     _children[proc.pid] = proc
     deadline = time.monotonic() + timeout
     while not _port_open(port):
@@ -174,10 +204,20 @@ def stop_mosquitto(
 class BrokerHandle:
     """A lab broker that tests can stop, kill and start again (same port and data)."""
 
-    def __init__(self, name: str, state_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        state_dir: Path,
+        port: int | None = None,
+        *,
+        tls: BrokerTls | None = None,
+        extra_config: str = "",
+    ) -> None:
         self.name = name
         self.state_dir = state_dir
-        self._broker = start_mosquitto(port, name, state_dir)
+        self._tls = tls
+        self._extra = extra_config
+        self._broker = start_mosquitto(port, name, state_dir, tls=tls, extra_config=extra_config)
 
     @property
     def host(self) -> str:
@@ -203,7 +243,9 @@ class BrokerHandle:
         stop_mosquitto(self._broker, kill=kill)
 
     def start(self) -> None:
-        self._broker = start_mosquitto(self._broker.port, self.name, self.state_dir)
+        self._broker = start_mosquitto(
+            self._broker.port, self.name, self.state_dir, tls=self._tls, extra_config=self._extra
+        )
 
     def restart(self) -> None:
         self.stop()

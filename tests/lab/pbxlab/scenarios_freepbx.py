@@ -184,7 +184,15 @@ def _forward(
     if carrier is not None:
         phones["carrier"] = carrier
     ctx.phones(**phones)
-    ctx.call(Call(EXT101_DID, caller, "Forward Caller", **call))
+    ctx.call(
+        Call(
+            EXT101_DID,
+            caller,
+            "Forward Caller",
+            hold_ms=call.get("hold_ms", 5000),
+            answer_timeout_ms=call.get("answer_timeout_ms", 60000),
+        )
+    )
     kind = {"CF": "unconditional", "CFB": "busy", "CFU": "no answer"}[key]
     return [_inbound(caller, EXT101_DID, forward={"agent": "101", "kind": kind, "to": target}, **truth)]
 

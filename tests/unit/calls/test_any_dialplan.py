@@ -19,7 +19,8 @@ def _recording(name: str) -> Path:
 
 
 def _one(replay: Replay, name: str) -> dict[str, Any]:
-    [outcome] = replay(_recording(name))
+    outcomes: list[dict[str, Any]] = replay(_recording(name))
+    [outcome] = outcomes
     return outcome
 
 

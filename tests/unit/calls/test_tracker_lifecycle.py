@@ -15,6 +15,7 @@ from pbxlink.calls.model import CallOutcome, LiveEvent, LiveEventType
 from pbxlink.calls.parties import PartyRules
 from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks
+from pbxlink.wire.instant import Instant
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ami"
 SETTINGS = CallTrackerSettings(parties=PartyRules(r"^1\d\d$", frozenset({"trunk"})), settle_seconds=2.0)
@@ -51,7 +52,7 @@ def test_an_outcome_waits_for_the_settle_time_after_the_last_hangup() -> None:
     settled = tracker.tick(last_hangup + 2.0)
     outcomes = [o for o in settled if isinstance(o, CallOutcome)]
     assert len(outcomes) == 1
-    assert outcomes[0].ended_at == last_hangup
+    assert outcomes[0].ended_at == Instant.from_epoch(last_hangup)
     ended = [o for o in settled if isinstance(o, LiveEvent)]
     assert [e.type for e in ended] == [LiveEventType.ENDED]
     assert tracker.tick(last_hangup + 100) == []  # exactly once
@@ -115,7 +116,7 @@ def test_a_resync_that_lists_nothing_ends_the_calls_it_knew_as_reconstructed() -
     assert outcome.reconstructed is True
     assert outcome.answered is True
     assert outcome.hangup_by is None
-    assert outcome.ended_at == resync_at
+    assert outcome.ended_at == Instant.from_epoch(resync_at)
 
 
 def test_channels_seen_in_the_new_session_survive_a_listing_taken_before_them() -> None:

@@ -14,8 +14,9 @@ from pbxlink.adapters.backends.sqlite_crm import SqliteCrm
 from pbxlink.adapters.config import settings_from_toml
 from pbxlink.adapters.inbox import Inbox, Receipt
 from pbxlink.adapters.processing import Processor
-from pbxlink.adapters.store import MIGRATIONS, Store, _statements, open_store
+from pbxlink.adapters.store import MIGRATIONS, Store, open_store
 from pbxlink.rules.samples import request, request_message
+from pbxlink.toolkit.sqlite_schema import split_statements
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 RULES = """
@@ -86,7 +87,7 @@ async def test_a_request_with_a_bad_sender_address_is_dead_lettered(store: Store
 async def test_a_version_1_database_is_migrated_with_its_clients_kept(tmp_path: Path) -> None:
     path = tmp_path / "v1.sqlite3"
     with sqlite3.connect(path) as db:
-        for statement in _statements(MIGRATIONS[0]):
+        for statement in split_statements(MIGRATIONS[0]):
             db.execute(statement)
         db.execute("PRAGMA user_version = 1")
         db.execute("INSERT INTO clients (name, created_at) VALUES ('Иван', '2020-01-01T00:00:00Z')")

@@ -20,10 +20,10 @@ async def test_a_task_cancelled_during_begin_does_not_wedge_the_next_transaction
                 entered.set()
                 await db.execute("INSERT INTO request_queues VALUES ('lost', 1)")
 
-        task = asyncio.create_task(writer())
-        await asyncio.sleep(0)  # the task now waits for its BEGIN to come back from the DB thread
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer(), name="writer")
+            await asyncio.sleep(0)  # the task now waits for its BEGIN to come back from the DB thread
+            task.cancel()
         assert not entered.is_set()
         async with store.transaction() as db:  # raised "within a transaction" before the fix
             await db.execute("INSERT INTO request_queues VALUES ('kept', 2)")
@@ -44,10 +44,10 @@ async def test_a_task_cancelled_inside_its_transaction_rolls_it_back(tmp_path: P
                 started.set()
                 await asyncio.sleep(10)
 
-        task = asyncio.create_task(writer())
-        await started.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.TaskGroup() as tasks:
+            task = tasks.create_task(writer(), name="writer")
+            await started.wait()
+            task.cancel()
         async with store.transaction():
             pass
         assert await store.db.execute_fetchall("SELECT * FROM request_queues") == []
@@ -73,5 +73,6 @@ def test_two_processes_opening_a_new_database_at_once_both_succeed(tmp_path: Pat
             subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True)
             for _ in range(4)
         ]
-        errors = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+        stderrs = [p.communicate(timeout=60)[1] for p in procs]  # communicate closes the pipes
+        errors = [(p.returncode, err) for p, err in zip(procs, stderrs, strict=True)]
         assert [rc for rc, _ in errors] == [0, 0, 0, 0], errors

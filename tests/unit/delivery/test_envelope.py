@@ -6,19 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 from pbxlink.daemon.envelope import MessageKind, NodeTopics, build_envelope, iso_utc
+from pbxlink.wire.codec import to_builtins
+from pbxlink.wire.model import Direction, LiveEventType
+from pbxlink.wire.samples import sample_event, sample_outcome
 
 
 def test_outcome_envelope_uses_the_outcome_id_as_key_and_keeps_the_data() -> None:
-    data = {
-        "schema": 1,
-        "id": "pbx1:1763852000.11",
-        "direction": "inbound",
-        "answered": False,
-        "external": {"raw": "0981234567", "e164": "+380981234567"},
-    }
-    env = build_envelope(
-        MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 11, 22, 23, 0, 5, 250000, tzinfo=UTC)
-    )
+    outcome = sample_outcome("pbx1:1763852000.11", answered=False)
+    env = build_envelope(outcome, node="pbx1", now=datetime(2026, 11, 22, 23, 0, 5, 250000, tzinfo=UTC))
     body = json.loads(env.payload)
     assert body == {
         "schema": 1,
@@ -26,31 +21,28 @@ def test_outcome_envelope_uses_the_outcome_id_as_key_and_keeps_the_data() -> Non
         "type": "call.outcome",
         "node": "pbx1",
         "time": "2026-11-22T23:00:05.250Z",
-        "data": data,
+        "data": to_builtins(outcome),
     }
+    assert body["data"]["id"] == "pbx1:1763852000.11"
+    assert body["data"]["external"] == {"raw": "0981234567", "e164": "+380981234567"}
     assert env.topic == "pbxlink/v1/pbx1/call/outcome"
     assert (env.message_id, env.direction, env.answered) == ("pbx1:1763852000.11", "inbound", False)
 
 
 def test_event_envelope_key_is_call_id_and_seq() -> None:
-    data = {
-        "schema": 1,
-        "type": "answered",
-        "call_id": "pbx2:17.4",
-        "seq": 3,
-        "direction": "outbound",
-        "agent": "101",
-    }
-    env = build_envelope(MessageKind.EVENT, data, node="pbx2", now=datetime(2026, 1, 1, tzinfo=UTC))
+    event = sample_event("pbx2:17.4", 3, kind=LiveEventType.ANSWERED, direction=Direction.OUTBOUND)
+    env = build_envelope(event, node="pbx2", now=datetime(2026, 1, 1, tzinfo=UTC))
     assert env.message_id == "pbx2:17.4:3"
     assert env.topic == "pbxlink/v1/pbx2/call/event"
     assert env.answered is None
-    assert json.loads(env.payload)["type"] == "call.event"
+    body = json.loads(env.payload)
+    assert body["type"] == "call.event"
+    assert body["data"]["type"] == "answered"
+    assert "from_agent" not in body["data"]  # written on transferred events only
 
 
 def test_non_ascii_text_is_sent_as_utf8_not_escaped() -> None:
-    data = {"id": "pbx1:1.1", "direction": "inbound", "answered": True, "line": "Київ"}
-    env = build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
+    env = build_envelope(sample_outcome(line="Київ"), node="pbx1", now=datetime(2026, 1, 1, tzinfo=UTC))
     assert "Київ".encode() in env.payload
 
 

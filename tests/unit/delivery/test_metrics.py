@@ -1,77 +1,56 @@
-"""Prometheus text output and the /metrics, /healthz, /readyz server (real loopback sockets)."""
+"""The daemon's metrics (prometheus_client) and the /metrics, /healthz, /readyz server (real sockets)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from pbxlink.daemon.metrics import (
-    Counter,
-    DaemonMetrics,
-    Gauge,
-    HealthServer,
-    Histogram,
-    Readiness,
-    Registry,
-)
+from pbxlink.daemon.agi.directory_feed import FeedCounters
+from pbxlink.daemon.agi.server import AgiCounters
+from pbxlink.daemon.metrics import DaemonMetrics
+from pbxlink.toolkit.http import HealthServer, Readiness
+from pbxlink.toolkit.metrics import sample
 
 
-def test_counter_and_gauge_render_in_the_text_format_with_escaped_labels() -> None:
-    registry = Registry()
-    events = registry.add(Counter("x_events_total", "events", ["event"]))
-    up = registry.add(Gauge("x_up", "up"))
-    events.inc(event="Newchannel")
-    events.inc(2, event='Odd"name\\')
-    up.set(1)
-    assert registry.render() == (
-        "# HELP x_events_total events\n"
-        "# TYPE x_events_total counter\n"
-        'x_events_total{event="Newchannel"} 1\n'
-        'x_events_total{event="Odd\\"name\\\\"} 2\n'
-        "# HELP x_up up\n"
-        "# TYPE x_up gauge\n"
-        "x_up 1\n"
-    )
+def _families(registry: CollectorRegistry) -> list[str]:
+    text = generate_latest(registry).decode()
+    return [family.name for family in text_string_to_metric_families(text)]
 
 
-def test_histogram_buckets_are_cumulative_with_sum_and_count() -> None:
-    registry = Registry()
-    latency = registry.add(Histogram("x_seconds", "latency", buckets=(0.1, 1.0)))
-    for value in (0.05, 0.5, 0.5, 3.0):
-        latency.observe(value)
-    lines = registry.render().splitlines()
-    assert lines[2:] == [
-        'x_seconds_bucket{le="0.1"} 1',
-        'x_seconds_bucket{le="1"} 3',
-        'x_seconds_bucket{le="+Inf"} 4',
-        "x_seconds_sum 4.05",
-        "x_seconds_count 4",
-    ]
+def test_daemon_metrics_expose_every_family_once() -> None:
+    names = _families(DaemonMetrics().registry)
+    assert len(names) == len(set(names))
+    assert "pbxlink_publish_latency_seconds" in names
+    assert "pbxlink_outbox_pending" in names
 
 
-def test_wrong_labels_and_negative_counter_increments_are_refused() -> None:
-    counter = Counter("x_total", "x", ["kind"])
-    with pytest.raises(ValueError, match="takes labels"):
-        counter.inc(other="a")
-    with pytest.raises(ValueError, match="only goes up"):
-        counter.inc(-1, kind="a")
+def test_two_daemons_in_one_process_do_not_share_counters() -> None:
+    first, second = DaemonMetrics(), DaemonMetrics()
+    first.published.labels(kind="call.outcome").inc()
+    assert sample(first.registry, "pbxlink_published_total", kind="call.outcome") == 1
+    assert sample(second.registry, "pbxlink_published_total", kind="call.outcome") == 0
 
 
-def test_the_same_metric_name_cannot_be_registered_twice() -> None:
-    registry = Registry()
-    registry.add(Gauge("x", "x"))
-    with pytest.raises(ValueError, match="twice"):
-        registry.add(Counter("x", "x"))
-
-
-def test_daemon_metrics_render_every_family_once() -> None:
-    text = DaemonMetrics().registry.render()
-    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
-    assert len(types) == len(set(types))
-    assert "pbxlink_publish_latency_seconds" in types
-    assert "pbxlink_outbox_pending" in types
+def test_agi_counters_are_exported_at_scrape_time_and_absent_while_agi_is_off() -> None:
+    metrics = DaemonMetrics()
+    counters, feed = AgiCounters(), FeedCounters()
+    running: list[tuple[AgiCounters, FeedCounters]] = []
+    metrics.export_agi(lambda: running[0] if running else None)
+    assert sample(metrics.registry, "pbxlink_agi_deadline_hits_total") == 0
+    running.append((counters, feed))
+    counters.connections, counters.answered, counters.routed, counters.deadline = 5, 4, 3, 1
+    counters.over_limit = 1
+    feed.rejected = 2
+    r = metrics.registry
+    assert sample(r, "pbxlink_agi_requests_total") == 5
+    assert sample(r, "pbxlink_agi_decisions_total", result="routed") == 3
+    assert sample(r, "pbxlink_agi_decisions_total", result="no_route") == 1
+    assert sample(r, "pbxlink_agi_deadline_hits_total") == 1
+    assert sample(r, "pbxlink_agi_rejected_total", reason="over_limit") == 1
+    assert sample(r, "pbxlink_directory_messages_total", result="rejected") == 2
 
 
 async def _get(port: int, request: bytes) -> tuple[int, bytes]:
@@ -86,17 +65,23 @@ async def _get(port: int, request: bytes) -> tuple[int, bytes]:
 
 async def test_server_answers_metrics_health_and_readiness_over_http() -> None:
     metrics = DaemonMetrics()
-    metrics.published.inc(kind="call.outcome")
+    metrics.published.labels(kind="call.outcome").inc()
     checks = {"ami": True, "mqtt": False}
     async with HealthServer(metrics.registry, lambda: Readiness(dict(checks)), port=0) as server:
-        status, body = await _get(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, body = await _get(
+            server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         assert status == 200
-        assert b'pbxlink_published_total{kind="call.outcome"} 1' in body
+        assert b'pbxlink_published_total{kind="call.outcome"} 1.0' in body
 
-        status, body = await _get(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        status, body = await _get(
+            server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         assert (status, body) == (200, b"ok\n")
 
-        status, body = await _get(server.port, b"GET /readyz HTTP/1.1\r\n\r\n")
+        status, body = await _get(
+            server.port, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         assert status == 503
         assert json.loads(body) == {"ready": False, "checks": {"ami": True, "mqtt": False}}
 
@@ -107,11 +92,12 @@ async def test_server_answers_metrics_health_and_readiness_over_http() -> None:
 
 
 async def test_server_refuses_unknown_paths_methods_and_garbage() -> None:
-    async with HealthServer(Registry(), lambda: Readiness({}), port=0) as server:
-        assert (await _get(server.port, b"GET /admin HTTP/1.1\r\n\r\n"))[0] == 404
-        assert (await _get(server.port, b"POST /metrics HTTP/1.1\r\n\r\n"))[0] == 405
+    async with HealthServer(CollectorRegistry(), lambda: Readiness({}), port=0) as server:
+        close = b"Host: x\r\nConnection: close\r\n\r\n"
+        assert (await _get(server.port, b"GET /admin HTTP/1.1\r\n" + close))[0] == 404
+        assert (await _get(server.port, b"POST /metrics HTTP/1.1\r\n" + close))[0] == 405
         assert (await _get(server.port, b"\x16\x03\x01 garbage\r\n\r\n"))[0] == 400
-        oversized = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
+        oversized = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n"
         assert (await _get(server.port, oversized))[0] == 400
         # And it still serves after all that.
-        assert (await _get(server.port, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 200
+        assert (await _get(server.port, b"GET /healthz HTTP/1.1\r\n" + close))[0] == 200

@@ -12,20 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from pbxlink.daemon.envelope import Envelope, MessageKind, build_envelope
+from pbxlink.daemon.envelope import Envelope, build_envelope
 from pbxlink.daemon.outbox import MessageStatus, Outbox, OutboxError
+from pbxlink.wire.samples import sample_event, sample_outcome
 
 NOW = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
 
 def outcome(linkedid: str, *, answered: bool = True) -> Envelope:
-    data = {"schema": 1, "id": f"pbx1:{linkedid}", "direction": "inbound", "answered": answered}
-    return build_envelope(MessageKind.OUTCOME, data, node="pbx1", now=NOW)
+    return build_envelope(sample_outcome(f"pbx1:{linkedid}", answered=answered), node="pbx1", now=NOW)
 
 
 def event(linkedid: str, seq: int) -> Envelope:
-    data = {"schema": 1, "type": "ringing", "call_id": f"pbx1:{linkedid}", "seq": seq, "direction": "inbound"}
-    return build_envelope(MessageKind.EVENT, data, node="pbx1", now=NOW)
+    return build_envelope(sample_event(f"pbx1:{linkedid}", seq), node="pbx1", now=NOW)
 
 
 async def test_pending_messages_come_back_in_commit_order_until_marked_sent(
@@ -115,15 +114,15 @@ WRITER = """
 import asyncio, os, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from pbxlink.daemon.envelope import MessageKind, build_envelope
+from pbxlink.daemon.envelope import build_envelope
 from pbxlink.daemon.outbox import Outbox
+from pbxlink.wire.samples import sample_outcome
 
 async def main() -> None:
     outbox = await Outbox.open(Path(sys.argv[1]))
     now = datetime.now(UTC)
     for i in range(50):
-        env = build_envelope(MessageKind.OUTCOME, {"id": f"pbx1:{i}.0", "direction": "inbound",
-                             "answered": True}, node="pbx1", now=now)
+        env = build_envelope(sample_outcome(f"pbx1:{i}.0"), node="pbx1", now=now)
         await outbox.add([env], now=float(i), event_ttl=None)
     print("committed", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)

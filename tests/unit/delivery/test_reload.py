@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,16 @@ import pytest
 from pbxlink.daemon.config import Settings, load_settings
 from pbxlink.daemon.runtime import Daemon
 from pbxlink.daemon.systemd import SystemdNotifier
+from pbxlink.toolkit.metrics import sample
 
 
 @pytest.fixture
-def notify(tmp_path: Path) -> tuple[socket.socket, SystemdNotifier]:
+def notify(tmp_path: Path) -> Iterator[tuple[socket.socket, SystemdNotifier]]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.setblocking(False)
-    return sock, SystemdNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    yield sock, SystemdNotifier.from_environment({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+    sock.close()
 
 
 def received(sock: socket.socket) -> list[str]:
@@ -47,7 +50,7 @@ async def test_a_bad_config_on_reload_is_refused_and_the_running_one_stays(
 
     assert daemon.apply_reload() is False
     assert daemon.settings is before
-    assert daemon.metrics.config_reloads.value(result="error") == 1
+    assert sample(daemon.metrics.registry, "pbxlink_config_reloads_total", result="error") == 1
     messages = received(sock)
     assert messages[0].startswith("RELOADING=1\nMONOTONIC_USEC=")
     assert messages[-1].startswith("READY=1\nSTATUS=")
@@ -68,7 +71,7 @@ async def test_a_good_config_is_applied_but_restart_only_sections_keep_their_val
     assert daemon.settings.mqtt.port == 1884
     assert daemon.settings.tracker == old.tracker
     assert daemon.settings.node == old.node
-    assert daemon.metrics.config_reloads.value(result="applied") == 1
+    assert sample(daemon.metrics.registry, "pbxlink_config_reloads_total", result="applied") == 1
 
 
 def test_a_reload_without_a_config_source_does_nothing() -> None:

@@ -45,14 +45,14 @@ async def run_part(path: Path, frames: list[Frame], *, restore: bool, finish: bo
         pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1", metrics=metrics)
         if restore:
             pipeline.replay_journal(await outbox.journal())
-        task = asyncio.create_task(writer.run())
-        for frame in frames:
-            pipeline.feed(frame)
-            await asyncio.sleep(0)  # let the writer commit while frames arrive, as in the daemon
-        if finish:
-            pipeline.tick(float("inf"))
-        writer.stop()
-        await task
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(writer.run(), name="outbox-writer")
+            for frame in frames:
+                pipeline.feed(frame)
+                await asyncio.sleep(0)  # let the writer commit while frames arrive, as in the daemon
+            if finish:
+                pipeline.tick(float("inf"))
+            writer.stop()
 
 
 async def outcomes_in(path: Path) -> dict[str, object]:

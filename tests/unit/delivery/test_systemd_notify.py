@@ -104,14 +104,15 @@ async def test_watchdog_pings_from_the_loop_at_half_the_interval(
     )  # 0.2 s: ping every 0.1 s
     loop = asyncio.get_running_loop()
     arrivals: list[float] = []
-    task = asyncio.create_task(keep_watchdog_fed(notifier))
-    try:
-        while len(arrivals) < 4:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
-            assert data == b"WATCHDOG=1"
-            arrivals.append(loop.time())
-    finally:
-        task.cancel()
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(keep_watchdog_fed(notifier), name="watchdog")
+        try:
+            while len(arrivals) < 4:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
+                assert data == b"WATCHDOG=1"
+                arrivals.append(loop.time())
+        finally:
+            task.cancel()
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert all(gap >= 0.09 for gap in gaps), gaps
 
@@ -122,10 +123,11 @@ async def test_watchdog_is_withheld_while_unhealthy(
     sock, path = notify_socket
     notifier = SystemdNotifier.from_environment({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
     healthy = False
-    task = asyncio.create_task(keep_watchdog_fed(notifier, healthy=lambda: healthy))
-    await asyncio.sleep(0.3)
-    assert _drain(sock) == []
-    healthy = True
-    data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 100), 5)
-    task.cancel()
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(keep_watchdog_fed(notifier, healthy=lambda: healthy), name="watchdog")
+        await asyncio.sleep(0.3)
+        assert _drain(sock) == []
+        healthy = True
+        data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 100), 5)
+        task.cancel()
     assert data == b"WATCHDOG=1"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pbxlab.ami_client import parse_frame
+from pbxlab.ports import free_port
 from pbxlab.route_stub import RouteStub, StubRoute
 from pbxlab.sipp import DTMF_INFO_BLOCK, SippError, render
 
@@ -61,9 +62,7 @@ def _agi_session(port: int, caller: str) -> list[str]:
 
 
 def test_route_stub_sets_the_three_routing_variables_per_caller() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     stub = RouteStub(
         port, StubRoute("", "unknown_caller"), {"+380501110001": StubRoute("PJSIP/101", "owner", "101")}
     ).start()

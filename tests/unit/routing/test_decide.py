@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -21,13 +21,15 @@ from pbxlink.routing.model import (
     DirectoryEntry,
     PickPolicy,
     Responsible,
-    RouteDecision,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
     Rule,
     RuleAction,
 )
 from pbxlink.routing.presence import DeviceState, PresenceTracker, QueueMemberUpdate
+from pbxlink.wire.codec import to_builtins
+from pbxlink.wire.model import DirectoryTime
 
 
 def responsible(
@@ -42,13 +44,13 @@ def responsible(
 
 
 def client(client_id: str, created_at: str, *responsibles: Responsible) -> ClientOwners:
-    return ClientOwners(client_id, f"Client {client_id}", datetime.fromisoformat(created_at), responsibles)
+    return ClientOwners(client_id, f"Client {client_id}", DirectoryTime.parse(created_at), responsibles)
 
 
 def payload(number: str, *clients: ClientOwners, employee: str | None = None) -> bytes:
     """The retained message the CRM side publishes for one number."""
     return encode_directory_entry(
-        DirectoryEntry(number, datetime.fromisoformat("2026-11-22T10:00:00Z"), clients, employee)
+        DirectoryEntry(number, DirectoryTime.parse("2026-11-22T10:00:00Z"), clients, employee)
     )
 
 
@@ -60,7 +62,7 @@ def index_of(*payloads: bytes) -> DirectoryIndex:
     return index
 
 
-NOW = datetime(2026, 11, 23, 10, 30)
+NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)  # the AGI service passes an aware local time
 LINE = "4930100200"
 POLICY = RoutingPolicy(default_region="UA")
 
@@ -92,7 +94,7 @@ DIRECTORY = index_of(
 
 def route(
     caller: str, *, presence: PresenceTracker | None = None, policy: RoutingPolicy = POLICY, line: str = LINE
-) -> RouteDecision:
+) -> RoutingDecision:
     return decide(
         RouteRequest(caller=caller, line=line, uniqueid="1.1"),
         DIRECTORY,
@@ -104,7 +106,7 @@ def route(
 
 @pytest.mark.parametrize("caller", ["0981234567", "380981234567", "+380981234567", "+38 (098) 123-45-67"])
 def test_known_caller_in_any_written_form_rings_the_responsible_manager(caller: str) -> None:
-    assert route(caller) == RouteDecision(
+    assert route(caller) == RoutingDecision(
         target="PJSIP/101",
         agent="101",
         reason="owner",
@@ -244,7 +246,11 @@ def test_first_matching_rule_wins_and_dials_its_target() -> None:
 
 def test_time_window_rule_matches_across_midnight_only_inside_the_window() -> None:
     at_night = decide(
-        RouteRequest("0981234567", LINE), DIRECTORY, PresenceTracker(), RULES, datetime(2026, 11, 23, 23, 15)
+        RouteRequest("0981234567", LINE),
+        DIRECTORY,
+        PresenceTracker(),
+        RULES,
+        datetime(2026, 11, 23, 23, 15, tzinfo=UTC),
     )
     by_day = decide(RouteRequest("0981234567", LINE), DIRECTORY, PresenceTracker(), RULES, NOW)
     assert (at_night.target, at_night.rule) == ("PJSIP/103", "night")
@@ -260,7 +266,7 @@ def test_rule_region_reads_caller_numbers_of_that_line() -> None:
 
 
 def test_decision_json_matches_the_contract_keys() -> None:
-    assert set(route("0981234567").to_json()) == {
+    assert set(to_builtins(route("0981234567"))) == {
         "target",
         "agent",
         "reason",

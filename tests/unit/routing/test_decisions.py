@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pbxlink.daemon.agi.service import RoutingDecisions
-from pbxlink.routing.model import RouteDecision, RouteReason, RouteRequest
+from pbxlink.routing.model import RouteReason, RouteRequest, RoutingDecision, fall_through
 
 
-def decision_for(request: RouteRequest) -> RouteDecision:
-    return RouteDecision.fall_through(request, RouteReason.UNKNOWN_CALLER)
+def decision_for(request: RouteRequest) -> RoutingDecision:
+    return fall_through(request, RouteReason.UNKNOWN_CALLER)
 
 
 def test_found_by_linkedid_and_by_uniqueid() -> None:

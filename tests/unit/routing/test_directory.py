@@ -18,6 +18,7 @@ from pbxlink.routing.directory import (
     parse_directory_message,
 )
 from pbxlink.routing.model import ClientOwners, DirectoryEntry, Responsible, RoutingEntry
+from pbxlink.wire.model import DirectoryTime
 
 TOPIC = "pbxlink/v1/directory/380981234567"
 CLIENT_NAME = "\u0422\u041e\u0412 \u0420\u043e\u043c\u0430\u0448\u043a\u0430"  # Cyrillic
@@ -55,9 +56,14 @@ def test_a_contract_message_parses_into_an_entry() -> None:
     assert update.digits == "380981234567"
     assert update.entry == DirectoryEntry(
         number="+380981234567",
-        updated_at=datetime(2026, 11, 22, 10, tzinfo=UTC),
+        updated_at=DirectoryTime.of(datetime(2026, 11, 22, 10, tzinfo=UTC)),
         clients=(
-            ClientOwners("42", CLIENT_NAME, datetime(2025, 1, 1, tzinfo=UTC), (Responsible("ivan", "101"),)),
+            ClientOwners(
+                "42",
+                CLIENT_NAME,
+                DirectoryTime.of(datetime(2025, 1, 1, tzinfo=UTC)),
+                (Responsible("ivan", "101"),),
+            ),
         ),
         employee=None,
     )

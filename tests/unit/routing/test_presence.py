@@ -1,4 +1,4 @@
-"""Presence: AMI frames → typed updates → per-agent availability."""
+"""Presence: AMI frames → the AMI codec's typed presence events → per-agent availability."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pbxlink.ami.framing import AmiFramer, Frame
 from pbxlink.routing.model import Availability
 from pbxlink.routing.presence import (
     ContactState,
@@ -13,18 +14,27 @@ from pbxlink.routing.presence import (
     DeviceState,
     DeviceStateUpdate,
     ExtensionUpdate,
+    PresenceDecoder,
     PresenceFrameProblem,
     PresenceTracker,
+    PresenceUpdate,
     QueueMemberRemoval,
     QueueMemberUpdate,
     agent_for_device,
-    presence_snapshot_from_frames,
-    presence_update_from_frame,
 )
 
 
-def frame(event: str, **headers: str) -> dict[str, str]:
-    return {"Event": event, "Privilege": "call,all", **headers}
+def raw_frame(headers: dict[str, str]) -> Frame:
+    """An AMI frame as Asterisk writes it: ``Key: value`` lines, CRLF."""
+    return Frame("".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode())
+
+
+def frame(event: str, **headers: str) -> Frame:
+    return raw_frame({"Event": event, "Privilege": "call,all", **headers})
+
+
+def presence_update_from_frame(item: Frame) -> PresenceUpdate | PresenceFrameProblem | None:
+    return PresenceDecoder().update(item)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +131,7 @@ def test_agent_for_device(device: str, agent: str | None) -> None:
         ),
     ],
 )
-def test_presence_frames_map_to_typed_updates(headers: dict[str, str], update: object) -> None:
+def test_presence_frames_map_to_typed_updates(headers: Frame, update: object) -> None:
     assert presence_update_from_frame(headers) == update
 
 
@@ -130,10 +140,10 @@ def test_presence_frames_map_to_typed_updates(headers: dict[str, str], update: o
     [
         frame("Newchannel", Channel="PJSIP/101-00000001"),
         frame("DeviceStateListComplete", EventList="Complete", ListItems="3"),
-        {"Response": "Success", "Message": "Device State Changes will follow"},
+        raw_frame({"Response": "Success", "Message": "Device State Changes will follow"}),
     ],
 )
-def test_irrelevant_frames_are_ignored(headers: dict[str, str]) -> None:
+def test_irrelevant_frames_are_ignored(headers: Frame) -> None:
     assert presence_update_from_frame(headers) is None
 
 
@@ -147,20 +157,20 @@ def test_irrelevant_frames_are_ignored(headers: dict[str, str]) -> None:
         (frame("ContactStatus", URI="sip:x", ContactStatus="Weird", AOR="101"), "unknown contact status"),
     ],
 )
-def test_malformed_presence_frames_come_back_as_problems(headers: dict[str, str], reason: str) -> None:
+def test_malformed_presence_frames_come_back_as_problems(headers: Frame, reason: str) -> None:
     result = presence_update_from_frame(headers)
     assert isinstance(result, PresenceFrameProblem)
     assert reason in result.reason
-    assert result.event == headers["Event"]
+    assert result.event == headers.event
 
 
-def test_header_names_are_case_insensitive() -> None:
+def test_event_names_and_state_values_are_read_whatever_their_case() -> None:
     assert presence_update_from_frame(
-        {"event": "DeviceStateChange", "device": "PJSIP/101", "state": "not_inuse"}
+        raw_frame({"Event": "devicestatechange", "Device": "PJSIP/101", "State": "not_inuse"})
     ) == DeviceStateUpdate("PJSIP/101", DeviceState.NOT_INUSE)
 
 
-def tracker_with(*frames: dict[str, str]) -> PresenceTracker:
+def tracker_with(*frames: Frame) -> PresenceTracker:
     tracker = PresenceTracker()
     for headers in frames:
         update = presence_update_from_frame(headers)
@@ -251,9 +261,11 @@ def test_reconnect_snapshot_replaces_stale_device_states() -> None:
         frame("QueueMemberPause", Queue="support", Interface="PJSIP/103", Paused="1"),
     )
     # answer to Action: DeviceStateList after a reconnect
-    updates, problems = presence_snapshot_from_frames(
+    updates, problems = PresenceDecoder().snapshot(
         [
-            {"Response": "Success", "EventList": "start", "Message": "Device State Changes will follow"},
+            raw_frame(
+                {"Response": "Success", "EventList": "start", "Message": "Device State Changes will follow"}
+            ),
             frame("DeviceStateChange", Device="PJSIP/101", State="NOT_INUSE"),
             frame("DeviceStateChange", Device="PJSIP/102", State="NOT_INUSE"),
             frame("DeviceStateChange", Device="PJSIP/103", State="NOT_INUSE"),
@@ -273,27 +285,18 @@ def test_reconnect_snapshot_replaces_stale_device_states() -> None:
 AMI_DATA = Path(__file__).resolve().parents[2] / "data" / "ami"
 
 
-def recorded_frames(name: str) -> list[dict[str, str]]:
-    """The frames of a raw recorded AMI session (CRLF lines, blank line between frames)."""
-    raw = (AMI_DATA / f"{name}.ami").read_bytes().decode("utf-8", errors="replace")
-    frames: list[dict[str, str]] = []
-    for block in raw.split("\r\n\r\n"):
-        headers: dict[str, str] = {}
-        for line in block.split("\r\n"):
-            key, sep, value = line.partition(": ")
-            if sep:
-                headers.setdefault(key, value)
-        if headers:
-            frames.append(headers)
-    return frames
+def recorded_frames(name: str) -> list[Frame]:
+    """The frames of a raw recorded AMI session, as the AMI framer cuts them."""
+    return AmiFramer().feed((AMI_DATA / f"{name}.ami").read_bytes())
 
 
-def replay(name: str) -> list[tuple[dict[str, str], dict[str, Availability]]]:
+def replay(name: str) -> list[tuple[Frame, dict[str, Availability]]]:
     """Feed a recording to a tracker; after each presence frame, say what it knows of 101..103."""
     tracker = PresenceTracker()
-    seen: list[tuple[dict[str, str], dict[str, Availability]]] = []
+    decoder = PresenceDecoder()
+    seen: list[tuple[Frame, dict[str, Availability]]] = []
     for headers in recorded_frames(name):
-        update = presence_update_from_frame(headers)
+        update = decoder.update(headers)
         assert not isinstance(update, PresenceFrameProblem), (headers, update)
         if update is not None:
             tracker.apply(update)

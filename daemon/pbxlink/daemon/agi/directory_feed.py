@@ -17,20 +17,20 @@ at QoS 1, 5,000 at QoS 0). Use ``qos=1`` only with a broker configured for it.
 from __future__ import annotations
 
 import asyncio
-import random
-import ssl
 from dataclasses import dataclass
 
 import aiomqtt
 import structlog
 
 from pbxlink.daemon.agi.directory_store import DirectoryStore
+from pbxlink.foundation.config import MqttSettings
 from pbxlink.routing.directory import (
     DIRECTORY_TOPIC_PREFIX,
     DirectoryPayloadError,
     DirectoryUpdate,
     parse_directory_message,
 )
+from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
 __all__ = ["DirectoryFeed", "FeedCounters"]
 
@@ -111,35 +111,16 @@ class DirectoryFeed:
             relevant = [m for m in batch if m.topic.matches(self.topic_filter)]
             await self._apply(relevant)
 
-    async def run(
-        self,
-        *,
-        host: str,
-        port: int,
-        identifier: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
-        """Own connection, reconnecting forever (until cancelled)."""
-        delay = backoff_initial
+    async def run(self, settings: MqttSettings, *, identifier: str) -> None:
+        """Own connection (built by the one factory: TLS, auth), reconnecting until cancelled."""
+        reconnect = mqtt_reconnect(settings)
         while True:
             try:
-                async with aiomqtt.Client(
-                    host,
-                    port,
-                    identifier=identifier,
-                    username=username,
-                    password=password,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    tls_context=tls_context,
-                ) as client:
-                    delay = backoff_initial
+                async with mqtt_client(settings, identifier=identifier) as client:
+                    reconnect.succeeded()
                     await self.consume(client)
-            except aiomqtt.MqttError as exc:
+            except reconnect.transient as exc:
                 self.subscribed.clear()
+                delay = reconnect.failed()
                 log.warning("directory_feed_disconnected", error=str(exc), retry_in=round(delay, 2))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-            delay = min(delay * 2, backoff_max)
+                await reconnect.wait(delay)

@@ -20,18 +20,22 @@ import aiosqlite
 
 from pbxlink.routing.directory import DirectoryIndex, DirectoryUpdate
 from pbxlink.routing.model import Responsible, RoutingEntry
+from pbxlink.toolkit.sqlite_schema import Schema, SchemaError, migrate
 
 __all__ = ["SCHEMA_VERSION", "DirectoryStore", "DirectoryStoreError"]
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
+_MIGRATIONS: tuple[str, ...] = (
+    """
 CREATE TABLE IF NOT EXISTS directory (
     number     INTEGER PRIMARY KEY,  -- E.164 digits without '+'
     payload    BLOB NOT NULL,        -- the retained message as received
     route      TEXT NOT NULL,        -- compact RoutingEntry (see _encode_route)
     updated_at TEXT NOT NULL
 );
-"""
+""",
+)
+SCHEMA = Schema("directory", _MIGRATIONS)
+SCHEMA_VERSION = SCHEMA.version
 _UPSERT = """
 INSERT INTO directory (number, payload, route, updated_at) VALUES (?, ?, ?, ?)
 ON CONFLICT(number) DO UPDATE SET
@@ -103,19 +107,14 @@ class DirectoryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(self.path)
         try:
-            version = (await (await db.execute("PRAGMA user_version")).fetchone() or (0,))[0]
-            if version > SCHEMA_VERSION:
-                msg = (
-                    f"{self.path}: directory schema {version} is newer than this pbxlink "
-                    f"understands ({SCHEMA_VERSION})"
-                )
-                raise DirectoryStoreError(msg)
+            await db.execute("PRAGMA busy_timeout = 5000")
             await db.execute("PRAGMA journal_mode=WAL")
             # the directory is re-sent by the broker (retained), so NORMAL durability is enough
             await db.execute("PRAGMA synchronous=NORMAL")
-            await db.executescript(_SCHEMA)
-            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            await db.commit()
+            await migrate(db, SCHEMA, path=self.path)
+        except SchemaError as exc:
+            await db.close()
+            raise DirectoryStoreError(str(exc)) from exc
         except aiosqlite.DatabaseError as exc:
             await db.close()
             raise DirectoryStoreError(f"{self.path}: {exc}") from exc

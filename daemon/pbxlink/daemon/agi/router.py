@@ -1,10 +1,10 @@
 """Routing at run time, in one `async with`: directory, presence, decisions and the AGI server.
 
     async with Router(settings) as router:     # AGI listening at once, directory loading
-        ami frames   → router.on_ami_frame(headers)
+        ami frames   → router.on_ami_frame(frame)   (decoded by the AMI codec's presence events)
         AMI (re)connect: frames answering DeviceStateList → router.on_ami_snapshot(frames)
         MQTT client  → await router.consume_directory(client)   (or router.feed.run(...))
-        outcome      → router.routing_for([linkedid, *uniqueids])  → `routing` JSON or None
+        outcome      → router.routing_for([linkedid, *uniqueids])  → RoutingDecision or None
 
 The directory loads in the background: AGI requests that arrive before it is loaded wait for
 it up to the deadline, then fall through (reason ``deadline``) instead of answering a wrong
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,17 +25,14 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import structlog
 
+from pbxlink.ami.decode import FrameLike
 from pbxlink.daemon.agi.directory_feed import DirectoryFeed
 from pbxlink.daemon.agi.directory_store import DirectoryStore
 from pbxlink.daemon.agi.server import FastAgiServer
 from pbxlink.daemon.agi.service import RoutingDecisions, RoutingService
 from pbxlink.routing.policy import routing_policy
-from pbxlink.routing.presence import (
-    PresenceFrameProblem,
-    PresenceTracker,
-    presence_snapshot_from_frames,
-    presence_update_from_frame,
-)
+from pbxlink.routing.presence import PresenceDecoder, PresenceFrameProblem, PresenceTracker
+from pbxlink.wire.model import RoutingDecision
 
 if TYPE_CHECKING:
     from pbxlink.daemon.config import Settings
@@ -70,6 +67,7 @@ class Router:
     ) -> None:
         self.settings = settings
         self.presence = PresenceTracker()
+        self.presence_decoder = PresenceDecoder()
         self.decisions = RoutingDecisions()
         self.store = DirectoryStore(directory_path or settings.state.directory / DIRECTORY_FILE)
         self.feed = DirectoryFeed(
@@ -97,11 +95,17 @@ class Router:
         )
         self.presence_problems = 0
         self._load: asyncio.Task[int] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
         await self.store.open()
+        # The load runs beside the caller, owned by the router's TaskGroup (entered here, left
+        # in _shutdown): a failing load fails the task that opened the router.
+        tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._tasks = tasks
         try:
-            self._load = asyncio.create_task(self._load_directory(), name="directory-load")
+            self._load = tasks.create_task(self._load_directory(), name="directory-load")
             if self.settings.agi.enabled:
                 await self.server.start()
         except BaseException:
@@ -118,8 +122,12 @@ class Router:
         await self.server.close()
         if self._load is not None and not self._load.done():
             self._load.cancel()
-            await asyncio.gather(self._load, return_exceptions=True)
-        await self.store.close()
+        try:
+            if self._tasks is not None:
+                tasks, self._tasks = self._tasks, None
+                await tasks.__aexit__(None, None, None)
+        finally:
+            await self.store.close()
 
     async def _load_directory(self) -> int:
         loop = asyncio.get_running_loop()
@@ -141,16 +149,16 @@ class Router:
         await self.store.wait_loaded()
 
     # --- AMI → presence ----------------------------------------------------------------
-    def on_ami_frame(self, headers: Mapping[str, str]) -> None:
-        update = presence_update_from_frame(headers)
+    def on_ami_frame(self, frame: FrameLike) -> None:
+        update = self.presence_decoder.update(frame)
         if isinstance(update, PresenceFrameProblem):
             self.presence_problems += 1
             log.warning("presence_frame_unreadable", ami_event=update.event, reason=update.reason)
         elif update is not None:
             self.presence.apply(update)
 
-    def on_ami_snapshot(self, frames: Iterable[Mapping[str, str]]) -> None:
-        updates, problems = presence_snapshot_from_frames(frames)
+    def on_ami_snapshot(self, frames: Iterable[FrameLike]) -> None:
+        updates, problems = self.presence_decoder.snapshot(frames)
         for problem in problems:
             self.presence_problems += 1
             log.warning("presence_frame_unreadable", ami_event=problem.event, reason=problem.reason)
@@ -162,7 +170,6 @@ class Router:
         await self.feed.consume(client)
 
     # --- decisions → outcome -----------------------------------------------------------
-    def routing_for(self, keys: Iterable[str]) -> dict[str, str | float | None] | None:
-        """The `routing` object of a call's outcome, by its linkedids and channel uniqueids."""
-        decision = self.decisions.for_call(keys)
-        return decision.to_json() if decision is not None else None
+    def routing_for(self, keys: Iterable[str]) -> RoutingDecision | None:
+        """The decision made for a call, by its linkedids and channel uniqueids."""
+        return self.decisions.for_call(keys)

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+import msgspec
 import structlog
 
 from pbxlink.daemon.agi.protocol import (
@@ -33,14 +33,14 @@ from pbxlink.daemon.agi.protocol import (
     parse_agi_reply,
     set_variable_command,
 )
-from pbxlink.routing.model import RouteDecision, RouteReason, RouteRequest
+from pbxlink.routing.model import RouteReason, RouteRequest, RoutingDecision, fall_through
 
 __all__ = ["AgiCounters", "DecisionSink", "FastAgiServer", "Resolver"]
 
 log = structlog.get_logger()
 
-Resolver = Callable[[RouteRequest], Awaitable[RouteDecision]]
-DecisionSink = Callable[[RouteRequest, RouteDecision], None]
+Resolver = Callable[[RouteRequest], Awaitable[RoutingDecision]]
+DecisionSink = Callable[[RouteRequest, RoutingDecision], None]
 
 ENV_LIMIT = 16 * 1024  # bytes of environment block accepted (Asterisk sends ~1 KiB)
 
@@ -177,13 +177,14 @@ class FastAgiServer:
             return
         request = env.route_request()
         decision = await self._decide(request, deadline_at)
-        decision = dataclasses.replace(decision, decided_in_ms=round((loop.time() - started) * 1000.0, 3))
+        decision = msgspec.structs.replace(decision, decided_in_ms=round((loop.time() - started) * 1000.0, 3))
         if self._on_decision is not None:
             try:
                 self._on_decision(request, decision)
             except Exception:  # a broken sink must not cost the call its answer
                 log.exception("agi_decision_sink_failed")
-        log.info("route_decided", uniqueid=request.uniqueid, linkedid=request.linkedid, **decision.to_json())
+        fields = msgspec.structs.asdict(decision)
+        log.info("route_decided", uniqueid=request.uniqueid, linkedid=request.linkedid, **fields)
         try:
             async with asyncio.timeout(self.io_timeout):
                 await self._answer(reader, writer, decision)
@@ -195,20 +196,20 @@ class FastAgiServer:
         if decision.target:
             self.counters.routed += 1
 
-    async def _decide(self, request: RouteRequest, deadline_at: float) -> RouteDecision:
+    async def _decide(self, request: RouteRequest, deadline_at: float) -> RoutingDecision:
         try:
             async with asyncio.timeout_at(deadline_at):
                 return await self._resolver(request)
         except TimeoutError:
             self.counters.deadline += 1
-            return RouteDecision.fall_through(request, RouteReason.DEADLINE)
+            return fall_through(request, RouteReason.DEADLINE)
         except Exception:
             self.counters.errors += 1
             log.exception("route_resolver_failed", uniqueid=request.uniqueid)
-            return RouteDecision.fall_through(request, RouteReason.ERROR)
+            return fall_through(request, RouteReason.ERROR)
 
     async def _answer(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decision: RouteDecision
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, decision: RoutingDecision
     ) -> None:
         for name, value in decision.channel_variables().items():
             writer.write(set_variable_command(name, value))

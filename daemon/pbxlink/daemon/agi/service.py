@@ -18,8 +18,8 @@ from pbxlink.routing.decide import decide
 from pbxlink.routing.model import (
     DirectoryView,
     PresenceView,
-    RouteDecision,
     RouteRequest,
+    RoutingDecision,
     RoutingPolicy,
 )
 
@@ -35,9 +35,9 @@ class RoutingDecisions:
 
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self._by_key: OrderedDict[str, RouteDecision] = OrderedDict()
+        self._by_key: OrderedDict[str, RoutingDecision] = OrderedDict()
 
-    def record(self, request: RouteRequest, decision: RouteDecision) -> None:
+    def record(self, request: RouteRequest, decision: RoutingDecision) -> None:
         for key in (request.uniqueid, request.linkedid):
             if key:
                 self._by_key[key] = decision
@@ -45,11 +45,11 @@ class RoutingDecisions:
         while len(self._by_key) > self.capacity * 2:
             self._by_key.popitem(last=False)
 
-    def get(self, key: str) -> RouteDecision | None:
+    def get(self, key: str) -> RoutingDecision | None:
         """Decision for a channel uniqueid or a call linkedid."""
         return self._by_key.get(key)
 
-    def for_call(self, keys: Iterable[str]) -> RouteDecision | None:
+    def for_call(self, keys: Iterable[str]) -> RoutingDecision | None:
         """First decision found among a call's linkedids and channel uniqueids."""
         for key in keys:
             decision = self._by_key.get(key)
@@ -81,6 +81,6 @@ class RoutingService:
         self.policy = policy
         self.clock = clock
 
-    async def resolve(self, request: RouteRequest) -> RouteDecision:
+    async def resolve(self, request: RouteRequest) -> RoutingDecision:
         await self.directory.wait_loaded()
         return decide(request, self.directory, self.presence, self.policy, self.clock())

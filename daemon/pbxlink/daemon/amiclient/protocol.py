@@ -122,7 +122,7 @@ class FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
                 self._tee(data)
             except Exception:
                 counters.tee_errors += 1
-                log.exception("ami.tee_failed")
+                log.exception("ami_tee_failed")
         frames = self.framer.feed(data)
         problems = self.framer.take_problems()
         if problems:
@@ -133,7 +133,7 @@ class FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
                 self._route(frame)
             except Exception:
                 counters.handler_errors += 1
-                log.exception("ami.frame_handling_failed", frame=_printable(frame.raw[:200]))
+                log.exception("ami_frame_handling_failed", frame=_printable(frame.raw[:200]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -196,7 +196,7 @@ class FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
             if problem.kind is ProblemKind.OVERSIZED_FRAME:
                 counters.oversized_frames += 1
                 log.warning(
-                    "ami.frame_dropped",
+                    "ami_frame_dropped",
                     reason="oversized",
                     size=problem.size,
                     limit=self._max_frame_bytes,
@@ -204,7 +204,7 @@ class FramingProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyp
                 )
             else:
                 counters.missing_banner += 1
-                log.error("ami.not_ami", head=_printable(problem.head))
+                log.error("ami_not_ami", head=_printable(problem.head))
                 if not self.logged_in:
                     self.not_ami = problem.head
                     self.abort("peer is not AMI")

@@ -105,7 +105,7 @@ async def record(
         raise
     summary = RecordSummary(out_path, bytes_written, frames, time.monotonic() - started, ended_by)
     log.info(
-        "ami.recorded",
+        "ami_recorded",
         path=str(out_path),
         bytes=summary.bytes_written,
         frames=summary.frames,
@@ -121,7 +121,7 @@ async def _record_into(
     with _open_for_writing(out_path) as file:
         tee = _CountingWriter(file)
         async with AmiShell(settings, tee=tee, reconnect=False, retry_first_connect=False) as shell:
-            log.info("ami.recording", path=str(out_path))
+            log.info("ami_recording", path=str(out_path))
             lost: list[ConnectionLost] = []
 
             async def consume() -> None:

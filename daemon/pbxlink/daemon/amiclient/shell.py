@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pbxlink.daemon.amiclient.errors import (
     AmiProtocolError,
 )
 from pbxlink.daemon.amiclient.protocol import ActionReply, FramingProtocol, LinkCounters
+from pbxlink.toolkit.reconnect import Backoff, Reconnect
 
 __all__ = [
     "ActionReply",
@@ -65,6 +65,13 @@ __all__ = [
 log = structlog.get_logger("pbxlink.ami")
 
 _LOGOFF_TIMEOUT: Final = 1.0
+# What a (re)connect retries on: the peer unreachable or silent, the link dropped during login.
+AMI_TRANSIENT: Final[tuple[type[Exception], ...]] = (
+    OSError,
+    TimeoutError,
+    AmiConnectionLost,
+    AmiActionTimeout,
+)
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ class _ItemStream:
         return self
 
     async def __anext__(self) -> AmiItem:
-        return await self._shell._next_item()
+        return await self._shell._next_item()  # noqa: SLF001 - the shell's own iterator, same module
 
 
 # -- the shell -----------------------------------------------------------------------------
@@ -297,7 +304,7 @@ class AmiShell:
         if paused is not None and queue.qsize() <= self.settings.queue_high_water // 2:
             self._paused = None
             paused.start_reading()
-            log.info("ami.reading_resumed", queued=queue.qsize())
+            log.info("ami_reading_resumed", queued=queue.qsize())
         return item
 
     def enqueue(self, item: AmiItem, protocol: FramingProtocol | None = None) -> None:
@@ -309,7 +316,7 @@ class AmiShell:
         if protocol is not None and self._paused is None and queue.qsize() >= self.settings.queue_high_water:
             protocol.stop_reading()
             self._paused = protocol
-            log.warning("ami.reading_paused", queued=queue.qsize())
+            log.warning("ami_reading_paused", queued=queue.qsize())
 
     # -- actions
 
@@ -423,7 +430,7 @@ class AmiShell:
             self.enqueue(ConnectionLost(session, protocol.lost_reason, time.time()))
             if self._closing:
                 return
-            log.warning("ami.connection_lost", session=session, reason=protocol.lost_reason)
+            log.warning("ami_shell_connection_lost", session=session, reason=protocol.lost_reason)
             if not self._reconnect:
                 self._queue.put_nowait(_End.END)
                 return
@@ -442,7 +449,7 @@ class AmiShell:
                 await self._call(protocol, "Ping", {}, within=settings.ping_timeout, check=False)
             except AmiActionTimeout:
                 self.counters.ping_timeouts += 1
-                log.warning("ami.peer_silent", ping_timeout=settings.ping_timeout)
+                log.warning("ami_peer_silent", ping_timeout=settings.ping_timeout)
                 protocol.abort(f"no reply to Ping within {settings.ping_timeout:g} s")
                 await protocol.lost.wait()
             except (AmiConnectionLost, AmiNotConnected):
@@ -450,27 +457,27 @@ class AmiShell:
 
     async def _establish(self, *, retry: bool) -> FramingProtocol:
         settings = self.settings
-        attempt = 0
+        reconnect = Reconnect(
+            Backoff(settings.backoff_initial, settings.backoff_max), transient=AMI_TRANSIENT
+        )
         while True:
             try:
                 return await self._open_session()
-            except (OSError, TimeoutError, AmiConnectionLost, AmiActionTimeout) as exc:
+            except AMI_TRANSIENT as exc:
                 self.counters.connect_failures += 1
                 reason = str(exc) or type(exc).__name__
                 if not retry:
                     raise AmiConnectError(settings.host, settings.port, reason) from exc
-                ceiling = min(settings.backoff_max, settings.backoff_initial * 2.0**attempt)
-                delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311  # jitter, not crypto
-                attempt += 1
+                delay = reconnect.failed()
                 log.warning(
-                    "ami.connect_failed",
+                    "ami_connect_failed",
                     host=settings.host,
                     port=settings.port,
                     error=reason,
-                    attempt=attempt,
+                    attempt=reconnect.failures,
                     retry_in=round(delay, 3),
                 )
-                await asyncio.sleep(delay)
+                await reconnect.wait(delay)
 
     async def _open_session(self) -> FramingProtocol:
         settings = self.settings
@@ -510,7 +517,7 @@ class AmiShell:
         if not login.ok:
             reason = login.message or login.response.response or "refused"
             log.error(
-                "ami.login_failed",
+                "ami_login_failed",
                 user=settings.username,
                 host=settings.host,
                 port=settings.port,
@@ -556,7 +563,7 @@ class AmiShell:
         )
         self.enqueue(marker)
         log.info(
-            "ami.logged_in",
+            "ami_logged_in",
             session=session,
             host=settings.host,
             port=settings.port,
