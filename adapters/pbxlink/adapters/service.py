@@ -21,10 +21,10 @@ from pbxlink.adapters.config import Settings, load_settings
 from pbxlink.adapters.consumer import CrmAdapter
 from pbxlink.adapters.metrics import AdapterMetrics
 from pbxlink.adapters.store import StoreError, open_store
-from pbxlink.daemon.logs import configure_logging
 from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.toolkit.http import HealthServer
+from pbxlink.toolkit.logs import configure_logging
 
 DEFAULT_CONFIG = Path("/etc/pbxlink/pbxlink.toml")
 

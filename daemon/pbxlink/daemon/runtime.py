@@ -37,7 +37,6 @@ from pbxlink.daemon.agi.router import Router
 from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, Resynced
 from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
-from pbxlink.daemon.logs import configure_logging
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import SCHEMA_VERSION, Outbox, OutboxError
 from pbxlink.daemon.pipeline import CallPipeline, OutboxWriter
@@ -47,6 +46,7 @@ from pbxlink.foundation.config import add_config_arguments
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError
 from pbxlink.routing.presence import PRESENCE_EVENTS as ROUTING_PRESENCE_EVENTS
 from pbxlink.toolkit.http import HealthServer, Readiness
+from pbxlink.toolkit.logs import configure_logging
 from pbxlink.wire.model import RoutingDecision
 
 log = structlog.get_logger(__name__)

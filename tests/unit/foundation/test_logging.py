@@ -8,8 +8,8 @@ import logging
 
 import structlog
 
-from pbxlink.daemon.logs import configure_logging
 from pbxlink.foundation.config import LogSettings, Secret
+from pbxlink.toolkit.logs import configure_logging
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:

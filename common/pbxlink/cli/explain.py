@@ -156,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace, settings: Settings) -> int:
-    from pbxlink.calls.parties import PartyRules  # noqa: PLC0415 - daemon part, lazily
+    from pbxlink.calls.parties import PartyRules  # noqa: PLC0415 - loaded only for a replay
     from pbxlink.calls.tracker import CallTrackerSettings  # noqa: PLC0415
     from pbxlink.daemon.replay import read_chunks, replay_outcomes  # noqa: PLC0415
 
