@@ -16,6 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
@@ -29,6 +30,7 @@ from pbxlink.adapters.metrics import INBOX_STATES, AdapterMetrics
 from pbxlink.adapters.processing import Processor
 from pbxlink.adapters.store import Store
 from pbxlink.routing.directory import directory_topic
+from pbxlink.rules.settings import CrmSettings
 from pbxlink.toolkit.http import Readiness
 from pbxlink.toolkit.mqtt import mqtt_client, mqtt_reconnect
 
@@ -36,6 +38,7 @@ log = structlog.get_logger()
 
 _WORK_INTERVAL = 5.0
 _BURST = 500
+_PARSED_KEPT = 10_000  # envelopes parsed at receipt and not yet applied (about 2 KiB each)
 _PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -64,6 +67,7 @@ class CrmAdapter:
         *,
         metrics: AdapterMetrics | None = None,
         clock: Callable[[], datetime] = _now,
+        batched: bool = True,
     ) -> None:
         self.settings = settings
         self.adapter = settings.adapter
@@ -71,7 +75,12 @@ class CrmAdapter:
         self.inbox = Inbox(store)
         self.crm = SqliteCrm(store)
         self.processor = Processor(
-            self.inbox, self.crm, settings.crm, max_attempts=self.adapter.max_attempts, clock=clock
+            self.inbox,
+            self.crm,
+            settings.crm,
+            max_attempts=self.adapter.max_attempts,
+            clock=clock,
+            batched=batched,
         )
         self.metrics = metrics
         self.clock = clock
@@ -80,6 +89,13 @@ class CrmAdapter:
         self.received: dict[Receipt, int] = dict.fromkeys(Receipt, 0)
         self.connections = 0
         self._last_prune: datetime | None = None
+
+    def use_rules(self, crm: CrmSettings) -> None:
+        """New CRM rules (a SIGHUP reload): the next batch is planned with them; the batch
+        being applied finishes with the old ones, so no message is dropped or applied twice."""
+        self.settings = replace(self.settings, crm=crm)
+        self.processor.settings = crm
+        self.wake.set()
 
     def readiness(self) -> Readiness:
         """/readyz: ready while subscribed to the broker."""
@@ -157,7 +173,9 @@ class CrmAdapter:
                 for m in burst
             ]
             try:
-                receipts = await self.inbox.receive_many(items, self.clock())
+                if len(self.processor.parsed) > _PARSED_KEPT:  # messages that failed: parse again
+                    self.processor.parsed.clear()
+                receipts = await self.inbox.receive_many(items, self.clock(), self.processor.parsed)
             except Exception as exc:
                 log.error("crm_inbox_store_failed", messages=len(burst), error=str(exc))
                 raise _StoreFailed(str(exc)) from exc
@@ -248,8 +266,13 @@ class CrmAdapter:
 
     async def _publish_directory(self, client: aiomqtt.Client) -> None:
         prefix = f"{self.settings.mqtt.topic_prefix}/directory/"
-        dirty = await dirty_numbers(self.store)
-        payloads = [await directory_payload(self.store, e164, self.clock()) for e164, _ in dirty]
+        now = self.clock()
+
+        async def entries(store: Store) -> tuple[list[tuple[str, int]], list[bytes]]:
+            dirty = await dirty_numbers(store)
+            return dirty, [await directory_payload(store, e164, now) for e164, _ in dirty]
+
+        dirty, payloads = await self.store.in_thread(entries)
         await asyncio.gather(
             *(
                 client.publish(directory_topic(e164, prefix), payload, qos=1, retain=True)

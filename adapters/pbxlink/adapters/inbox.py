@@ -83,8 +83,18 @@ class Inbox:
         [receipt] = await self.receive_many([(topic, payload)], now)
         return receipt
 
-    async def receive_many(self, messages: list[tuple[str, bytes]], now: datetime) -> list[Receipt]:
-        """Store a burst of messages in one committed transaction (one fsync for all)."""
+    async def receive_many(
+        self, messages: list[tuple[str, bytes]], now: datetime, parsed: dict[str, Envelope] | None = None
+    ) -> list[Receipt]:
+        """Store a burst of messages in one committed transaction (one fsync for all), with one
+        thread hop for the whole burst (`Store.in_thread`). New messages' envelopes go into
+        `parsed` (by id), so that applying them need not parse them again."""
+        return await self.store.in_thread(lambda store: Inbox(store).store_many(messages, now, parsed))
+
+    async def store_many(
+        self, messages: list[tuple[str, bytes]], now: datetime, parsed: dict[str, Envelope] | None = None
+    ) -> list[Receipt]:
+        """`receive_many`'s work, inside the caller's transaction."""
         receipts: list[Receipt] = []
         async with self.store.transaction() as db:
             for topic, payload in messages:
@@ -104,6 +114,8 @@ class Inbox:
                     (envelope.id, topic, payload, iso(now)),
                 )
                 receipts.append(Receipt.NEW if cursor.rowcount else Receipt.DUPLICATE)
+                if cursor.rowcount and parsed is not None:
+                    parsed[envelope.id] = envelope
         return receipts
 
     async def pending(self, limit: int = 100, skip: frozenset[str] = frozenset()) -> list[InboxMessage]:

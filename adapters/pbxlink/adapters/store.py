@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 import aiosqlite
 
+from pbxlink.adapters.batchdb import BatchDb, connect, run_to_end
 from pbxlink.toolkit.sqlite_schema import Schema, SchemaError, migrate
+
+T = TypeVar("T")
 
 APPLICATION_ID: Final = 0x70626C63  # "pblc": a pbxlink CRM adapter database
 
@@ -257,6 +260,38 @@ class Store:
         self.db = db
         self.path = path
         self._lock = asyncio.Lock()  # one connection: tasks take turns with whole transactions
+        self._batch_db: BatchDb | None = None
+
+    async def in_thread(self, work: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+        """Run `work` in one transaction in a worker thread: one hop for all its statements.
+
+        `work` gets a `Store` whose `db` answers at once (`BatchDb`) and whose `transaction()`
+        is the one already open; it must await nothing else. Takes turns with `transaction()`.
+        If the caller is cancelled, the thread's transaction still ends (commit or rollback)
+        before the turn passes on.
+        """
+        async with self._lock:
+            if self._batch_db is None:
+                self._batch_db = BatchDb(await asyncio.to_thread(connect, str(self.path)))
+            running = asyncio.ensure_future(asyncio.to_thread(self._run_in_transaction, self._batch_db, work))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await running
+                raise
+
+    def _run_in_transaction(self, db: BatchDb, work: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+        connection = db.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = run_to_end(work(_OpenTransaction(db, self.path)))
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -289,7 +324,25 @@ class Store:
                 raise
 
     async def close(self) -> None:
+        if self._batch_db is not None:
+            self._batch_db.connection.close()
+            self._batch_db = None
         await self.db.close()
+
+
+class _OpenTransaction(Store):
+    """The store as `Store.in_thread` work sees it: statements answer at once, in the one
+    transaction already open (`transaction()` opens nothing more)."""
+
+    def __init__(self, db: BatchDb, path: Path) -> None:
+        super().__init__(cast(aiosqlite.Connection, db), path)  # the subset our SQL code uses
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        yield self.db
+
+    async def in_thread(self, work: Callable[[Store], Coroutine[Any, Any, T]]) -> T:
+        return await work(self)
 
 
 async def open_store(path: Path | str) -> Store:

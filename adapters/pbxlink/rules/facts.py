@@ -92,6 +92,14 @@ class CrmFacts:
             return None
         return min(self.clients, key=lambda c: (c.created_at, c.id))
 
+    def pick(self, newest: bool, *, excluding: str | None = None) -> ClientFact | None:
+        """The newest or the first-found client, leaving out the one `excluding` call created."""
+        found = [c for c in self.clients if excluding is None or c.origin_call != excluding]
+        if not found:
+            return None
+        key = lambda c: (c.created_at, c.id)  # noqa: E731
+        return max(found, key=key) if newest else min(found, key=key)
+
     def client_created_by(self, call_id: str) -> ClientFact | None:
         for client in self.clients:
             if client.origin_call == call_id:

@@ -9,6 +9,7 @@ This module adds what only the CRM needs: showing numbers the way the settings a
 from __future__ import annotations
 
 import enum
+import functools
 
 import phonenumbers
 
@@ -16,7 +17,7 @@ from pbxlink.wire.phone import NumberKind as PhoneKind
 from pbxlink.wire.phone import PhoneNumber as PhoneIdentity
 from pbxlink.wire.phone import normalize
 
-__all__ = ["PhoneFormat", "PhoneIdentity", "PhoneKind", "display", "identify"]
+__all__ = ["PhoneFormat", "PhoneIdentity", "PhoneKind", "display", "identify", "line_key"]
 
 
 class PhoneFormat(enum.Enum):
@@ -30,6 +31,16 @@ class PhoneFormat(enum.Enum):
 def identify(raw: str, default_region: str) -> PhoneIdentity:
     """Classify and normalize one number as written, with the line's default region."""
     return normalize(raw, default_region)
+
+
+@functools.lru_cache(maxsize=1024)
+def line_key(line: str | None, default_region: str) -> str | None:
+    """A line (DID) compared like a number: "+4930100300", "4930100300" and, in region DE,
+    "030100300" are one line; a line that is not a number (a trunk name) compares as written."""
+    if line is None or not line.strip():
+        return None
+    number = normalize(line, default_region)
+    return number.e164 if number.e164 is not None else line.strip()
 
 
 def display(e164: str, style: PhoneFormat) -> str:

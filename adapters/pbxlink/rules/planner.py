@@ -40,13 +40,15 @@ from pbxlink.rules.calls import (
     parse_outcome,
 )
 from pbxlink.rules.facts import ClientFact, CrmFacts, Stage
-from pbxlink.rules.identity import PhoneIdentity, PhoneKind, display, identify
+from pbxlink.rules.identity import PhoneIdentity, PhoneKind, display, identify, line_key
 from pbxlink.rules.numbering import render_number
 from pbxlink.rules.settings import (
     CallKind,
     ClientCreation,
+    ClientPick,
     ClientTrigger,
     CrmSettings,
+    DeadlineFrom,
     DefaultInquiryType,
     ExistingClientOrders,
     RepeatCalls,
@@ -114,6 +116,29 @@ def _active_employee(key: str | None, facts: CrmFacts) -> str | None:
     return employee.id if employee is not None and employee.active else None
 
 
+def _why_not(key: str | None, facts: CrmFacts) -> str:
+    """Why `key` cannot be made responsible ("" when it can): said in the action's reason."""
+    if key is None:
+        return "nobody to make responsible"
+    employee = facts.employee(key)
+    if employee is None:
+        return f"{key} is not an employee of the CRM"
+    if employee.blocked:
+        return f"{key} is blocked"
+    if employee.deleted:
+        return f"{key} is deleted"
+    return ""
+
+
+def _pick(facts: CrmFacts, s: CrmSettings, *, excluding: str | None = None) -> ClientFact | None:
+    """The one client every action of a call uses when several share the number (`crm.pick`)."""
+    return facts.pick(s.pick is ClientPick.NEWEST, excluding=excluding)
+
+
+def _picked(s: CrmSettings) -> str:
+    return "newest client" if s.pick is ClientPick.NEWEST else "first client found"
+
+
 def _trigger(kind: CallKind, s: CrmSettings) -> ClientTrigger:
     c = s.clients
     return {CallKind.ANSWERED: c.answered, CallKind.MISSED: c.missed, CallKind.OUTGOING: c.outgoing}[kind]
@@ -127,34 +152,52 @@ class _Responsible:
     reason: str
 
 
+def _made_responsible(key: str | None, why: str, facts: CrmFacts, creator: str | None = None) -> _Responsible:
+    """`key` as responsible (and creator, unless given) if active; else none, saying why."""
+    who = _active_employee(key, facts)
+    if who is None:
+        why = f"{why}, but {_why_not(key, facts)}: the client gets no responsible"
+    return _Responsible(True, who, who if creator is None else creator, why)
+
+
 def _new_client_responsible(call: CallOutcome, facts: CrmFacts, s: CrmSettings) -> _Responsible:
     """Megaplan's creator/responsible of a client created for a new number."""
     c = s.clients
     if call.direction is Direction.OUTBOUND:
-        who = _active_employee(call.initiator, facts)
-        return _Responsible(True, who, who, f"outgoing call by {call.initiator}")
+        return _made_responsible(call.initiator, f"outgoing call by {call.initiator}", facts)
     if call.answered:
         first = _active_employee(call.first_answered_by, facts)
         if c.update_responsible_on_transfer and call.last_handled_by:
-            last = _active_employee(call.last_handled_by, facts)
-            return _Responsible(
-                True, last, first, f"last handler {call.last_handled_by} (update on transfers)"
+            return _made_responsible(
+                call.last_handled_by,
+                f"last handler {call.last_handled_by} (update on transfers)",
+                facts,
+                creator=first,
             )
-        return _Responsible(True, first, first, f"first answered by {call.first_answered_by}")
+        return _made_responsible(call.first_answered_by, f"first answered by {call.first_answered_by}", facts)
     first_rung = call.rang[0] if call.rang else None
     if call.missed_at is MissedAt.IVR or (call.missed_at is None and not call.rang):
         if c.ivr_missed_responsible is None:
             return _Responsible(False, None, None, "missed in the IVR and no IVR responsible set")
-        who = _active_employee(c.ivr_missed_responsible, facts)
-        return _Responsible(True, who, who, "missed in the IVR: configured IVR responsible")
-    if call.missed_at is MissedAt.QUEUE:
+        return _made_responsible(
+            c.ivr_missed_responsible,
+            f"missed in the IVR: configured IVR responsible {c.ivr_missed_responsible}",
+            facts,
+        )
+    if call.missed_at is MissedAt.QUEUE or call.queue is not None:
+        # Megaplan: «распределенном в любую группу ВАТС и пропущенном», wherever it ended
+        # (the shipped dialplan sends every unanswered group call on to voicemail).
+        where = "in a group" if call.queue is None else f"in group {call.queue}"
+        if call.missed_at is not None and call.missed_at is not MissedAt.QUEUE:
+            where += f" (ended in {call.missed_at.value})"
         if c.group_missed_responsible is not None:
-            who = _active_employee(c.group_missed_responsible, facts)
-            return _Responsible(True, who, who, "missed in a group: configured group responsible")
-        who = _active_employee(first_rung, facts)
-        return _Responsible(True, who, who, f"missed in a group: first employee rung {first_rung}")
-    who = _active_employee(first_rung, facts)
-    return _Responsible(True, who, who, f"missed by the employee it rang, {first_rung}")
+            return _made_responsible(
+                c.group_missed_responsible,
+                f"missed {where}: configured group responsible {c.group_missed_responsible}",
+                facts,
+            )
+        return _made_responsible(first_rung, f"missed {where}: first employee rung {first_rung}", facts)
+    return _made_responsible(first_rung, f"missed by the employee it rang, {first_rung}", facts)
 
 
 def _repeat_call(
@@ -283,12 +326,12 @@ def _clients_at_end(ctx: _Ctx) -> list[Action]:
                     )
                 )
         return actions
-    client = facts.first_client
+    client = _pick(facts, s)
     if client is not None:
         actions = [
             RecordCall(
                 Rule.CALLS,
-                f"known number: first client found {client.name!r}",
+                f"known number: {_picked(s)} {client.name!r}",
                 Ref(client.id),
                 call.id,
                 summary,
@@ -339,12 +382,14 @@ def _clients_at_end(ctx: _Ctx) -> list[Action]:
 
 
 def _order_status(call: CallOutcome, kind: CallKind, s: CrmSettings) -> tuple[str, str | None]:
+    region = s.phone.default_region
+    line = line_key(call.line, region)
     for rule in s.orders.rules:
-        if rule.line is not None and rule.line != call.line:
+        if rule.line is not None and line_key(rule.line, region) != line:
             continue
         if rule.kind is not None and rule.kind is not kind:
             continue
-        if rule.missed_at is not None and (call.missed_at is None or call.missed_at.value != rule.missed_at):
+        if rule.missed_at is not None and call.missed_at is not rule.missed_at:
             continue
         return rule.status, rule.name
     return s.orders.default_status, None
@@ -361,9 +406,15 @@ def _orders(ctx: _Ctx, plan: _Plan) -> list[Action]:
         return [NoAction(Rule.ORDERS, f"caller {identity.raw!r} has no number: no order")]
     status, matched = _order_status(call, kind, s)
     why_status = f"rule {matched!r} → status {status!r}" if matched else f"default status {status!r}"
-    client = facts.newest_client
+    own = facts.client_created_by(call.id)
+    client = _pick(facts, s, excluding=call.id)
     actions: list[Action] = []
-    if client is not None and not plan.has(CreateClient):
+    if own is not None and client is None:
+        # Created by this very call (at answer time): the number was new, not a known client.
+        ref = Ref(own.id)
+        responsible = own.responsibles[0] if own.responsibles else None
+        why_status += f"; client {own.name!r} was created by this call"
+    elif client is not None and not plan.has(CreateClient):
         if o.existing_clients is ExistingClientOrders.NEVER:
             return [NoAction(Rule.ORDERS, f"known client {client.name!r}: existing_clients = never")]
         if o.existing_clients is ExistingClientOrders.IF_NO_OPEN_ORDER and client.open_orders:
@@ -420,7 +471,7 @@ def _inquiries(ctx: _Ctx, plan: _Plan) -> list[Action]:
     trigger = q.on_answered if kind is CallKind.ANSWERED else q.on_missed
     if not trigger.enabled:
         return []
-    client = facts.newest_client if identity.kind is PhoneKind.E164 else None
+    client = _pick(facts, s) if identity.kind is PhoneKind.E164 else None
     if client is not None:
         if client.open_orders and not trigger.even_if_open_order:
             return [
@@ -505,27 +556,36 @@ def _tasks(ctx: _Ctx, plan: _Plan) -> list[Action]:
     assignees = tuple(a for a in (_active_employee(x, facts) for x in t.assignees) if a)
     if not assignees:
         return [NoAction(Rule.TASKS, "no active employee among the configured assignees")]
-    client = facts.newest_client if identity.kind is PhoneKind.E164 else None
+    # RO App: «Автором такой задачи будет Исполнитель, которого вы указали первым в списке».
+    listed_first = facts.employee(t.assignees[0])
+    author = listed_first.id if listed_first is not None else t.assignees[0]
+    author_note = (
+        "" if listed_first is not None and listed_first.active else f" ({_why_not(t.assignees[0], facts)})"
+    )
+    client = _pick(facts, s) if identity.kind is PhoneKind.E164 else None
     link: TaskLink | None = None
     why = "no client with this number"
     if client is not None:
         why = f"client {client.name!r} has no open order or inquiry"
+    this_call = t.link_to_this_call
     if t.link_to_open_order and client is not None and client.open_orders:
         newest = max(client.open_orders, key=lambda i: (i.created_at, i.id))
         link, why = TaskLink("order", Ref(newest.id)), f"newest open order {newest.id}"
-    elif t.link_to_open_order and plan.has(CreateOrder):
-        link, why = TaskLink("order", NEW), "the order created for this call"
+    elif t.link_to_open_order and this_call and plan.has(CreateOrder):
+        link, why = TaskLink("order", NEW), "the order created for this call (link_to_this_call)"
     elif t.link_to_open_inquiry and client is not None and client.open_inquiries:
         newest = max(client.open_inquiries, key=lambda i: (i.created_at, i.id))
         link, why = TaskLink("inquiry", Ref(newest.id)), f"newest open inquiry {newest.id}"
-    elif t.link_to_open_inquiry and plan.has(CreateInquiry):
-        link, why = TaskLink("inquiry", NEW), "the inquiry created for this call"
+    elif t.link_to_open_inquiry and this_call and plan.has(CreateInquiry):
+        link, why = TaskLink("inquiry", NEW), "the inquiry created for this call (link_to_this_call)"
     if link is None and t.unlinked is UnlinkedTask.SKIP:
         return [NoAction(Rule.TASKS, f"{why}: unlinked = skip, no task")]
     created = call.ended_at
-    deadline = created + timedelta(days=t.deadline_days, hours=t.deadline_hours, minutes=t.deadline_minutes)
+    base = call.started_at if t.deadline_from is DeadlineFrom.CALL_START else call.ended_at
+    deadline = base + timedelta(days=t.deadline_days, hours=t.deadline_hours, minutes=t.deadline_minutes)
     client_ref: Ref | None = Ref(client.id) if client is not None else None
     linked = f"linked to {why}" if link else f"unlinked ({why})"
+    linked += f"; author: first listed {author}{author_note}"
     if t.mode is TaskMode.ONE_FOR_ALL or len(assignees) == 1:
         return [
             CreateTask(
@@ -534,7 +594,7 @@ def _tasks(ctx: _Ctx, plan: _Plan) -> list[Action]:
                 t.title,
                 assignees,
                 TaskMode.ONE_FOR_ALL,
-                assignees[0],
+                author,
                 deadline,
                 created,
                 link,
@@ -548,7 +608,7 @@ def _tasks(ctx: _Ctx, plan: _Plan) -> list[Action]:
             t.title,
             (who,),
             TaskMode.ONE_EACH,
-            assignees[0],
+            author,
             deadline,
             created,
             link,
@@ -584,7 +644,7 @@ def _screen_pop(event: LiveEvent, identity: PhoneIdentity, facts: CrmFacts, s: C
     employee = _active_employee(event.agent, facts)
     if employee is None:
         return []
-    client = facts.first_client if identity.kind is PhoneKind.E164 else None
+    client = _pick(facts, s) if identity.kind is PhoneKind.E164 else None
     number = display(identity.e164, s.phone.display) if identity.e164 else identity.raw
     if client is not None:
         return [
@@ -608,28 +668,28 @@ def plan_event(event: LiveEvent, facts: CrmFacts, settings: CrmSettings) -> tupl
     if event.type is EventType.RINGING and event.direction is Direction.INBOUND:
         return tuple(_screen_pop(event, identity, facts, settings))
     if event.type is EventType.TRANSFERRED:
-        own = facts.client_created_by(event.call_id)
-        target = _active_employee(event.to_agent or None, facts)
-        if (
-            settings.clients.update_responsible_on_transfer
-            and own is not None
-            and target is not None
-            and (not own.responsibles or own.responsibles[0] != target)
-        ):
+        # Megaplan: «сотрудник, который последним обрабатывал входящий звонок» — known only at
+        # the end of the call; a transfer target has not handled it yet (it may not answer).
+        if settings.clients.update_responsible_on_transfer and facts.client_created_by(event.call_id):
             return (
-                SetResponsible(
-                    Rule.CLIENTS, f"update responsible on transfers: to {event.to_agent}", Ref(own.id), target
+                NoAction(
+                    Rule.CLIENTS,
+                    f"transfer to {event.to_agent}: the responsible is updated at the end of the "
+                    "call, to whoever handled it last",
                 ),
             )
         return ()
     if event.type is not EventType.ANSWERED or event.direction is not Direction.INBOUND:
         return ()
-    if facts.stages_applied:
-        return (NoAction(Rule.CLIENTS, "this call's answer or outcome was already applied"),)
     trigger = settings.clients.answered
+    if trigger.create is ClientCreation.NOTHING and settings.clients.repeat_calls is RepeatCalls.NEVER:
+        return ()  # no answer-time client rule is on
+    if facts.stages_applied:
+        done = " and ".join(sorted(stage.value for stage in facts.stages_applied))
+        return (NoAction(Rule.CLIENTS, f"this call's {done} stage was already applied"),)
     if identity.kind is not PhoneKind.E164:
         return ()
-    client = facts.first_client
+    client = _pick(facts, settings)
     if client is not None:
         return tuple(
             _repeat_call(
@@ -642,8 +702,7 @@ def plan_event(event: LiveEvent, facts: CrmFacts, settings: CrmSettings) -> tupl
         )
     if trigger.create is ClientCreation.NOTHING:
         return ()
-    who = _active_employee(event.agent, facts)
-    responsible = _Responsible(True, who, who, f"first answered by {event.agent}")
+    responsible = _made_responsible(event.agent, f"first answered by {event.agent}", facts)
     return tuple(
         _new_client_actions(
             call_id=event.call_id,

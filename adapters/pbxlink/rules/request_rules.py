@@ -25,10 +25,10 @@ from pbxlink.rules.actions import (
     Ref,
     Rule,
 )
-from pbxlink.rules.calls import InboundRequest
+from pbxlink.rules.calls import Channel, InboundRequest
 from pbxlink.rules.facts import CrmFacts
 from pbxlink.rules.identity import PhoneIdentity, PhoneKind, identify
-from pbxlink.rules.settings import Addressing, CrmSettings, RequestAction, RequestRule
+from pbxlink.rules.settings import Addressing, ClientPick, CrmSettings, RequestAction, RequestRule
 
 
 def sender_identity(request: InboundRequest, settings: CrmSettings) -> PhoneIdentity | None:
@@ -61,11 +61,18 @@ def _assignees(rule: RequestRule, facts: CrmFacts) -> tuple[tuple[str, ...], str
     return (queue[index],), f"queue position {index + 1} of {len(queue)}", advance
 
 
+_CHANNEL = {
+    Channel.EMAIL: "an e-mail",
+    Channel.MESSENGER: "a messenger message",
+    Channel.WEB: "a web request",
+}
+
+
 def plan_request(request: InboundRequest, facts: CrmFacts, settings: CrmSettings) -> tuple[Action, ...]:
     """All CRM actions for one request, in order."""
     at = request.received_at
     rule = _rule_for(request, settings)
-    client = facts.newest_client
+    client = facts.pick(settings.pick is ClientPick.NEWEST)
     client_ref = None if client is None else Ref(client.id)
 
     def log(outcome: str, reason: str, ref: Ref | None) -> LogRequest:
@@ -149,7 +156,7 @@ def plan_request(request: InboundRequest, facts: CrmFacts, settings: CrmSettings
     actions.extend(
         Notify(
             Rule.REQUESTS,
-            f"new {rule.action.value} from a {request.channel.value} request",
+            f"new {rule.action.value} from {_CHANNEL[request.channel]}",
             employee,
             subject,
             request.subject or request.body[:80],

@@ -20,7 +20,8 @@ import phonenumbers
 
 from pbxlink.foundation.config import AtLeast, Convert, NonEmpty
 from pbxlink.foundation.errors import ConfigProblem
-from pbxlink.rules.identity import PhoneFormat
+from pbxlink.rules.calls import MissedAt
+from pbxlink.rules.identity import PhoneFormat, line_key
 from pbxlink.rules.numbering import NumberTemplateError, parse_template
 
 Count = Annotated[int, AtLeast(0)]  # 0 or more
@@ -102,6 +103,21 @@ class ExistingClientOrders(enum.Enum):
     IF_NO_OPEN_ORDER = "if_no_open_order"
 
 
+class ClientPick(enum.Enum):
+    """Which client when several share the caller's number, for every action of one call:
+    RO App «тот, который был создан позже всех» (newest), Megaplan «первый найденный» (first)."""
+
+    NEWEST = "newest"
+    FIRST = "first"
+
+
+class DeadlineFrom(enum.Enum):
+    """RO App's example counts a task's deadline from when the call was missed (its start)."""
+
+    CALL_START = "call_start"
+    CALL_END = "call_end"
+
+
 class CallKind(enum.Enum):
     """The call classes that rules are switched on for."""
 
@@ -128,7 +144,7 @@ class InquirySettings:
     default_type: str | None = None
     unknown_client_name: str = "Неизвестный клиент"
     missed_description: str = "Пропущенный"
-    answered_description: str = ""
+    answered_description: str = "Пропущенный"  # seed 000: both kinds of call get «Пропущенный»
     on_answered: InquiryTrigger = InquiryTrigger()
     on_missed: InquiryTrigger = InquiryTrigger()
 
@@ -145,6 +161,8 @@ class TaskSettings:
     link_to_open_order: bool = True
     link_to_open_inquiry: bool = True
     unlinked: UnlinkedTask = UnlinkedTask.CREATE
+    link_to_this_call: bool = False  # also link to the order/inquiry this same call creates
+    deadline_from: DeadlineFrom = DeadlineFrom.CALL_START
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +196,7 @@ class OrderRule:
     status: Name
     line: str | None = None
     kind: CallKind | None = None
-    missed_at: str | None = None
+    missed_at: MissedAt | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +218,13 @@ class PhoneSettings:
 
     def region_for(self, line: str | None) -> str:
         """The default region for numbers that came in on `line` (DID or trunk)."""
-        if line is None:
+        key = line_key(line, self.default_region)
+        if key is None:
             return self.default_region
-        return self.line_regions.get(line, self.default_region)
+        for known, region in self.line_regions.items():
+            if line_key(known, self.default_region) == key:  # lines compare like numbers
+                return region
+        return self.default_region
 
 
 class RequestAction(enum.Enum):
@@ -260,6 +282,7 @@ class ScreenPopSettings:
 @dataclass(frozen=True, slots=True)
 class CrmSettings:
     timezone: str = "Europe/Kyiv"
+    pick: ClientPick = ClientPick.NEWEST
     phone: PhoneSettings = PhoneSettings()
     inquiries: InquirySettings = InquirySettings()
     tasks: TaskSettings = TaskSettings()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -33,7 +34,7 @@ from pbxlink.adapters.store import open_store
 from pbxlink.foundation.errors import EX_CONFIG
 from pbxlink.rules.actions import Action
 from pbxlink.rules.calls import envelope_for
-from pbxlink.rules.describe import describe
+from pbxlink.rules.describe import action_record, render
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,30 +195,35 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
     for result in results:
         if args.quiet_events and result.kind == "event" and not result.actions:
             continue
+        document = explained_document(result, zone)
         if args.json:
-            document = {
-                "kind": result.kind,
-                "call_id": result.call_id,
-                "data": result.data,
-                "error": result.error,
-                "actions": [
-                    {
-                        "action": type(a).__name__,
-                        "rule": a.rule.value,
-                        "reason": a.reason,
-                        "text": describe(a, zone),
-                    }
-                    for a in result.actions
-                ],
-            }
             out.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
-            continue
-        out.write(_headline(result) + "\n")
-        if result.error:
-            out.write(f"  ! not applied: {result.error}\n")
-        for action in result.actions:
-            out.write(f"  {describe(action, zone)}\n")
-        if not result.actions and not result.error:
-            out.write("  (no CRM action)\n")
+        else:
+            out.write(render_document(document))
     out.flush()
     return 0
+
+
+def explained_document(result: Explained, zone: ZoneInfo) -> dict[str, Any]:
+    """One replayed message as data (docs/explain.schema.json): both views are made from it."""
+    return {
+        "schema": 1,
+        "kind": result.kind,
+        "call_id": result.call_id,
+        "headline": _headline(result),
+        "error": result.error,
+        "data": result.data,
+        "created": result.created,
+        "actions": [action_record(a, zone) for a in result.actions],
+    }
+
+
+def render_document(document: dict[str, Any]) -> str:
+    """The text view of one `explained_document`."""
+    lines = [document["headline"]]
+    if document["error"]:
+        lines.append(f"  ! not applied: {document['error']}")
+    lines.extend(f"  {render(action)}" for action in document["actions"])
+    if not document["actions"] and not document["error"]:
+        lines.append("  (no CRM action)")
+    return "\n".join(lines) + "\n"

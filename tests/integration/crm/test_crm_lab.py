@@ -198,7 +198,8 @@ def test_real_calls_become_crm_work_through_daemon_broker_and_adapter(rig: Rig) 
         "group_concat(a.employee) FROM tasks t JOIN task_assignees a "
         "ON a.task_id = t.id GROUP BY t.id",
     )
-    assert task == ("Пропущенный звонок", "anna", 1, "anna,boris")  # linked to this call's inquiry
+    # An unknown caller: «Если не удалось найти клиента … задача будет создана без связки».
+    assert task == ("Пропущенный звонок", "anna", 0, "anna,boris")
 
     # The internal call reached the adapter and created nothing.
     outcomes = [
@@ -244,3 +245,28 @@ def test_megaplan_responsibles_on_real_transfers_ivr_and_group_misses(rig: Rig) 
     first_rung = {"101": "anna", "102": "boris", "103": "vera"}[group_miss["rang"][0]]
     [(_, responsible)] = _client_of(rig, "+380501110003")
     assert responsible == first_rung
+
+
+GROUP_RULES = """
+[crm.clients]
+group_missed_responsible = "vera"
+[crm.clients.missed]
+create = "client"
+"""
+
+
+@pytest.mark.parametrize("rig", [GROUP_RULES], indirect=True)
+def test_a_real_group_call_that_times_out_into_voicemail_gets_the_group_responsible(rig: Rig) -> None:
+    """Megaplan: «при каждом звонке от нового клиента, распределенном в любую группу ВАТС и
+    пропущенном … для него указывается выбранный ответственный сотрудник» — with the shipped
+    dialplan an unanswered group call ends in voicemail, and it still counts as a group miss."""
+    logs = [rig.daemon_log, rig.adapter_log]
+    rig.lab.run("queue_timeout_voicemail")  # +380501110004: queue support rings 101-103, voicemail
+    wait_until(lambda: _done(rig, 1), 120, "the outcome applied", logs)
+    [payload] = [p for (p,) in query(rig.database, "SELECT payload FROM inbox WHERE id NOT LIKE '%:%:%'")]
+    data = json.loads(payload)["data"]
+    # The case of the issue: the call was distributed to the group and lost in voicemail.
+    assert (data["missed_at"], data["queue"]) == ("voicemail", "support")
+    [(name, responsible)] = _client_of(rig, "+380501110004")
+    assert name.startswith("Новый (")
+    assert responsible == "vera"  # not 101, the first employee the group rang

@@ -106,7 +106,7 @@ def test_explain_json_lists_every_action_with_its_rule_and_unknown_managers(
     outcome = next(d for d in documents if d["kind"] == "outcome")
     # Without a CRM copy the employees are the recording's agents: "anna" is unknown, and the
     # explanation says so instead of notifying nobody silently.
-    assert [a["action"] for a in outcome["actions"]] == ["RecordCall", "CreateInquiry", "NoAction"]
+    assert [a["kind"] for a in outcome["actions"]] == ["record_call", "create_inquiry", "no_action"]
     assert outcome["actions"][1]["rule"] == "inquiries"
     assert "manager 'anna' is not an active employee" in outcome["actions"][2]["reason"]
 

@@ -42,7 +42,6 @@ def test_answered_incoming_call_creates_inquiry_with_type_and_manager_from_setti
     [inquiry] = actions_of(actions, CreateInquiry)
     assert (inquiry.inquiry_type, inquiry.manager) == ("Консультация", "anna")
     assert (inquiry.client, inquiry.client_name, inquiry.phone) == (Ref("c1"), "Иван Петров", "+380981234567")
-    assert inquiry.description == ""
 
 
 def test_manager_is_notified_of_the_new_inquiry() -> None:

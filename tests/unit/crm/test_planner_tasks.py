@@ -19,8 +19,8 @@ enabled = true
 assignees = ["anna", "boris"]
 deadline_hours = 2
 """
-# Missed at 19.06.2023 13:00 Kyiv time (EEST, UTC+3).
-MISSED_AT_13_00 = missed(started_at="2023-06-19T09:59:30Z", ended_at="2023-06-19T10:00:00Z")
+# Missed at 19.06.2023 13:00 Kyiv time (EEST, UTC+3): it came in at 13:00 and rang for 40 s.
+MISSED_AT_13_00 = missed(started_at="2023-06-19T10:00:00Z", ended_at="2023-06-19T10:00:40Z")
 
 
 def crm_settings(toml: str) -> CrmSettings:
@@ -62,10 +62,12 @@ def test_one_task_each_gives_every_assignee_a_task_authored_by_the_first() -> No
     assert {t.mode for t in tasks} == {TaskMode.ONE_EACH}
 
 
-def test_deleted_assignee_is_left_out_and_the_next_one_becomes_author() -> None:
+def test_deleted_assignee_is_left_out_but_the_first_listed_stays_author() -> None:
+    """«Автором такой задачи будет Исполнитель, которого вы указали первым в списке»."""
     settings = crm_settings(TWO_HOURS.replace('["anna", "boris"]', '["gleb", "boris"]'))
     [task] = actions_of(plan_outcome(MISSED_AT_13_00, facts(), settings), CreateTask)
-    assert (task.assignees, task.author) == (("boris",), "boris")
+    assert (task.assignees, task.author) == (("boris",), "gleb")
+    assert "first listed gleb (gleb is deleted)" in task.reason
 
 
 def test_task_is_linked_to_the_newest_open_order_of_the_newest_client() -> None:
@@ -128,7 +130,11 @@ def test_retailcrm_style_creates_no_task_without_an_order() -> None:
 
 
 def test_retailcrm_style_task_links_the_order_created_for_this_call() -> None:
-    settings = crm_settings(TWO_HOURS + 'unlinked = "skip"\n[crm.orders]\nenabled = true\n')
+    """«Якщо не створюється замовлення і немає раніше створеного - задача також не буде створена»:
+    RetailCRM counts the order this call creates (`link_to_this_call = true`)."""
+    settings = crm_settings(
+        TWO_HOURS + 'unlinked = "skip"\nlink_to_this_call = true\n[crm.orders]\nenabled = true\n'
+    )
     [task] = actions_of(plan_outcome(MISSED_AT_13_00, facts(), settings), CreateTask)
     assert task.link == TaskLink("order", NEW)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pbxlink.adapters.store import Store
 from pbxlink.rules.actions import (
@@ -40,6 +41,9 @@ FROM client_phones p JOIN clients c ON c.id = p.client_id
 WHERE p.e164 = ?
 ORDER BY c.created_at, c.id
 """
+_CLIENTS_BY_PHONES = _CLIENTS_BY_PHONE.replace("SELECT c.id,", "SELECT p.e164, c.id,").replace(
+    "WHERE p.e164 = ?", "WHERE p.e164 IN (SELECT value FROM json_each(?))"
+)
 _CLIENTS_BY_EMAIL = _CLIENTS_BY_PHONE.replace(
     "FROM client_phones p JOIN clients c ON c.id = p.client_id\nWHERE p.e164 = ?",
     "FROM client_emails m JOIN clients c ON c.id = m.client_id\nWHERE m.email = ?",
@@ -51,9 +55,24 @@ def _open_items(text: str) -> tuple[OpenItem, ...]:
     return tuple(sorted(items, key=lambda item: (item.created_at, int(item.id))))
 
 
+def _client_fact(row: Any) -> ClientFact:
+    client_id, name, created_at, origin_call, responsibles, orders, inquiries, deals = row
+    return ClientFact(
+        id=str(client_id),
+        name=name,
+        created_at=from_iso(created_at),
+        responsibles=tuple(json.loads(responsibles)),
+        origin_call=origin_call,
+        open_orders=_open_items(orders),
+        open_inquiries=_open_items(inquiries),
+        open_deals=_open_items(deals),
+    )
+
+
 def iso(moment: datetime) -> str:
     """Stored times: UTC, second precision, "Z" (sorts as text)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    u = moment.astimezone(UTC)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 def from_iso(text: str) -> datetime:
@@ -119,24 +138,33 @@ class SqliteCrm:
     async def clients_by_phone(self, e164: str) -> tuple[ClientFact, ...]:
         return await self._clients(_CLIENTS_BY_PHONE, e164)
 
+    async def clients_by_phones(self, numbers: set[str]) -> dict[str, tuple[ClientFact, ...]]:
+        """`clients_by_phone` for many numbers in one statement (a batch's look-up)."""
+        found: dict[str, list[ClientFact]] = {n: [] for n in numbers}
+        if numbers:
+            rows = await self.db.execute_fetchall(_CLIENTS_BY_PHONES, (json.dumps(sorted(numbers)),))
+            for e164, *row in rows:
+                found[e164].append(_client_fact(row))
+        return {n: tuple(clients) for n, clients in found.items()}
+
+    async def stages_of(self, call_ids: set[str]) -> dict[str, frozenset[Stage]]:
+        """`stages_applied` for many calls in one statement."""
+        found: dict[str, set[Stage]] = {c: set() for c in call_ids}
+        if call_ids:
+            rows = await self.db.execute_fetchall(
+                "SELECT call_id, stage FROM call_stages WHERE call_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(sorted(call_ids)),),
+            )
+            for call_id, stage in rows:
+                found[call_id].add(Stage(stage))
+        return {c: frozenset(stages) for c, stages in found.items()}
+
     async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:
         return await self._clients(_CLIENTS_BY_EMAIL, email.strip().lower())
 
     async def _clients(self, sql: str, key: str) -> tuple[ClientFact, ...]:
         rows = await self.db.execute_fetchall(sql, (key,))
-        return tuple(
-            ClientFact(
-                id=str(client_id),
-                name=name,
-                created_at=from_iso(created_at),
-                responsibles=tuple(json.loads(responsibles)),
-                origin_call=origin_call,
-                open_orders=_open_items(orders),
-                open_inquiries=_open_items(inquiries),
-                open_deals=_open_items(deals),
-            )
-            for client_id, name, created_at, origin_call, responsibles, orders, inquiries, deals in rows
-        )
+        return tuple(_client_fact(row) for row in rows)
 
     async def responsibles(self, client_id: int | str) -> tuple[str, ...]:
         rows = await self.db.execute_fetchall(
