@@ -25,12 +25,13 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 lab: venv
+	@tests/lab/host-packages.sh mail
 	tests/lab/asterisk-setup.sh
 
 check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy common daemon adapters routing tests bench
+	$(BIN)/mypy common daemon adapters routing gateway tests bench
 	$(BIN)/lint-imports
 	@tests/lab/host-packages.sh systemd
 	@for unit in systemd/*.service; do \

@@ -1,6 +1,7 @@
 """Delivery benchmarks: hangup → PUBACK latency under lab load, and outbox throughput.
 
     .venv/bin/python bench/bench_delivery.py latency  [--rate 20] [--seconds 60] [--settle 0]
+    .venv/bin/python bench/bench_delivery.py final    [--rate 20] [--seconds 30]
     .venv/bin/python bench/bench_delivery.py throughput [--messages 5000]
 
 ``latency`` (root; the real lab): starts a lab Asterisk (a free instance), a mosquitto and
@@ -9,6 +10,11 @@ afterwards it reads the outbox: for every outcome, hangup (the outcome's ``ended
 Asterisk's event Timestamp) → commit (``created_at``) → PUBACK (``sent_at``). The tracker's
 ``settle_seconds`` (default 2 s in production: late transfer events) is part of hangup →
 commit; ``--settle`` sets it for the run.
+
+``final`` (root; the real lab): the same load twice, side by side in one run: the *default*
+config (the outcome goes out when CEL ``LINKEDID_END`` arrives over AMI) and the settle-timer
+path (``[cel] final_on_linkedid_end = false``: the outcome waits ``tracker.settle_seconds``,
+2 s by default, after the last hangup).
 
 ``throughput`` (no lab): N outcome envelopes, 2 kB each, through (1) plain aiomqtt QoS 1
 publishing, awaited one by one and pipelined, with no durability; (2) the outbox: committed
@@ -30,8 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "lab"))
@@ -69,15 +77,31 @@ def parse_iso(text: str) -> float:
 # latency under lab load
 
 
-def latency(args: argparse.Namespace) -> None:
+@dataclass
+class Pass:
+    """One daemon run under load: what it published and how fast."""
+
+    label: str
+    rate: float
+    count: int
+    placed_in: float
+    sipp_exit: int | None
+    cpu: float
+    wall: float
+    events: int
+    hangup_to_commit: list[float] = field(default_factory=list)
+    commit_to_puback: list[float] = field(default_factory=list)
+    hangup_to_puback: list[float] = field(default_factory=list)
+
+
+def _run_pass(session: Any, work: Path, mqtt_port: int, config_tail: str, label: str, args: Any) -> Pass:
+    """``pbxlink run`` with ``config_tail`` appended to its config; SIPp places internal calls
+    101 → 102 at ``args.rate`` for ``args.seconds``; the figures come from the outbox."""
     from pbxlab import Call, Phone  # noqa: PLC0415
-    from pbxlab.session import LabSession  # noqa: PLC0415
     from pbxlab.sipp import PortBlock, Sipp  # noqa: PLC0415
 
-    work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    session = LabSession.open(None, workdir=work / "lab")  # claims a free instance offset
     lab = session.instance
-    broker, mqtt_port = start_broker(work)
+    work.mkdir(parents=True)
     state = work / "state"
     state.mkdir()
     (work / "ami-secret").write_text(lab.ami_secret)
@@ -86,7 +110,7 @@ def latency(args: argparse.Namespace) -> None:
         f'[ami]\nport = {lab.ami_port}\nsecret_file = "{work / "ami-secret"}"\n'
         f'[mqtt]\nport = {mqtt_port}\n[state]\ndirectory = "{state}"\n'
         f'[http]\nport = {http_port}\n[agi]\nenabled = false\n[log]\nformat = "json"\n'
-        f'level = "warning"\n[tracker]\nsettle_seconds = {args.settle}\n'
+        f'level = "warning"\n{config_tail}'
     )
     daemon = subprocess.Popen(
         [str(Path(sys.executable).with_name("pbxlink")), "run", "-c", str(work / "pbxlink.toml")],
@@ -143,37 +167,93 @@ def latency(args: argparse.Namespace) -> None:
         rows = conn.execute(
             "SELECT payload, created_at, sent_at FROM outbox WHERE kind = 'call.outcome' AND status = 'sent'"
         ).fetchall()
-        events = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'call.event'").fetchone()
+        (events,) = conn.execute("SELECT count(*) FROM outbox WHERE kind = 'call.event'").fetchone()
         conn.close()
     finally:
         phone.stop()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(30)
-        stop_mosquitto(broker)
-        session.close()
-    hangup_to_commit, commit_to_puback, hangup_to_puback = [], [], []
+    result = Pass(label, args.rate, count, placed_in, code, cpu, wall, events)
     for payload, created, sent in rows:
         ended = parse_iso(json.loads(payload)["data"]["ended_at"])
-        hangup_to_commit.append(created - ended)
-        commit_to_puback.append(sent - created)
-        hangup_to_puback.append(sent - ended)
+        result.hangup_to_commit.append(created - ended)
+        result.commit_to_puback.append(sent - created)
+        result.hangup_to_puback.append(sent - ended)
+    return result
+
+
+def _print_pass(result: Pass) -> None:
     print(
-        f"calls placed: {count} at {args.rate}/s over {placed_in:.1f} s (SIPp exit {code}); "
-        f"outcomes published: {len(rows)}; live events: {events[0]}"
-    )
-    print(
-        f"daemon CPU: {cpu:.1f} s over {wall:.1f} s wall ({100 * cpu / wall:.0f}% of one core);"
-        f" settle_seconds={args.settle}"
+        f"[{result.label}] calls placed: {result.count} at {result.rate}/s, SIPp done after"
+        f" {result.placed_in:.1f} s (exit {result.sipp_exit}); outcomes published:"
+        f" {len(result.hangup_to_puback)}; live events: {result.events}; daemon CPU: {result.cpu:.1f} s"
+        f" over {result.wall:.1f} s wall ({100 * result.cpu / result.wall:.0f}% of one core)"
     )
     for name, values in (
-        ("hangup -> commit", hangup_to_commit),
-        ("commit -> PUBACK", commit_to_puback),
-        ("hangup -> PUBACK", hangup_to_puback),
+        ("hangup -> commit", result.hangup_to_commit),
+        ("commit -> PUBACK", result.commit_to_puback),
+        ("hangup -> PUBACK", result.hangup_to_puback),
     ):
         if values:
             print(
-                f"{name:18} p50 {1000 * statistics.median(values):8.1f} ms   "
+                f"  {name:18} p50 {1000 * statistics.median(values):8.1f} ms   "
                 f"p99 {1000 * pct(values, 0.99):8.1f} ms   max {1000 * max(values):8.1f} ms"
+            )
+
+
+def latency(args: argparse.Namespace) -> None:
+    from pbxlab.session import LabSession  # noqa: PLC0415
+
+    work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    session = LabSession.open(None, workdir=work / "lab")  # claims a free instance offset
+    broker, mqtt_port = start_broker(work)
+    try:
+        result = _run_pass(
+            session, work / "run", mqtt_port, f"[tracker]\nsettle_seconds = {args.settle}\n", "latency", args
+        )
+    finally:
+        stop_mosquitto(broker)
+        session.close()
+    print(f"settle_seconds={args.settle}")
+    _print_pass(result)
+
+
+def final(args: argparse.Namespace) -> None:
+    """The default config (the outcome goes out at CEL LINKEDID_END) and the settle-timer path
+    (the same config with [cel] final_on_linkedid_end = false: the tracker waits
+    tracker.settle_seconds, 2 s by default, after the last hangup), one after the other on one
+    lab Asterisk and one broker, under the same load."""
+    from pbxlab.session import LabSession  # noqa: PLC0415
+
+    work = Path(tempfile.mkdtemp(prefix="bench-final-"))
+    session = LabSession.open(None, workdir=work / "lab")
+    broker, mqtt_port = start_broker(work)
+    try:
+        passes = [
+            _run_pass(session, work / "default", mqtt_port, "", "default config (LINKEDID_END)", args),
+            _run_pass(
+                session,
+                work / "settle",
+                mqtt_port,
+                "[cel]\nfinal_on_linkedid_end = false\n",
+                "settle timer (final_on_linkedid_end = false)",
+                args,
+            ),
+        ]
+    finally:
+        stop_mosquitto(broker)
+        session.close()
+    talk = args.hold_ms / 1000
+    print(f"internal calls 101 -> 102 (ring 0.2 s, talk {talk:.1f} s), default settle_seconds 2.0")
+    for result in passes:
+        _print_pass(result)
+    print(f"{'hangup -> PUBACK':44} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
+    for result in passes:
+        values = result.hangup_to_puback
+        if values:
+            print(
+                f"{result.label:44} {1000 * statistics.median(values):9.1f} {1000 * pct(values, 0.99):9.1f}"
+                f" {1000 * max(values):9.1f}"
             )
 
 
@@ -287,11 +367,17 @@ def main() -> None:
     lat.add_argument("--seconds", type=float, default=60.0)
     lat.add_argument("--hold-ms", type=int, default=2000)
     lat.add_argument("--settle", type=float, default=0.0)
+    fin = sub.add_parser("final")
+    fin.add_argument("--rate", type=float, default=20.0)
+    fin.add_argument("--seconds", type=float, default=30.0)
+    fin.add_argument("--hold-ms", type=int, default=2000)
     thr = sub.add_parser("throughput")
     thr.add_argument("--messages", type=int, default=5000)
     args = parser.parse_args()
     if args.what == "latency":
         latency(args)
+    elif args.what == "final":
+        final(args)
     else:
         asyncio.run(throughput(args))
 

@@ -50,6 +50,11 @@ cp "$ROUTING_SNIPPET" "$dst/pbxlink-routing.conf"
 if [ "$PROFILE" != lab ]; then
     [ -d "$PROFILE_DIR" ] || die "profile dir $PROFILE_DIR not found"
     cp -a "$PROFILE_DIR"/. "$dst"/   # the profile's files replace the lab's
+    if [ -f "$dst/adapt.sh" ]; then  # ... and it may adapt the lab's files it keeps
+        # shellcheck source=/dev/null
+        . "$dst/adapt.sh"
+        rm -f "$dst/adapt.sh"
+    fi
     [ -r "$FREEPBX_SNIPPET" ] || die "routing snippet $FREEPBX_SNIPPET not found"
     cp "$FREEPBX_SNIPPET" "$dst/pbxlink-freepbx.conf"
 fi
@@ -85,6 +90,12 @@ for d in $IN_DIRS; do
     mkdir -p "$SID_ROOT$d"
 done
 mkdir -p "$SID_ROOT/var/spool/$INSTANCE/voicemail"
+# The CEL database of cel_sqlite3_custom in WAL mode before Asterisk first opens it (the mode is
+# kept in the file): Asterisk writes every CEL record in its own transaction from the one thread
+# that also sends CEL over AMI, and with the default rollback journal those fsyncs delayed
+# LINKEDID_END by up to seconds at 20 calls/s (docs/cel.md).
+python3 -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL").fetchone()' \
+    "$SID_ROOT/var/log/$INSTANCE/pbxlink-cel.db"
 
 # -f: foreground, no console.  setsid and chroot exec, so $! is asterisk itself.
 setsid chroot "$SID_ROOT" /usr/sbin/asterisk -f -C "$CONF_DST/asterisk.conf" \

@@ -3,6 +3,7 @@
 #   host-packages.sh python   - python3-venv (to create the virtualenv)
 #   host-packages.sh systemd  - systemd-analyze (to verify the unit file)
 #   host-packages.sh lab      - mosquitto, sip-tester (sipp), mmdebstrap
+#   host-packages.sh mail     - dovecot-imapd (the real IMAP server of the gateway's e-mail tests)
 set -euo pipefail
 want=()
 for part in "$@"; do
@@ -12,6 +13,8 @@ for part in "$@"; do
         lab)     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || want+=(mosquitto)
                  command -v sipp >/dev/null || want+=(sip-tester)
                  command -v mmdebstrap >/dev/null || want+=(mmdebstrap) ;;
+        mail)    [ -x /usr/sbin/dovecot ] || want+=(dovecot-imapd)
+                 command -v openssl >/dev/null || want+=(openssl) ;;
         *) echo "host-packages.sh: unknown part $part" >&2; exit 2 ;;
     esac
 done

@@ -6,11 +6,13 @@ is dead-lettered. Nothing here raises on bad input.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import msgspec
 import structlog
 
 from pbxlink.adapters.backends.protocol import AppliedPlan, apply_plan, gather_facts, gather_request_facts
@@ -153,14 +155,26 @@ class Processor:
     ) -> Processed:
         """Facts → plan → CRM writes → stage marks, inside the caller's transaction."""
         body = envelope.body
+        linked: str | None = None
+        if isinstance(body, InboundRequest) and body.deal_id is None and body.replies_to:
+            # A7: a reply in a thread / a chat links to the open interest its conversation made
+            linked = await crm.open_deal_of_requests(body.replies_to)
+            if linked is not None:
+                body = msgspec.structs.replace(body, deal_id=linked)
+                envelope = msgspec.structs.replace(envelope, data=body)
         call_id, facts = await self._facts(crm, envelope, known, settings)
         if isinstance(body, InboundRequest):
+            if not facts.clients and body.replies_to:
+                # not recognised by phone or e-mail (a messenger chat): the conversation's client
+                facts = dataclasses.replace(facts, clients=await crm.clients_of_requests(body.replies_to))
             actions = plan_request(body, facts, settings)
         elif isinstance(body, LiveEvent):
             actions = plan_event(body, facts, settings)
         else:
             actions = plan_call(body, facts, settings)
         applied: AppliedPlan = await apply_plan(crm, call_id, actions)
+        if linked is not None and applied.newest("deal") is None:
+            await crm.link_request(call_id, linked)
         stage = _stage(envelope)
         if stage is not None:
             await crm.mark_stage(call_id, stage)

@@ -51,6 +51,12 @@ def _adapter() -> ModuleType:
     return service
 
 
+def _gateway() -> ModuleType:
+    from pbxlink.gateway import service  # noqa: PLC0415 - see above
+
+    return service
+
+
 def _crm() -> ModuleType:
     from pbxlink.adapters import crm_cli  # noqa: PLC0415 - see above
 
@@ -91,6 +97,7 @@ COMMANDS: dict[str, Command] = {
     "replay": Command(_replay, "print the outcomes of a recorded AMI session"),
     "record": Command(_record, "record a raw AMI session to a file"),
     "adapter": Command(_adapter, "run a CRM adapter: MQTT outcomes -> rules -> CRM"),
+    "gateway": Command(_gateway, "run the request gateway: e-mail (IMAP), Telegram, web forms -> MQTT"),
     "crm": Command(_crm, "show the embedded CRM's records"),
     "explain": Command(_explain, "explain the CRM actions for a recorded AMI session"),
     "route-probe": Command(_route_probe, "ask the running FastAGI router what it would route for a caller"),

@@ -122,11 +122,13 @@ SECTION_OWNERS: Mapping[str, str] = types.MappingProxyType(
         "ami": "daemon",
         "state": "daemon",
         "tracker": "daemon",
+        "cel": "daemon",
         "agi": "daemon",
         "routing": "daemon",
         "http": "daemon",
         "adapter": "adapter",
         "crm": "adapter",
+        "gateway": "gateway",
     }
 )
 
@@ -345,6 +347,12 @@ def _resolve_secrets(node: T, env: Mapping[str, str], problems: list[ConfigProbl
             filled_section = _resolve_secrets(value, env, problems, where)
             if filled_section is not value:
                 updates[f.name] = filled_section
+        elif isinstance(value, Mapping) and any(
+            dataclasses.is_dataclass(v) and not isinstance(v, type) for v in value.values()
+        ):  # a table of sections (e.g. [gateway.email.<name>]): each entry's secrets too
+            table = {k: _resolve_secrets(v, env, problems, f"{where}.{k}") for k, v in value.items()}
+            if any(table[k] is not v for k, v in value.items()):
+                updates[f.name] = types.MappingProxyType(table)
         elif _is_secret_type(hints[f.name]):
             secret = _find_secret(node, f.name, where, env, problems)
             if secret is not None:

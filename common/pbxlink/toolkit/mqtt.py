@@ -9,6 +9,7 @@ directory feed once connected in plain text while the publisher used TLS).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import ssl
@@ -16,19 +17,99 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pbxlink.foundation.config import MqttSettings
 from pbxlink.toolkit.reconnect import Backoff, Reconnect
 
-__all__ = ["MQTT_TRANSIENT", "mqtt_client", "mqtt_reconnect", "tls_context"]
+__all__ = ["MQTT_TRANSIENT", "AckingClient", "PublishRefused", "mqtt_client", "mqtt_reconnect", "tls_context"]
 
 # The errors a connection loop retries on: aiomqtt reports refused connects, lost connections,
 # timeouts and socket errors as MqttError (and its subclasses).
 MQTT_TRANSIENT: Final[tuple[type[BaseException], ...]] = (aiomqtt.MqttError,)
 
 _NODELAY: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+
+class PublishRefused(aiomqtt.MqttError):
+    """The broker answered a publish with a failure reason code (MQTT 5 PUBACK >= 0x80)."""
+
+    def __init__(self, topic: str, reason: ReasonCode) -> None:
+        super().__init__(f"the broker refused a publish to {topic}: {reason} ({reason.value:#x})")
+        self.topic = topic
+        self.reason = reason
+
+
+class AckingClient(aiomqtt.Client):
+    """aiomqtt's client plus the PUBACK reason code and disconnect-aware waits: aiomqtt marks a
+    publish done on any PUBACK, even one that refuses the message (MQTT 5 reason >= 0x80, e.g.
+    "Not authorized" from an ACL), and waits out its timeout after a disconnect.
+
+    Uses aiomqtt 2.5 internals (``_client``, ``_pending_call``, ``_pending_publishes``,
+    ``_disconnected``); pyproject pins aiomqtt <2.6 for that reason.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._puback_reasons: dict[int, ReasonCode] = {}
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        if mid in self._pending_publishes:
+            self._puback_reasons[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    def disconnect_reason(self) -> BaseException | None:
+        """Why the connection ended (and marks aiomqtt's future as retrieved)."""
+        if not self._disconnected.done() or self._disconnected.cancelled():
+            return None
+        return self._disconnected.exception()
+
+    async def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool,
+        properties: Properties,
+        puback_timeout: float,
+    ) -> None:
+        """Publish at QoS 1 and return once the broker accepted it; raise otherwise."""
+        info = self._client.publish(topic, payload, 1, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        confirmation = asyncio.Event()
+        with self._pending_call(info.mid, confirmation, self._pending_publishes):
+            # paho may have received the PUBACK already (the callback found no pending call).
+            if not info.is_published():
+                async with asyncio.TaskGroup() as waiting:
+                    waiter = waiting.create_task(confirmation.wait(), name=f"puback-{info.mid}")
+                    disconnected: asyncio.Future[Any] = self._disconnected
+                    try:
+                        done, _ = await asyncio.wait(
+                            {waiter, disconnected},
+                            timeout=puback_timeout,
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                    finally:
+                        waiter.cancel()
+                if waiter not in done:
+                    if self._disconnected.done():
+                        self.disconnect_reason()
+                        raise aiomqtt.MqttError("disconnected while waiting for PUBACK")
+                    raise aiomqtt.MqttError(f"no PUBACK within {puback_timeout} s")
+        reason = self._puback_reasons.pop(info.mid, None)
+        if reason is not None and reason.is_failure:
+            raise PublishRefused(topic, reason)
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:

@@ -22,6 +22,7 @@ from pbxlink.wire.instant import Instant
 __all__ = [
     "SCHEMA_VERSION",
     "AgentId",
+    "Attachment",
     "CallId",
     "CallOutcome",
     "ClientOwners",
@@ -236,6 +237,16 @@ class Sender(_Record, frozen=True, kw_only=True):
     name: str | None = None
     phone: str | None = None
     email: str | None = None
+    # a messenger chat to answer in, e.g. "telegram:123456789" (the chat is the contact)
+    messenger: str | None = None
+
+
+class Attachment(_Record, frozen=True, kw_only=True):
+    """A file that came with a request (listed, not carried: the mailbox or messenger keeps it)."""
+
+    name: str
+    content_type: str
+    size: Annotated[int, Meta(ge=0)]
 
 
 class Request(_Record, frozen=True, kw_only=True):
@@ -251,6 +262,13 @@ class Request(_Record, frozen=True, kw_only=True):
     subject: str = ""
     body: str = ""
     deal_id: str | None = None  # an existing interest the request was linked to, if any
+    # the source's own id of the message (an e-mail's Message-ID), for the CRM's history
+    message_id: str | None = None
+    # ids of earlier requests of the same conversation (an e-mail thread's In-Reply-To/References,
+    # a messenger chat), newest first: the adapter links the request to the open interest one of
+    # them created ("no new interest when the message links to an active one")
+    replies_to: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
 
     def __post_init__(self) -> None:
         email = self.sender.email

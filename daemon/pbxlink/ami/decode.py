@@ -2,7 +2,8 @@
 
 :class:`AmiDecoder` maps an :class:`~pbxlink.ami.framing.Frame` to one of the records in
 :mod:`pbxlink.ami.events`, or to ``None`` for frames the tracker does not use (action
-responses, ``TestEvent``, ``CEL``, ``Cdr``, ``RTCP*``, most ``VarSet`` and ``Newexten`` …).
+responses, ``TestEvent``, ``Cdr``, ``RTCP*``, most ``VarSet`` and ``Newexten``, ``CEL`` records
+of a type not asked for …).
 Dropped frames are counted by event name in :attr:`AmiDecoder.ignored`.
 
 The hot path stays cheap: the event name comes from the frame without parsing its headers,
@@ -34,6 +35,8 @@ from pbxlink.ami.events import (
     BridgeDestroy,
     BridgeEnter,
     BridgeLeave,
+    Cel,
+    CelEventType,
     Channel,
     ChannelState,
     ContactState,
@@ -101,6 +104,8 @@ _TRACKED_VARIABLE_BYTES = {
 }
 _TRACKED_APP_BYTES = frozenset(app.encode() for app in TRACKED_APPS)
 _VARIABLE_MARK = b"\nVariable: "
+_CEL_TYPE_MARK = b"\nEventName: "
+_CEL_TYPES = {t.value: t for t in CelEventType}
 _APPLICATION_MARK = b"\nApplication: "
 _FIRST_PRIORITY = re.compile(rb"\nPriority: 1\r?(?:\n|$)")
 _UNKNOWN = "<unknown>"
@@ -605,6 +610,30 @@ def _successfulauth(f: _Fields) -> AmiEvent:
     return SuccessfulAuth(f.time())
 
 
+def cel_event_type(text: str) -> CelEventType:
+    """A CEL ``EventName``/``eventtype`` as the enum; unknown names are ``OTHER``."""
+    return _CEL_TYPES.get(text.strip().upper(), CelEventType.OTHER)
+
+
+def _cel(f: _Fields) -> AmiEvent:
+    uniqueid = f.req("UniqueID")
+    return Cel(
+        time=f.time(),
+        type=cel_event_type(f.req("EventName")),
+        channel=f.text("Channel"),
+        uniqueid=uniqueid,
+        linkedid=f.opt("LinkedID") or uniqueid,
+        caller_num=_caller_text(f.opt("CallerIDnum")),
+        caller_name=_caller_text(f.opt("CallerIDname")),
+        context=f.text("Context"),
+        exten=f.text("Exten"),
+        application=f.text("Application"),
+        app_data=f.text("AppData"),
+        peer=f.text("Peer"),
+        extra=f.text("Extra"),
+    )
+
+
 _CONTACT_STATES = {s.value.lower(): s for s in ContactState}
 
 
@@ -729,6 +758,7 @@ _BUILDERS: dict[str, _Builder] = {
     "CoreShowChannelsComplete": _coreshowchannelscomplete,
     "FullyBooted": _fullybooted,
     "SuccessfulAuth": _successfulauth,
+    "CEL": _cel,
     "DeviceStateChange": _devicestatechange,
     "ContactStatus": _contactstatus,
     "ContactStatusDetail": _contactstatusdetail,
@@ -751,6 +781,7 @@ _DECODED_AS: dict[str, type] = {
     "QueueMemberPause": QueueMemberStatus,
     "QueueMemberAdded": QueueMemberStatus,
     "QueueMember": QueueMemberStatus,
+    "CEL": Cel,
 }
 DECODES_INTO: dict[str, type] = {
     name: _DECODED_AS.get(name) or getattr(ami_events, name) for name in _BUILDERS
@@ -776,18 +807,27 @@ class AmiDecoder:
     action responses) to how many frames of it were dropped.
     """
 
-    __slots__ = ("_builders", "_resolved", "decoded", "ignored")
+    __slots__ = ("_builders", "_cel_types", "_resolved", "decoded", "ignored")
 
-    def __init__(self, events: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        events: Collection[str] | None = None,
+        *,
+        cel_types: Collection[CelEventType] | None = (CelEventType.LINKEDID_END,),
+    ) -> None:
         """``events``: the AMI event names to decode (default: every event modelled in
         :mod:`~pbxlink.ami.events`); a consumer passes the ones it uses, e.g.
         :data:`pbxlink.calls.tracker.TRACKED_EVENTS` (derived from the tracker's handler table
-        by :func:`events_decoding_into`), and the rest cost nothing."""
+        by :func:`events_decoding_into`), and the rest cost nothing.
+        ``cel_types``: the ``CEL`` records to decode (``None``: all). By default only
+        ``LINKEDID_END`` (what the tracker uses live); the others are dropped after one byte
+        search, like untracked ``VarSet`` frames."""
         unknown = set(events or ()) - _BUILDERS.keys()
         if unknown:
             raise ValueError(f"no decoder for AMI events {sorted(unknown)}")
         self._builders = dict(_BUILDERS) if events is None else {n: _BUILDERS[n] for n in events}
         self._resolved: dict[str, tuple[str, _Builder] | None] = {}
+        self._cel_types = None if cel_types is None else frozenset(t.value.encode() for t in cel_types)
         self.ignored: Counter[str] = Counter()
         self.decoded = 0
 
@@ -814,6 +854,11 @@ class AmiDecoder:
             if (app is None or app.lower() not in _TRACKED_APP_BYTES) and _FIRST_PRIORITY.search(
                 frame.raw
             ) is None:
+                self.ignored[name] += 1
+                return None
+        elif name == "CEL" and self._cel_types is not None:
+            cel_type = _header_value(frame.raw, _CEL_TYPE_MARK)
+            if cel_type is None or cel_type not in self._cel_types:
                 self.ignored[name] += 1
                 return None
         event = build(_Fields(name, frame))

@@ -391,6 +391,57 @@ class SuccessfulAuth:
     time: float | None
 
 
+class CelEventType(Enum):
+    """A CEL record's ``EventName`` (``eventtype``); anything Asterisk adds later is ``OTHER``."""
+
+    CHAN_START = "CHAN_START"
+    CHAN_END = "CHAN_END"
+    ANSWER = "ANSWER"
+    HANGUP = "HANGUP"
+    APP_START = "APP_START"
+    APP_END = "APP_END"
+    PARK_START = "PARK_START"
+    PARK_END = "PARK_END"
+    BRIDGE_ENTER = "BRIDGE_ENTER"
+    BRIDGE_EXIT = "BRIDGE_EXIT"
+    BLINDTRANSFER = "BLINDTRANSFER"
+    ATTENDEDTRANSFER = "ATTENDEDTRANSFER"
+    PICKUP = "PICKUP"
+    FORWARD = "FORWARD"
+    LINKEDID_END = "LINKEDID_END"
+    LOCAL_OPTIMIZE = "LOCAL_OPTIMIZE"
+    LOCAL_OPTIMIZE_BEGIN = "LOCAL_OPTIMIZE_BEGIN"
+    USER_DEFINED = "USER_DEFINED"
+    STREAM_BEGIN = "STREAM_BEGIN"
+    STREAM_END = "STREAM_END"
+    DTMF = "DTMF"
+    OTHER = "OTHER"
+
+
+@dataclass(frozen=True, slots=True)
+class Cel:
+    """One Channel Event Logging record: an AMI ``CEL`` event, or a row of a CEL backend
+    (cel_sqlite3_custom, cel_custom) read back after a gap.
+
+    ``time`` is the AMI ``Timestamp`` for a live event and the record's ``eventtime`` for a
+    backend row. ``extra`` is Asterisk's JSON text (``{"hangupcause":16,…}``), kept raw:
+    only the CEL conversion (:mod:`pbxlink.ami.cel`) reads it."""
+
+    time: float | None
+    type: CelEventType
+    channel: str
+    uniqueid: str
+    linkedid: str
+    caller_num: str | None
+    caller_name: str | None
+    context: str
+    exten: str
+    application: str
+    app_data: str
+    peer: str
+    extra: str
+
+
 # --- presence (for routing): device states, PJSIP contacts, hints, queue members ---------------
 
 
@@ -503,6 +554,7 @@ AmiEvent = (
     | CoreShowChannelsComplete
     | FullyBooted
     | SuccessfulAuth
+    | Cel
     | DeviceStateChange
     | ContactStatus
     | ExtensionStatus

@@ -21,8 +21,12 @@ How it decides (docs/outcome.md has the long form):
 * **Where a call was lost.** Several agents ringing at once for it (one ``Dial`` with ``&``, a
   queue, Local members) is a group (``queue``) miss; one agent alone an ``agent`` miss; the last
   ring decides, voicemail wins. Nothing here depends on context or extension names.
-* **Ending.** A call finalizes when its last channel has hung up, plus ``settle_seconds`` of AMI
-  time (late transfer events, stragglers), and then its state is dropped.
+* **Ending.** A call finalizes when its last channel has hung up and Asterisk has said, with a
+  CEL ``LINKEDID_END``, that every linkedid of the call is finished; without CEL over AMI, after
+  ``settle_seconds`` of AMI time (late transfer events, stragglers). Then its state is dropped.
+* **Backfill.** :meth:`CallTracker.backfill` folds events rebuilt from another source (Asterisk's
+  CEL records of an AMI gap, :mod:`pbxlink.ami.cel`) through the same handlers; the calls they
+  touch are ``reconstructed`` and produce no stale live events (only ``ended``).
 * **Resync.** After an AMI (re)login the shell lists live channels (``CoreShowChannels``);
   :meth:`CallTracker.resync` ends what vanished during the gap and adopts what it did not know,
   marking those calls ``reconstructed``.
@@ -52,6 +56,8 @@ from pbxlink.ami.events import (
     BridgeDestroy,
     BridgeEnter,
     BridgeLeave,
+    Cel,
+    CelEventType,
     Channel,
     ChannelState,
     CoreShowChannel,
@@ -100,6 +106,9 @@ _REJOIN_SECONDS = 1.0
 # straggling event cannot start a ghost call.
 _FINISHED_SECONDS = 60.0
 _FINISHED_MEMORY = 50_000
+# The AMI session of a channel last seen in a backfill (CEL records of a gap): none, so the
+# next CoreShowChannels snapshot ends it if it is not listed.
+_BACKFILLED = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +217,13 @@ class _TransferRecord:
 class _Call:
     __slots__ = (
         "active",
+        "backfilled",
         "channels",
         "consulted",
         "deadline",
         "end_inferred",
         "ended_at",
+        "ended_linkedids",
         "external_dial",
         "gap_inferred",
         "hangup_by",
@@ -243,6 +254,8 @@ class _Call:
         self.start_inferred = False
         self.end_inferred = False
         self.gap_inferred = False  # bridges changed while AMI was away (talk times inferred)
+        self.backfilled = False  # some of its events were rebuilt from CEL records of a gap
+        self.ended_linkedids: set[str] = set()  # CEL LINKEDID_END seen for these
         self.ended_at: float | None = None
         self.deadline: float | None = None
         self.originated_agent: str | None = None
@@ -319,6 +332,7 @@ class CallTracker:
         self._active = 0
         self._session = 0  # FullyBooted events seen: one per AMI login
         self._booted_since_resync = False
+        self._backfilling = False
         self.stats: Counter[str] = Counter()
         self._handlers: dict[type, Callable[[AmiEvent, float, list[TrackerOutput]], None]] = {
             Newchannel: self._on_channel,
@@ -345,6 +359,7 @@ class CallTracker:
             CoreShowChannelsComplete: self._on_core_show_complete,
             FullyBooted: self._on_fully_booted,
             SuccessfulAuth: self._on_clock_only,
+            Cel: self._on_cel,
         }
 
     # -----------------------------------------------------------------------------------------
@@ -391,6 +406,25 @@ class CallTracker:
         self._finalize_due(now, out)
         return out
 
+    def backfill(self, events: Iterable[AmiEvent]) -> list[TrackerOutput]:
+        """Fold events that happened while AMI was away, rebuilt from Asterisk's CEL records
+        (:func:`pbxlink.ami.cel.cel_to_events`), oldest first.
+
+        They go through the same handlers as live events. Every call they touch is marked
+        ``reconstructed``; live events (ringing, answered, transferred) are not produced for
+        them (they are history by now), except ``ended`` for the calls that finalize. Events of
+        calls already finalized are dropped like any late event, so a call is never reported
+        twice."""
+        out: list[TrackerOutput] = []
+        self._backfilling = True
+        try:
+            for event in events:
+                self.stats["backfilled_event"] += 1
+                out.extend(self.handle(event))
+        finally:
+            self._backfilling = False
+        return out
+
     def flush_ended(self) -> list[TrackerOutput]:
         """Finalize every call whose channels are all gone, settle time or not (end of input)."""
         return self.tick(float("inf")) if self._deadlines else []
@@ -432,6 +466,7 @@ class CallTracker:
             self._leave_bridge(chan)
             self._end_channel(chan, now, out)
         # channels we did not know, and what changed for those we did
+        dialed: list[_Chan] = []  # adopted agents' phones that Dial()/Queue() created
         for item in channels:
             snap = item.channel
             if snap.uniqueid in self._finished:
@@ -443,8 +478,15 @@ class CallTracker:
                     continue
                 chan = adopted
                 chan.call.start_inferred = True
+                self._adopt_stage(chan, item)
+                if chan.party.kind is PartyKind.AGENT and item.application in ("AppDial", "AppQueue"):
+                    dialed.append(chan)
             else:
                 chan = self._update(known, snap)
+                if chan.call.start_inferred and item.duration_seconds > 0:
+                    # first seen in this session's events (not at its start): its age is better
+                    chan.created = min(chan.created, now - item.duration_seconds)
+                    chan.order = (chan.created, chan.order[1])
             chan.up = snap.state is ChannelState.UP
             if chan.bridge != item.bridge_id:
                 chan.call.gap_inferred = chan.call.gap_inferred or known is not None
@@ -452,11 +494,31 @@ class CallTracker:
                 if item.bridge_id:
                     self._enter_bridge(chan, item.bridge_id)
             touched[id(chan.call)] = chan.call
+        for chan in dialed:
+            # ringing for the call when pbxlink came back (a phone already answered is left as
+            # before: a "ringing" live event for it would be stale)
+            if chan.alive and chan.ring_kind is None and chan.ringing and not chan.up and not chan.rung:
+                chan.ring_kind = _RingKind.FOR_CALL
+                self._rung(chan, now, out)
         for call in touched.values():
             if call.live > 0:
                 self._recompute(call, now, out)
         self._finalize_due(now, out)
         return out
+
+    def _adopt_stage(self, chan: _Chan, item: CoreShowChannel) -> None:
+        """A channel first seen in a snapshot that runs Dial() or Queue(): the call was ringing
+        agents (or waiting in a queue) when pbxlink came back, not lost in the IVR."""
+        call = chan.call
+        app = item.application.lower()
+        if app not in ("dial", "queue") or chan.party.kind is PartyKind.AGENT or call.segments:
+            return
+        if app == "queue":
+            call.in_queue = True
+            call.queue = item.app_data.split(",", 1)[0] or call.queue
+            call.stage = MissedAt.QUEUE
+        elif call.stage is None and not call.voicemail:
+            call.stage = MissedAt.AGENT
 
     # -----------------------------------------------------------------------------------------
     # channels and calls
@@ -481,6 +543,9 @@ class CallTracker:
         chan = self._chans.get(snap.uniqueid)
         if chan is not None:
             chan.session = self._session
+            if self._backfilling:
+                chan.session = _BACKFILLED  # the next snapshot decides whether it is still up
+                chan.call.backfilled = True
             return self._update(chan, snap)
         if snap.uniqueid in self._finished:
             self.stats["late_event"] += 1
@@ -493,9 +558,11 @@ class CallTracker:
             self._active += 1
         elif call.deadline is not None:
             call.deadline = None  # a new channel revives a call that was settling
+        if self._backfilling:
+            call.backfilled = True
         party = self._party(snap.name)
         chan = _Chan(snap, party, call, when)
-        chan.session = self._session
+        chan.session = _BACKFILLED if self._backfilling else self._session
         self._chans[snap.uniqueid] = chan
         call.channels[snap.uniqueid] = chan
         call.live += 1
@@ -540,9 +607,12 @@ class CallTracker:
         for linkedid in gone.linkedids:
             self._calls[linkedid] = keep
         keep.linkedids |= gone.linkedids
-        keep.start_inferred = keep.start_inferred and gone.start_inferred
+        # Whatever part had to be inferred makes the merged call reconstructed.
+        keep.start_inferred = keep.start_inferred or gone.start_inferred
         keep.end_inferred = keep.end_inferred or gone.end_inferred
         keep.gap_inferred = keep.gap_inferred or gone.gap_inferred
+        keep.backfilled = keep.backfilled or gone.backfilled
+        keep.ended_linkedids |= gone.ended_linkedids
         if gone.ended_at is not None and (keep.ended_at is None or gone.ended_at > keep.ended_at):
             keep.ended_at = gone.ended_at
         keep.originated_agent = keep.originated_agent or gone.originated_agent
@@ -599,6 +669,9 @@ class CallTracker:
         else:
             call.live = 0
             self._close_segments(call, when)
+            if call.linkedids <= call.ended_linkedids:
+                self._finalize(call, out)  # Asterisk already said every linkedid is finished
+                return
             call.deadline = when + self.settings.settle_seconds
             heapq.heappush(self._deadlines, (call.deadline, next(self._tiebreak), call))
 
@@ -1032,6 +1105,21 @@ class CallTracker:
         self._session += 1
         self._booted_since_resync = True
 
+    def _on_cel(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
+        """CEL ``LINKEDID_END``: Asterisk has destroyed the last channel of a linkedid. Once
+        that is so for every linkedid of a call whose channels are all gone, the call is over:
+        its outcome goes out now instead of after ``settle_seconds``."""
+        assert isinstance(event, Cel)
+        if event.type is not CelEventType.LINKEDID_END:
+            return
+        call = self._calls.get(event.linkedid)
+        if call is None:
+            return  # already finalized (or never followed)
+        call.ended_linkedids.add(event.linkedid)
+        if call.live == 0 and call.channels and call.linkedids <= call.ended_linkedids:
+            self.stats["final_on_linkedid_end"] += 1
+            self._finalize(call, out)
+
     def _on_clock_only(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         """Only its Timestamp matters (handle() has already advanced the clock)."""
 
@@ -1218,7 +1306,7 @@ class CallTracker:
             hangup_by=None if call.end_inferred else (call.hangup_by or HangupBy.SYSTEM),
             recordings=tuple(call.recordings),
             routing=self._routing(call, external, line),
-            reconstructed=call.start_inferred or call.end_inferred or call.gap_inferred,
+            reconstructed=call.start_inferred or call.end_inferred or call.gap_inferred or call.backfilled,
         )
 
     def _routing(
@@ -1278,6 +1366,8 @@ class CallTracker:
         external: ExternalParty | None = None,
         line: str | None = None,
     ) -> None:
+        if self._backfilling and kind is not LiveEventType.ENDED:
+            return  # history by now: only the outcome (and its "ended") goes out
         if direction is None:
             direction = self._direction(call)
             if direction is None:

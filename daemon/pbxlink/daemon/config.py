@@ -15,6 +15,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pbxlink.foundation.config import (
     LogSettings,
@@ -82,6 +83,46 @@ class TrackerSettings:
     settle_seconds: float = 2.0  # wait after a call's last channel is gone (late transfer events)
 
 
+# The CSV columns of the cel_custom mapping pbxlink documents (docs/cel.md); names as in
+# Asterisk's cel_custom.conf "fields" (qualifiers such as "(float)" left out).
+DEFAULT_CEL_FIELDS = (
+    "eventtype",
+    "eventtime",
+    "name",
+    "num",
+    "ani",
+    "rdnis",
+    "dnid",
+    "exten",
+    "context",
+    "channame",
+    "appname",
+    "appdata",
+    "amaflags",
+    "accountcode",
+    "uniqueid",
+    "linkedid",
+    "peer",
+    "userfield",
+    "eventextra",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CelSettings:
+    # finalize a call when CEL LINKEDID_END (over AMI) says it is over, instead of after
+    # tracker.settle_seconds; needs cel.conf [manager] enabled=yes and LINKEDID_END in events
+    final_on_linkedid_end: bool = True
+    # where Asterisk writes CEL records, read back after an AMI outage or a daemon restart to
+    # rebuild the calls of the gap: "sqlite" (cel_sqlite3_custom), "csv" (cel_custom), "none"
+    backend: Literal["none", "sqlite", "csv"] = "none"
+    path: Path | None = None  # the SQLite database or the CSV file Asterisk writes
+    table: str = "cel"  # sqlite: the table of cel_sqlite3_custom.conf
+    fields: tuple[str, ...] = DEFAULT_CEL_FIELDS  # csv: the column order of cel_custom.conf "fields"
+    timezone: str = "UTC"  # eventtime written as a date and time (not epoch seconds) is in this zone
+    max_gap_seconds: float = 86_400.0  # never read records older than this before the recovery
+
+
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     enabled: bool = True
@@ -96,6 +137,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     state: StateSettings = field(default_factory=StateSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    cel: CelSettings = field(default_factory=CelSettings)
     agi: AgiSettings = field(default_factory=AgiSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -159,5 +201,27 @@ def _check_values(settings: Settings) -> list[ConfigProblem]:
         zoneinfo.ZoneInfo(settings.node.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         problems.append(ConfigProblem("node.timezone", f"unknown time zone {settings.node.timezone!r}"))
+    problems.extend(_cel_problems(settings.cel))
     problems.extend(routing_problems(settings.agi, settings.routing))
+    return problems
+
+
+def _cel_problems(cel: CelSettings) -> list[ConfigProblem]:
+    problems = []
+    if cel.backend != "none" and cel.path is None:
+        problems.append(ConfigProblem("cel.path", f"backend {cel.backend!r} needs the file Asterisk writes"))
+    if cel.backend == "csv":
+        missing = {"eventtype", "eventtime", "uniqueid", "linkedid", "channame"} - {
+            f.lower() for f in cel.fields
+        }
+        if missing:
+            problems.append(ConfigProblem("cel.fields", f"needs the columns {sorted(missing)}"))
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cel.table):
+        problems.append(ConfigProblem("cel.table", "a plain SQLite table name (letters, digits, '_')"))
+    try:
+        zoneinfo.ZoneInfo(cel.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(ConfigProblem("cel.timezone", f"unknown time zone {cel.timezone!r}"))
+    if cel.max_gap_seconds <= 0:
+        problems.append(ConfigProblem("cel.max_gap_seconds", "must be > 0"))
     return problems

@@ -74,6 +74,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         at   REAL
     );
     """,
+    # 4: the journal also keeps the CEL records folded in after an AMI gap ('cel'), so that a
+    #    restart rebuilds those calls too.
+    """
+    CREATE TABLE ami_journal_v4 (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('frame', 'resync', 'clock', 'cel')),
+        data BLOB NOT NULL,
+        at   REAL
+    );
+    INSERT INTO ami_journal_v4 (seq, kind, data, at) SELECT seq, kind, data, at FROM ami_journal;
+    DROP TABLE ami_journal;
+    ALTER TABLE ami_journal_v4 RENAME TO ami_journal;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -120,6 +133,7 @@ class JournalKind(StrEnum):
     FRAME = "frame"  # one AMI event frame, raw bytes
     RESYNC = "resync"  # a CoreShowChannels snapshot: length-prefixed raw frames, ``at`` = time
     CLOCK = "clock"  # the tracker's clock (AMI time) when the journal was last emptied
+    CEL = "cel"  # CEL records of an AMI gap folded into the tracker: JSON, ``at`` = the gap's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +361,21 @@ class Outbox:
             pending_events=counts.get(MessageKind.EVENT, 0),
             oldest_pending_created_at=min(oldest) if oldest else None,
         )
+
+    async def known_ids(self, message_ids: Iterable[str]) -> set[str]:
+        """Which of these message ids the outbox already holds (any status)."""
+        wanted = list(dict.fromkeys(message_ids))
+        found: set[str] = set()
+        async with self._lock:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                async with self._conn.execute(
+                    f"SELECT message_id FROM outbox WHERE message_id IN ({marks})",  # noqa: S608 - only marks
+                    chunk,
+                ) as cursor:
+                    found.update(str(row[0]) for row in await cursor.fetchall())
+        return found
 
     async def status_of(self, message_id: str) -> MessageStatus | None:
         async with (

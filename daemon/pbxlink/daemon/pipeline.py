@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,8 +26,16 @@ from datetime import UTC, datetime
 import msgspec
 import structlog
 
-from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent
-from pbxlink.ami.events import AmiEvent, CoreShowChannel, CoreShowChannelsComplete, FullyBooted
+from pbxlink.ami.cel import cel_to_events
+from pbxlink.ami.decode import AmiDecoder, FrameLike, MalformedEvent, cel_event_type
+from pbxlink.ami.events import (
+    AmiEvent,
+    Cel,
+    CelEventType,
+    CoreShowChannel,
+    CoreShowChannelsComplete,
+    FullyBooted,
+)
 from pbxlink.ami.framing import Frame
 from pbxlink.calls.model import CallOutcome, RoutingDecision, TrackerOutput
 from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker
@@ -78,7 +87,8 @@ class OutboxWriter:
         self._on_commit = on_commit
         self._clock = clock
         self._queue: deque[Envelope] = deque()
-        self._queued = asyncio.Event()
+        self._queued = asyncio.Event()  # anything to commit (envelopes or journal entries)
+        self._submitted = asyncio.Event()  # envelopes (or a stop): commit now
         self._room = asyncio.Event()
         self._room.set()
         self._journal: list[JournalEntry] = []
@@ -97,6 +107,7 @@ class OutboxWriter:
     def submit(self, envelopes: Iterable[Envelope]) -> None:
         self._queue.extend(envelopes)
         self._queued.set()
+        self._submitted.set()
         if len(self._queue) >= self._max_backlog and self._room.is_set():
             self._room.clear()
             log.error(
@@ -139,6 +150,7 @@ class OutboxWriter:
         """Commit what is queued, then let :meth:`run` return."""
         self._stopping = True
         self._queued.set()
+        self._submitted.set()
 
     async def run(self) -> None:
         retry = WRITE_RETRY_INITIAL
@@ -150,10 +162,13 @@ class OutboxWriter:
                 await self._queued.wait()
                 continue
             if not self._queue and not self._stopping:
-                # Only journal entries: give envelopes a moment to join this commit.
-                self._queued.clear()
+                # Only journal entries: give envelopes a moment to join this commit. Only an
+                # envelope (or a stop) cuts the wait short; more journal entries do not, so a
+                # busy AMI stream does not keep the disk busy with journal-only commits that an
+                # outcome would then have to wait behind.
+                self._submitted.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._queued.wait(), JOURNAL_DELAY)
+                    await asyncio.wait_for(self._submitted.wait(), JOURNAL_DELAY)
             batch = list(self._queue)
             journal = list(self._journal)
             reset = self._journal_reset
@@ -210,9 +225,17 @@ class CallCore:
     there is one. Malformed frames raise :class:`MalformedEvent` (the caller reports them).
     """
 
-    def __init__(self, tracker: CallTracker, *, routing_lookup: RoutingLookup | None = None) -> None:
+    def __init__(
+        self,
+        tracker: CallTracker,
+        *,
+        routing_lookup: RoutingLookup | None = None,
+        final_on_linkedid_end: bool = True,
+    ) -> None:
         self.tracker = tracker
-        self.decoder = AmiDecoder(TRACKED_EVENTS)
+        # CEL LINKEDID_END finalizes a call at once; without it the settle timer does.
+        cel_types = (CelEventType.LINKEDID_END,) if final_on_linkedid_end else ()
+        self.decoder = AmiDecoder(TRACKED_EVENTS, cel_types=cel_types)
         # The FastAGI side's own record of a call's decision (by linkedid): it knows what the
         # channel variables seen on AMI do not carry (how long the decision took, the rule).
         self._routing_lookup = routing_lookup
@@ -242,6 +265,10 @@ class CallCore:
     def tick(self, now: float) -> list[TrackerOutput]:
         return self._complete(self.tracker.tick(now))
 
+    def backfill(self, records: Sequence[Cel]) -> list[TrackerOutput]:
+        """Fold Asterisk's CEL records of a gap through the tracker (``reconstructed`` calls)."""
+        return self._complete(self.tracker.backfill(cel_to_events(records)))
+
     def flush_ended(self) -> list[TrackerOutput]:
         """At the end of a recording: every call whose channels are all gone ends now."""
         return self._complete(self.tracker.flush_ended())
@@ -269,9 +296,13 @@ class CallPipeline:
         topic_prefix: str = DEFAULT_TOPIC_PREFIX,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
         routing_lookup: RoutingLookup | None = None,
+        final_on_linkedid_end: bool = True,
     ) -> None:
-        self.core = CallCore(tracker, routing_lookup=routing_lookup)
+        self.core = CallCore(
+            tracker, routing_lookup=routing_lookup, final_on_linkedid_end=final_on_linkedid_end
+        )
         self.tracker = tracker
+        self.last_event_time: float | None = None  # the newest AMI Timestamp fed (not replayed)
         self._writer = writer
         self._node = node
         self._metrics = metrics
@@ -299,6 +330,8 @@ class CallPipeline:
             return
         if not replaying:
             self._writer.journal(JournalEntry(JournalKind.FRAME, bytes(frame.raw)))
+        if event.time is not None and (self.last_event_time is None or event.time > self.last_event_time):
+            self.last_event_time = event.time
         # A CoreShowChannels listing in the stream is tracker state before it creates any call.
         if isinstance(event, CoreShowChannel):
             self._listing = True
@@ -319,6 +352,18 @@ class CallPipeline:
         if self.tracker.active_calls == 0 and not self._listing and not replaying:
             self._writer.reset_journal(self.tracker.clock)
 
+    def backfill(self, records: Sequence[Cel], until: float, *, replaying: bool = False) -> int:
+        """Fold Asterisk's CEL records of a gap (AMI down, or no daemon) through the tracker:
+        the calls they touch come out ``reconstructed``, a call already finalized is not
+        reported again. Returns the outcomes produced."""
+        if not replaying:
+            self._writer.journal(JournalEntry(JournalKind.CEL, pack_cel(records), until))
+        outputs = self.core.backfill(records)
+        self._emit(outputs)
+        if self.tracker.active_calls == 0 and not self._listing and not replaying:
+            self._writer.reset_journal(self.tracker.clock)
+        return sum(1 for o in outputs if isinstance(o, CallOutcome))
+
     def replay_journal(self, entries: Iterable[JournalEntry]) -> int:
         """Rebuild the tracker after a restart from the journal of the previous run.
 
@@ -332,6 +377,8 @@ class CallPipeline:
                 self.feed(Frame(entry.data), replaying=True)
             elif entry.kind is JournalKind.CLOCK:
                 self.tick(entry.at or 0.0, replaying=True)
+            elif entry.kind is JournalKind.CEL:
+                self.backfill(unpack_cel(entry.data), entry.at or 0.0, replaying=True)
             else:
                 frames = [Frame(raw) for raw in unpack_frames(entry.data)]
                 self.resync(frames, entry.at or 0.0, replaying=True)
@@ -364,6 +411,50 @@ class CallPipeline:
     def _rejected(self, exc: MalformedEvent) -> None:
         self._metrics.ami_frames_rejected.labels(reason="malformed_event").inc()
         log.warning("ami_frame_rejected", reason="malformed_event", error=str(exc))
+
+
+def pack_cel(records: Iterable[Cel]) -> bytes:
+    """CEL records as the journal keeps them (JSON rows)."""
+    rows = [
+        [
+            r.time,
+            r.type.value,
+            r.channel,
+            r.uniqueid,
+            r.linkedid,
+            r.caller_num,
+            r.caller_name,
+            r.context,
+            r.exten,
+            r.application,
+            r.app_data,
+            r.peer,
+            r.extra,
+        ]
+        for r in records
+    ]
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def unpack_cel(blob: bytes) -> list[Cel]:
+    return [
+        Cel(
+            time=row[0],
+            type=cel_event_type(row[1]),
+            channel=row[2],
+            uniqueid=row[3],
+            linkedid=row[4],
+            caller_num=row[5],
+            caller_name=row[6],
+            context=row[7],
+            exten=row[8],
+            application=row[9],
+            app_data=row[10],
+            peer=row[11],
+            extra=row[12],
+        )
+        for row in json.loads(blob)
+    ]
 
 
 def complete_routing(outcome: CallOutcome, decided: RoutingDecision | None) -> CallOutcome:

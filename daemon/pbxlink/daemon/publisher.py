@@ -25,21 +25,19 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import aiomqtt
-import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from pbxlink.daemon import __version__
 from pbxlink.daemon.envelope import ENVELOPE_SCHEMA, MessageKind, NodeTopics, iso_utc
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import Outbox, PendingMessage
 from pbxlink.foundation.config import MqttSettings
-from pbxlink.toolkit.mqtt import MQTT_TRANSIENT, mqtt_client, mqtt_reconnect
+from pbxlink.toolkit.mqtt import MQTT_TRANSIENT, AckingClient, PublishRefused, mqtt_client, mqtt_reconnect
 
 log = structlog.get_logger(__name__)
 
@@ -47,82 +45,6 @@ CONTENT_TYPE: Final = "application/json"
 PUBLISH_TIMEOUT: Final = 10.0  # seconds to wait for a PUBACK before the connection is dropped
 BATCH_SIZE: Final = 200  # rows read from the outbox per round; published pipelined, in order
 IDLE_RECHECK: Final = 5.0  # seconds between outbox checks when nobody wakes the publisher
-
-
-class PublishRefused(aiomqtt.MqttError):
-    """The broker answered a publish with a failure reason code (MQTT 5 PUBACK >= 0x80)."""
-
-    def __init__(self, topic: str, reason: ReasonCode) -> None:
-        super().__init__(f"the broker refused a publish to {topic}: {reason} ({reason.value:#x})")
-        self.topic = topic
-        self.reason = reason
-
-
-class _AckingClient(aiomqtt.Client):
-    """aiomqtt's client plus the PUBACK reason code and disconnect-aware waits.
-
-    Uses aiomqtt 2.5 internals (``_client``, ``_pending_call``, ``_pending_publishes``,
-    ``_disconnected``); pyproject pins aiomqtt <2.6 for that reason.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._puback_reasons: dict[int, ReasonCode] = {}
-
-    def _on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        if mid in self._pending_publishes:
-            self._puback_reasons[mid] = reason_code
-        super()._on_publish(client, userdata, mid, reason_code, properties)
-
-    def disconnect_reason(self) -> BaseException | None:
-        """Why the connection ended (and marks aiomqtt's future as retrieved)."""
-        if not self._disconnected.done() or self._disconnected.cancelled():
-            return None
-        return self._disconnected.exception()
-
-    async def publish_acked(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        retain: bool,
-        properties: Properties,
-        puback_timeout: float,
-    ) -> None:
-        """Publish at QoS 1 and return once the broker accepted it; raise otherwise."""
-        info = self._client.publish(topic, payload, 1, retain, properties)
-        if info.rc != paho.MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        confirmation = asyncio.Event()
-        with self._pending_call(info.mid, confirmation, self._pending_publishes):
-            # paho may have received the PUBACK already (the callback found no pending call).
-            if not info.is_published():
-                async with asyncio.TaskGroup() as waiting:
-                    waiter = waiting.create_task(confirmation.wait(), name=f"puback-{info.mid}")
-                    disconnected: asyncio.Future[Any] = self._disconnected
-                    try:
-                        done, _ = await asyncio.wait(
-                            {waiter, disconnected},
-                            timeout=puback_timeout,
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
-                    finally:
-                        waiter.cancel()
-                if waiter not in done:
-                    if self._disconnected.done():
-                        self.disconnect_reason()
-                        raise aiomqtt.MqttError("disconnected while waiting for PUBACK")
-                    raise aiomqtt.MqttError(f"no PUBACK within {puback_timeout} s")
-        reason = self._puback_reasons.pop(info.mid, None)
-        if reason is not None and reason.is_failure:
-            raise PublishRefused(topic, reason)
 
 
 def _publish_properties(message: PendingMessage | None, *, expiry: int | None = None) -> Properties:
@@ -227,7 +149,7 @@ class OutcomePublisher:
 
     # -- connection -------------------------------------------------------------------------
 
-    def _new_client(self) -> _AckingClient:
+    def _new_client(self) -> AckingClient:
         s = self._settings
         self._connections += 1
         will = aiomqtt.Will(
@@ -240,12 +162,12 @@ class OutcomePublisher:
         client = mqtt_client(
             s,
             identifier=s.client_id or f"pbxlink-{self._node}",
-            client_class=_AckingClient,
+            client_class=AckingClient,
             will=will,
             timeout=self._publish_timeout,
             max_inflight_messages=20,
         )
-        assert isinstance(client, _AckingClient)
+        assert isinstance(client, AckingClient)
         # A batch is published pipelined on purpose; aiomqtt would warn past 10 pending calls.
         client.pending_calls_threshold = self._batch_size + 10
         return client
@@ -262,7 +184,7 @@ class OutcomePublisher:
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
-    async def _announce(self, client: _AckingClient, state: str) -> None:
+    async def _announce(self, client: AckingClient, state: str) -> None:
         await client.publish_acked(
             self._topics.status,
             self._presence(state),
@@ -301,7 +223,7 @@ class OutcomePublisher:
 
     # -- draining ---------------------------------------------------------------------------
 
-    async def _drain(self, client: _AckingClient) -> None:
+    async def _drain(self, client: AckingClient) -> None:
         """Publish pending rows until :meth:`stop` finds the outbox empty."""
         while True:
             self._wakeup.clear()
@@ -314,7 +236,7 @@ class OutcomePublisher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), IDLE_RECHECK)
 
-    async def _publish_batch(self, client: _AckingClient, batch: Sequence[PendingMessage]) -> None:
+    async def _publish_batch(self, client: AckingClient, batch: Sequence[PendingMessage]) -> None:
         now = self._clock()
         expired = [m.seq for m in batch if m.expires_at is not None and m.expires_at <= now]
         if expired:
@@ -356,7 +278,7 @@ class OutcomePublisher:
                 raise first  # the connection is suspect: reconnect, republish what is pending
             raise first
 
-    async def _publish_one(self, client: _AckingClient, message: PendingMessage, now: float) -> None:
+    async def _publish_one(self, client: AckingClient, message: PendingMessage, now: float) -> None:
         expiry = None
         if message.kind is MessageKind.EVENT and message.expires_at is not None:
             expiry = max(1, math.ceil(message.expires_at - now))

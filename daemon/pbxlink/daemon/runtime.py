@@ -34,8 +34,9 @@ from pbxlink.ami.framing import Frame
 from pbxlink.calls.parties import PartyRules
 from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.agi.router import Router
-from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, Resynced
+from pbxlink.daemon.amiclient.shell import AmiError, AmiLoginError, AmiShell, ConnectionLost, Resynced
 from pbxlink.daemon.amiclient.shell import AmiSettings as ShellSettings
+from pbxlink.daemon.cel_reader import CelReader, CelReadError, open_cel_reader
 from pbxlink.daemon.config import AmiSettings, Settings, load_settings
 from pbxlink.daemon.metrics import DaemonMetrics
 from pbxlink.daemon.outbox import SCHEMA_VERSION, Outbox, OutboxError
@@ -127,6 +128,11 @@ class Daemon:
         self._publisher: OutcomePublisher | None = None
         self._writer: OutboxWriter | None = None
         self._pipeline: CallPipeline | None = None
+        self._outbox: Outbox | None = None
+        self._cel_reader: CelReader | None = open_cel_reader(settings.cel)
+        # AMI time from which Asterisk's CEL records are read back (the last AMI event before
+        # a connection loss, or the restored tracker's clock at start); None: no gap open
+        self._gap_since: float | None = None
         self._http_listening = False
         self._ready_sent = False
         self._mqtt_stop_for_good = False  # set on shutdown: a pending [mqtt] reload must not restart
@@ -222,7 +228,9 @@ class Daemon:
             metrics=self.metrics,
             topic_prefix=settings.mqtt.topic_prefix,
             routing_lookup=self._routing_for,
+            final_on_linkedid_end=settings.cel.final_on_linkedid_end,
         )
+        self._outbox = outbox
         journal = await outbox.journal()
         if journal:
             # The previous run's tracker, rebuilt from its journal; the first AMI snapshot then
@@ -231,6 +239,9 @@ class Daemon:
             log.info(
                 "tracker_restored", journal_entries=replayed, open_calls=self._pipeline.tracker.active_calls
             )
+            # Calls that started (or ended) while no daemon was watching are in Asterisk's CEL
+            # records from the journal's last moment on.
+            self._gap_since = self._pipeline.tracker.clock or None
         stats = await outbox.stats()
         log.info(
             "daemon_starting",
@@ -372,6 +383,12 @@ class Daemon:
         assert writer is not None
         async for item in shell.frames():
             await writer.wait_for_room()  # backpressure while the outbox cannot be written
+            if self._gap_since is not None and not isinstance(item, ConnectionLost):
+                # The first item of a new session: what happened during the gap, from CEL.
+                stamp = item.value("Timestamp") if isinstance(item, Frame) else None
+                until = _float(stamp) or (item.taken_at if isinstance(item, Resynced) else self._clock())
+                since, self._gap_since = self._gap_since, None
+                await self._backfill(pipeline, since, until)
             if isinstance(item, Frame):
                 pipeline.feed(item)
                 if router is not None and (item.event or "").lower() in PRESENCE_EVENTS:
@@ -393,6 +410,47 @@ class Daemon:
             else:
                 metrics.ami_connected.set(0)
                 log.warning("ami_connection_lost", session=item.session, reason=item.reason)
+                if self._gap_since is None:
+                    self._gap_since = pipeline.last_event_time or pipeline.tracker.clock or None
+
+    async def _backfill(self, pipeline: CallPipeline, since: float, until: float) -> None:
+        """Fold Asterisk's CEL records of the gap ``(since, until]`` through the tracker, except
+        those of calls whose outcome the outbox already has."""
+        reader = self._cel_reader
+        outbox = self._outbox
+        if reader is None or outbox is None:
+            return
+        floor = until - self.settings.cel.max_gap_seconds
+        if since < floor:
+            log.warning(
+                "cel_gap_too_long", since=since, until=until, reading_from=floor, path=str(reader.path)
+            )
+            since = floor
+        if until <= since:
+            return
+        try:
+            read = await asyncio.to_thread(reader.read, since, until)
+        except CelReadError as exc:
+            log.warning("cel_backfill_failed", error=str(exc), since=since, until=until)
+            return
+        for skipped in read.skipped[:20]:
+            log.warning(
+                "cel_record_skipped", path=str(reader.path), where=skipped.where, reason=skipped.reason
+            )
+        node = self.settings.node.name
+        known = await outbox.known_ids(f"{node}:{r.linkedid}" for r in read.records)
+        records = [r for r in read.records if f"{node}:{r.linkedid}" not in known]
+        outcomes = pipeline.backfill(records, until)
+        log.info(
+            "cel_backfilled",
+            since=since,
+            until=until,
+            records=len(records),
+            already_published=len(read.records) - len(records),
+            skipped=len(read.skipped),
+            outcomes=outcomes,
+            open_calls=pipeline.tracker.active_calls,
+        )
 
     async def _seed_presence(self, shell: AmiShell, router: Router) -> None:
         """After each (re)login: who is online, for routing (``DeviceStateList``)."""
@@ -494,7 +552,7 @@ class Daemon:
         changed = [
             f.name for f in dataclasses.fields(Settings) if getattr(old, f.name) != getattr(new, f.name)
         ]
-        needs_restart = [name for name in changed if name in ("node", "state", "tracker")]
+        needs_restart = [name for name in changed if name in ("node", "state", "tracker", "cel")]
         if needs_restart:
             self.settings = dataclasses.replace(new, **{name: getattr(old, name) for name in needs_restart})
             log.warning(
@@ -522,6 +580,13 @@ class Daemon:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        return None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

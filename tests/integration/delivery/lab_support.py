@@ -43,6 +43,10 @@ class DaemonConfig:
     node: str = "pbx1"
     max_frame_bytes: int = 65536
     agi_port: int | None = None  # None: routing (FastAGI) off
+    cel_backend: str = "none"  # "sqlite" / "csv": read Asterisk's CEL back after a gap
+    cel_path: Path | None = None
+    final_on_linkedid_end: bool = True
+    settle_seconds: float = 1.0
 
     def toml(self) -> str:
         return (
@@ -60,7 +64,10 @@ class DaemonConfig:
                 else f'[agi]\nenabled = true\nhost = "127.0.0.1"\nport = {self.agi_port}\n'
             )
             + '[log]\nformat = "json"\n'
-            + "[tracker]\nsettle_seconds = 1.0\n"
+            + f"[tracker]\nsettle_seconds = {self.settle_seconds}\n"
+            + f'[cel]\nbackend = "{self.cel_backend}"\n'
+            + f"final_on_linkedid_end = {str(self.final_on_linkedid_end).lower()}\n"
+            + (f'path = "{self.cel_path}"\n' if self.cel_path is not None else "")
         )
 
 
@@ -191,8 +198,17 @@ class AmiProxy:
         self._lock = threading.Lock()
         self._stop = False
         self.connections = 0
+        self.refusing = False
         self._thread = threading.Thread(target=self._loop, name="ami-proxy", daemon=True)
         self._thread.start()
+
+    def go_down(self) -> int:
+        """Cut every connection and refuse new ones until :meth:`come_back` (an AMI outage)."""
+        self.refusing = True
+        return self.sever()
+
+    def come_back(self) -> None:
+        self.refusing = False
 
     def sever(self) -> int:
         """Reset every open connection (both sides); return how many were cut."""
@@ -239,6 +255,9 @@ class AmiProxy:
         try:
             client, _ = self._listener.accept()
         except BlockingIOError:
+            return
+        if self.refusing:
+            client.close()
             return
         try:
             upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)

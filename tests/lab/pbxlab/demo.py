@@ -5,6 +5,9 @@ It starts the lab Asterisk and a mosquitto on 127.0.0.1, runs `pbxlink run` (the
 ports, puts two employees and a known client into the CRM (whose ownership reaches the daemon's
 routing directory over MQTT), places scripted SIPp calls, and prints what came out: every call
 outcome received over MQTT with its routing decision, then the CRM records the rules created.
+Then `pbxlink gateway` takes one e-mail (a real dovecot IMAP server on 127.0.0.1), one Telegram
+message (a loopback fake of the Bot API) and one web form, and the demo prints what the request
+rules ([crm.requests], 1C:CRM) made of them.
 Everything it started is stopped again by PID. Its files are in `.demo/` (logs, databases).
 
 Run it as root from the repository: `make demo` (or
@@ -22,15 +25,19 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 import urllib.request
 from contextlib import ExitStack, suppress
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from pbxlab.dovecot import TEST_MAILBOX, TEST_PASSWORD, Dovecot, dovecot_available, start_dovecot
 from pbxlab.driver import LabDriver
 from pbxlab.instance import LabInstance, running_instance, setup_asterisk, start_asterisk, stop_asterisk
 from pbxlab.mosquitto import Broker, start_mosquitto, stop_mosquitto
 from pbxlab.ports import free_port
+from pbxlab.telegram_fake import FakeBotApi, FakeBotApiThread, TelegramUser
 
 REPO = Path(__file__).resolve().parents[3]
 WORK = REPO / ".demo"
@@ -54,7 +61,11 @@ KNOWN_CLIENTS = [
     ("ФОП Петренко", "0501110002", "101"),
     ("Сервіс-Центр", "+380501110009", "101"),
 ]
-EMPLOYEES = [("101", "Олена Коваль"), ("102", "Андрій Шевчук"), ("103", "Ірина Бондар")]
+EMPLOYEES = [
+    ("101", "Олена Коваль", "sales"),
+    ("102", "Андрій Шевчук", "sales"),
+    ("103", "Ірина Бондар", "service"),
+]
 
 
 def say(text: str = "") -> None:
@@ -63,6 +74,72 @@ def say(text: str = "") -> None:
 
 def step(text: str) -> None:
     say(f"\n== {text}")
+
+
+def gateway_text(imap: Dovecot, bot: FakeBotApi) -> str:
+    """The gateway's sources and the request rules (1C:CRM: one rule per condition, first match)."""
+    return textwrap.dedent(f"""
+        [gateway]
+        name = "demo-gateway"
+        database = "{WORK / "gateway.sqlite3"}"
+        port = {free_port()}
+        metrics_port = {free_port()}
+        [gateway.email.service]            # an e-mail account (IMAPS)
+        host = "127.0.0.1"
+        port = {imap.port}
+        ca_file = "{imap.ca_file}"
+        username = "{TEST_MAILBOX}"
+        password_file = "{WORK / "imap.password"}"
+        poll_seconds = 2
+        [gateway.telegram.demo_bot]        # a Telegram bot (the loopback fake of the Bot API)
+        token_file = "{WORK / "bot.token"}"
+        api_url = "{bot.url}"
+        poll_timeout_seconds = 2
+        [gateway.web.site]                 # the site's contact form
+        token_file = "{WORK / "form.token"}"
+        origins = ["https://shop.example"]
+
+        [[crm.requests.rules]]             # repairs: a support ticket for the service role
+        name = "ремонт"
+        sources = ["email:{TEST_MAILBOX}", "telegram:demo_bot"]
+        keywords = "ремонт;зламал;не працює;сломал;не работает"
+        action = "support"
+        address = "role"
+        role = "service"
+        known_client_to_owner = false
+        [[crm.requests.rules]]             # everything else: an interest, sellers in turn
+        name = "продажі"
+        action = "interest"
+        address = "queue"
+        queue = ["101", "102"]
+        """)
+
+
+def post_form(port: int, token: str, fields: dict[str, str]) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/requests/site",
+        data=json.dumps(fields).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def wait_requests(config: Path, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = pbxlink("crm", "-c", str(config), "requests", "--json").splitlines()
+        if sum(1 for line in lines if line.strip()) >= count:
+            return
+        time.sleep(0.5)
+    say(f"   (fewer than {count} requests after {timeout:.0f} s: see {WORK / 'gateway.log'})")
 
 
 def config_text(instance: LabInstance, broker: Broker, http_port: int, adapter_http_port: int) -> str:
@@ -135,6 +212,22 @@ class Processes:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         self._procs.append((name, proc))
         return proc
+
+    def restart(self, name: str) -> None:
+        """Stop the process started as ``name`` and start it again with the same arguments."""
+        for i, (known, proc) in enumerate(self._procs):
+            if known == name:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=15)
+                args = [str(a) for a in proc.args]  # type: ignore[union-attr]
+                log = WORK / f"{name.rsplit(maxsplit=1)[-1]}.log"
+                with log.open("ab") as out:
+                    self._procs[i] = (
+                        name,
+                        subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO),
+                    )
+                return
+        raise KeyError(name)
 
     def stop_all(self) -> None:
         for name, proc in reversed(self._procs):
@@ -280,8 +373,8 @@ def main() -> int:
         cleanup.callback(watcher.close)
 
         step("Filling the CRM: employees and clients with their responsible manager")
-        for ext, name in EMPLOYEES:
-            pbxlink("crm", "-c", str(config), "add-employee", ext, name, "--extension", ext)
+        for ext, name, role in EMPLOYEES:
+            pbxlink("crm", "-c", str(config), "add-employee", ext, name, "--extension", ext, "--role", role)
         for name, phone, owner in KNOWN_CLIENTS:
             pbxlink("crm", "-c", str(config), "add-client", name, phone, "--responsible", owner)
             say(f"   {name:16} {phone:>14}  responsible {owner}")
@@ -309,9 +402,75 @@ def main() -> int:
             say(f"\n-- {view}")
             say(pbxlink("crm", "-c", str(config), view).rstrip())
 
+        requests_demo(cleanup, procs, config)
+
         step("Stopping what the demo started")
     say(f"\nDone. Logs and databases are in {WORK.relative_to(REPO)}/.")
     return 0
+
+
+def requests_demo(cleanup: ExitStack, procs: Processes, config: Path) -> None:
+    """A7: an e-mail, a Telegram message and a web form through `pbxlink gateway` to the rules."""
+    step("Requests: e-mail (dovecot IMAP), Telegram (fake Bot API) and a web form → pbxlink gateway")
+    if not dovecot_available():
+        say("   dovecot is not installed (tests/lab/host-packages.sh mail): skipping the requests part")
+        return
+    imap = start_dovecot({TEST_MAILBOX: TEST_PASSWORD})
+
+    def stop_our_dovecot() -> None:
+        imap.stop()
+        shutil.rmtree(imap.directory, ignore_errors=True)
+        say("   stopped dovecot")
+
+    cleanup.callback(stop_our_dovecot)
+    say(f"   dovecot: IMAPS 127.0.0.1:{imap.port}, mailbox {TEST_MAILBOX}")
+    bot_thread = FakeBotApiThread()
+    bot = bot_thread.start()
+    cleanup.callback(bot_thread.stop)
+    say(f"   fake Telegram Bot API on {bot.url}")
+    form_token = "demo-form-token"
+    for name, secret in (
+        ("imap.password", TEST_PASSWORD),
+        ("bot.token", bot.token),
+        ("form.token", form_token),
+    ):
+        (WORK / name).write_text(secret + "\n")
+        (WORK / name).chmod(0o600)
+    with config.open("a") as out:
+        out.write(gateway_text(imap, bot))
+    pbxlink("check-config", "--quiet", "-c", str(config))
+    # the adapter reads the new request rules on restart
+    procs.restart("pbxlink adapter")
+    gateway = procs.start(
+        "pbxlink gateway", [str(PBXLINK), "gateway", "-c", str(config)], WORK / "gateway.log"
+    )
+    say(f"   gateway pid {gateway.pid}: email:{TEST_MAILBOX}, telegram:demo_bot, POST /v1/requests/site")
+
+    mail = EmailMessage()
+    mail["From"] = "Марія Лисенко <maria@client.example>"
+    mail["To"] = TEST_MAILBOX
+    mail["Subject"] = "Не працює пральна машина"
+    mail["Message-ID"] = "<demo-1@client.example>"
+    mail.set_content("Добрий день! Пральна машина не працює після ремонту, прошу допомогти.")
+    imap.deliver(TEST_MAILBOX, mail.as_bytes())
+    say("   e-mail   from maria@client.example: «Не працює пральна машина»")
+    bot_thread.call(
+        bot.send_text(TelegramUser(5550001, "Ольга", "Іваненко", "olga_i"), "Хочу замовити диван")
+    )
+    say("   Telegram from Ольга Іваненко (@olga_i): «Хочу замовити диван»")
+    gateway_port = int(tomllib.loads(config.read_text())["gateway"]["port"])
+    status = post_form(
+        gateway_port,
+        form_token,
+        {"name": "ТОВ «Ромашка»", "phone": "+380501110001", "message": "Потрібен рахунок"},
+    )
+    say(f"   web form from +380501110001 (a known client): «Потрібен рахунок» → HTTP {status}")
+    wait_requests(config, 3)
+
+    step("What the request rules made of them (pbxlink crm requests | tickets | deals | clients)")
+    for view in ("requests", "tickets", "deals", "clients"):
+        say(f"\n-- {view}")
+        say(pbxlink("crm", "-c", str(config), view).rstrip())
 
 
 if __name__ == "__main__":

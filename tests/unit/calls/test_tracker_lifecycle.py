@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from pbxlink.ami.decode import AmiDecoder
-from pbxlink.ami.events import AmiEvent, CoreShowChannel, FullyBooted, Hangup
+from pbxlink.ami.events import (
+    AmiEvent,
+    Cel,
+    CelEventType,
+    Channel,
+    ChannelState,
+    CoreShowChannel,
+    FullyBooted,
+    Hangup,
+)
 from pbxlink.ami.framing import AmiFramer
-from pbxlink.calls.model import CallOutcome, LiveEvent, LiveEventType
+from pbxlink.calls.model import CallOutcome, LiveEvent, LiveEventType, MissedAt
 from pbxlink.calls.parties import PartyRules
 from pbxlink.calls.tracker import TRACKED_EVENTS, CallTracker, CallTrackerSettings
 from pbxlink.daemon.replay import read_chunks
@@ -43,9 +52,45 @@ def _feed(tracker: CallTracker, events: Sequence[AmiEvent]) -> list[CallOutcome 
     return out
 
 
-def test_an_outcome_waits_for_the_settle_time_after_the_last_hangup() -> None:
+def _without_cel(events: Sequence[AmiEvent]) -> list[AmiEvent]:
+    """The same session as Asterisk would send it with CEL off (no LINKEDID_END)."""
+    return [e for e in events if not isinstance(e, Cel)]
+
+
+def _outcome_positions(tracker: CallTracker, events: Sequence[AmiEvent]) -> list[int]:
+    """The index of every event that made the tracker hand out an outcome."""
+    return [
+        i for i, event in enumerate(events) if any(isinstance(o, CallOutcome) for o in tracker.handle(event))
+    ]
+
+
+def test_an_outcome_goes_out_at_linkedid_end_without_waiting_for_the_settle_time() -> None:
+    """Asterisk may send LINKEDID_END before the last channel's own Hangup event (it does in
+    this recording): the outcome goes out at whichever of the two comes last, with no tick."""
     tracker = CallTracker(SETTINGS)
     events = _events("inbound_answered")
+    [linkedid_end] = [e for e in events if isinstance(e, Cel) and e.type is CelEventType.LINKEDID_END]
+    last_hangup = max(i for i, e in enumerate(events) if isinstance(e, Hangup))
+    assert _outcome_positions(tracker, events) == [max(events.index(linkedid_end), last_hangup)]
+    assert tracker.active_calls == 0
+    assert tracker.tick(tracker.clock + 100) == []  # exactly once
+
+
+def test_a_call_waits_until_every_one_of_its_linkedids_has_ended() -> None:
+    """A pickup merges two linkedids: the first LINKEDID_END alone is not the end."""
+    tracker = CallTracker(SETTINGS)
+    events = _events("call_pickup_group")
+    ends = [e for e in events if isinstance(e, Cel) and e.type is CelEventType.LINKEDID_END]
+    assert len({e.linkedid for e in ends}) >= 2
+    [position] = _outcome_positions(tracker, events)
+    assert position >= max(events.index(e) for e in ends[:-1])  # not at the first linkedid's end
+    last_hangup = max(i for i, e in enumerate(events) if isinstance(e, Hangup))
+    assert position == max(events.index(ends[-1]), last_hangup)
+
+
+def test_an_outcome_waits_for_the_settle_time_after_the_last_hangup_when_cel_is_off() -> None:
+    tracker = CallTracker(SETTINGS)
+    events = _without_cel(_events("inbound_answered"))
     assert not [o for o in _feed(tracker, events) if isinstance(o, CallOutcome)]
     last_hangup = max(e.time or 0.0 for e in events if isinstance(e, Hangup))
     assert tracker.tick(last_hangup + 1.9) == []
@@ -164,3 +209,39 @@ def test_an_empty_tracker_produces_nothing() -> None:
 def test_a_bad_agent_pattern_fails_at_construction(pattern: str) -> None:
     with pytest.raises(re.error):
         PartyRules(agent_endpoints=pattern)
+
+
+def _snapshot_channel(name: str, uniqueid: str, linkedid: str, state: int, exten: str) -> Channel:
+    return Channel(
+        name=name,
+        uniqueid=uniqueid,
+        linkedid=linkedid,
+        state=ChannelState(state),
+        caller_num="0501230000" if name.startswith("PJSIP/trunk") else name[6:9],
+        caller_name=None,
+        context="from-trunk",
+        exten=exten,
+    )
+
+
+def test_a_call_adopted_from_a_snapshot_while_it_rings_a_queue_is_a_queue_miss_not_an_ivr_one() -> None:
+    """No CEL: the snapshot after a gap shows the caller in Queue() and an agent ringing; the
+    caller then hangs up. Where it was lost and who rang come from the snapshot, its start from
+    its age."""
+    now = 1_800_000_100.0
+    caller = _snapshot_channel("PJSIP/trunk-00000001", "1800000088.1", "1800000088.1", 6, "s")
+    agent = _snapshot_channel("PJSIP/101-00000002", "1800000095.2", "1800000088.1", 5, "s")
+    listing = [
+        CoreShowChannel(None, caller, None, "Queue", "support,rtT,,,30", 12.0),
+        CoreShowChannel(None, agent, None, "AppQueue", "(Outgoing Line)", 5.0),
+    ]
+    tracker = CallTracker(SETTINGS)
+    tracker.resync(listing, now)
+    out = tracker.handle(Hangup(now + 1, caller, 16)) + tracker.handle(Hangup(now + 1, agent, 26))
+    out += tracker.tick(now + 10)
+    [outcome] = [o for o in out if isinstance(o, CallOutcome)]
+    assert outcome.missed_at is MissedAt.QUEUE
+    assert outcome.queue == "support"
+    assert outcome.rang == ("101",)  # listed Ringing, created by the queue (AppQueue)
+    assert outcome.started_at == Instant.from_epoch(now - 12.0)
+    assert outcome.reconstructed

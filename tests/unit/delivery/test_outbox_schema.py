@@ -12,6 +12,8 @@ from pbxlink.daemon.outbox import (
     APPLICATION_ID,
     MIGRATIONS,
     SCHEMA_VERSION,
+    JournalEntry,
+    JournalKind,
     MessageStatus,
     Outbox,
     OutboxSchemaError,
@@ -134,4 +136,28 @@ async def test_version_2_file_is_migrated_keeping_expiry_status_and_gaining_the_
         assert await outbox.status_of("pbx1:1763900000.1") is MessageStatus.SENT
         assert await outbox.load_tracker_state("calls") == b"{}"
         assert await outbox.journal() == []
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+
+
+async def test_version_3_file_is_migrated_keeping_its_journal_which_then_takes_cel_entries(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite"
+    _load_dump(path, Path(__file__).parent / "data" / "outbox_v3.sql")
+    async with await Outbox.open(path) as outbox:
+        assert outbox.migrated_from == 3
+        journal = await outbox.journal()
+        assert [(e.kind, e.at) for e in journal] == [
+            (JournalKind.CLOCK, 1764000000.5),
+            (JournalKind.FRAME, None),
+        ]
+        assert journal[1].data.startswith(b"Event: Newchannel\r\n")
+        await outbox.add(
+            [], now=1764000002.0, event_ttl=None, journal=[JournalEntry(JournalKind.CEL, b"[]", 2.0)]
+        )
+        assert [e.kind for e in await outbox.journal()] == [
+            JournalKind.CLOCK,
+            JournalKind.FRAME,
+            JournalKind.CEL,
+        ]
     assert _pragma(path, "user_version") == SCHEMA_VERSION

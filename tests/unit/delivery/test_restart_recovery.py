@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pbxlink.ami.decode import AmiDecoder
+from pbxlink.ami.events import Cel
 from pbxlink.ami.framing import AmiFramer, Frame
 from pbxlink.calls.tracker import CallTracker, CallTrackerSettings
 from pbxlink.daemon.envelope import MessageKind
@@ -124,3 +126,59 @@ async def test_journal_entries_round_trip_in_order_and_reset_in_the_same_commit(
             journal=[JournalEntry(JournalKind.FRAME, b"Event: Hangup")],
         )
         assert [e.data for e in await outbox.journal()] == [b"Event: Hangup"]
+
+
+async def run_life(
+    path: Path, frames: list[Frame], records: list[Cel], later: list[Frame], *, finish: bool
+) -> None:
+    """One daemon life: ``frames``, then a CEL backfill of an AMI gap, then ``later`` frames."""
+    metrics = DaemonMetrics()
+    async with await Outbox.open(path) as outbox:
+        writer = OutboxWriter(outbox, metrics=metrics, event_ttl=300, on_commit=lambda: None)
+        pipeline = CallPipeline(CallTracker(CallTrackerSettings()), writer, node="pbx1", metrics=metrics)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(writer.run(), name="outbox-writer")
+            for frame in frames:
+                pipeline.feed(frame)
+                await asyncio.sleep(0)
+            pipeline.backfill(records, until=records[-1].time or 0.0)
+            for frame in later:
+                pipeline.feed(frame)
+                await asyncio.sleep(0)
+            if finish:
+                pipeline.tick(float("inf"))
+            writer.stop()
+
+
+def _split(recording: Path) -> tuple[list[Frame], list[Cel], list[Frame]]:
+    """AMI up for the first third, down for the second (its CEL records stand in), up again."""
+    frames = frames_of(recording)
+    cel_decoder = AmiDecoder(["CEL"], cel_types=None)
+    stamped = [(f, float(f.value("Timestamp") or 0)) for f in frames]
+    times = [t for _, t in stamped if t]
+    cut1, cut2 = times[0] + (times[-1] - times[0]) / 3, times[0] + 2 * (times[-1] - times[0]) / 3
+    before = [f for f, t in stamped if t <= cut1]
+    gap = [cel_decoder.decode(f) for f, t in stamped if cut1 < t <= cut2 and f.event == "CEL"]
+    after = [f for f, t in stamped if t > cut2]
+    return before, [r for r in gap if isinstance(r, Cel)], after
+
+
+@pytest.mark.parametrize("name", ["inbound_answered", "queue_local_member_answered", "blind_transfer_ami"])
+async def test_a_restart_right_after_a_cel_backfill_rebuilds_the_backfilled_calls(
+    name: str, tmp_path: Path
+) -> None:
+    """The CEL records folded in are journaled (kind 'cel'): a crash after the backfill and a
+    restart give the very outcomes of a daemon that did not crash."""
+    before, gap, after = _split(_DATA / f"{name}.ami")
+    assert gap
+    steady = tmp_path / "steady.sqlite"
+    await run_life(steady, before, gap, after, finish=True)  # no crash
+    crashed = tmp_path / "crashed.sqlite"
+    await run_life(crashed, before, gap, [], finish=False)  # crash right after the backfill
+    async with await Outbox.open(crashed) as outbox:
+        assert JournalKind.CEL in {e.kind for e in await outbox.journal()}
+    await run_part(crashed, after, restore=True, finish=True)
+    outcomes = await outcomes_in(crashed)
+    assert outcomes == await outcomes_in(steady)
+    assert len(outcomes) == 1
+    assert all(o["reconstructed"] for o in outcomes.values())  # type: ignore[index]

@@ -19,6 +19,8 @@ from pbxlink.daemon.config import Settings as DaemonSettings
 from pbxlink.daemon.config import load_settings
 from pbxlink.foundation.config import SECTION_OWNERS, Secret, parse_section, to_toml
 from pbxlink.foundation.errors import EX_CONFIG, ConfigError, ConfigProblem
+from pbxlink.gateway.config import Settings as GatewayProcessSettings
+from pbxlink.gateway.config import load_settings as load_gateway_settings
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "config" / "pbxlink.toml"
@@ -48,7 +50,7 @@ def test_the_shipped_example_passes_check_config() -> None:
     assert result.returncode == 0, result.stderr
     assert "[ami]" in result.stdout
     assert 'name = "pbx1"' in result.stdout
-    for section in ("[adapter]", "[crm]", "[crm.inquiries.on_missed]", "[mqtt]", "[log]"):
+    for section in ("[adapter]", "[crm]", "[crm.inquiries.on_missed]", "[mqtt]", "[log]", "[gateway]"):
         assert f"\n{section}\n" in result.stdout
 
 
@@ -75,7 +77,9 @@ def _missing_keys(cls: Any, raw: Any, path: str) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("process", [DaemonSettings, AdapterSettings], ids=["daemon", "adapter"])
+@pytest.mark.parametrize(
+    "process", [DaemonSettings, AdapterSettings, GatewayProcessSettings], ids=["daemon", "adapter", "gateway"]
+)
 def test_the_shipped_example_shows_every_key_of_every_section_and_its_examples_are_valid(
     process: type[Any],
 ) -> None:
@@ -263,3 +267,36 @@ def test_check_config_output_loads_back_as_the_same_settings_for_every_process(t
     assert adapter == load_adapter_settings(source, environ={})
     assert adapter.crm.phone.region_for("4930100200") == "DE"
     assert adapter.crm.requests.rules[0].keywords == ("ремонт", "сломался")
+
+
+def test_check_config_validates_the_gateway_sections_and_reads_their_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text(
+        '[gateway.email.service]\nhost = "imap.example"\nusername = "no-at-sign"\nport = 70000\n'
+        '[gateway.web."bad name"]\norigins = ["shop.example"]\n'
+    )
+    result = run_cli("check-config", str(cfg))
+    assert result.returncode == EX_CONFIG
+    for problem in (
+        "gateway.email.service.port: 70000 is not a TCP port",
+        "gateway.email.service.password_file: set it (or password_credential)",
+        "gateway.email.service.address: an e-mail address",
+        "gateway.web.bad name: a source name is letters, digits, - _ . only",
+        "gateway.web.bad name.origins: 'shop.example' is not an origin",
+    ):
+        assert problem in result.stderr
+    (tmp_path / "pw").write_text("imap-password\n")
+    (tmp_path / "token").write_text("form-token\n")
+    cfg.write_text(
+        f'[gateway.email.service]\nusername = "service@shop.example"\npassword_file = "{tmp_path / "pw"}"\n'
+        f'[gateway.web.site]\ntoken_file = "{tmp_path / "token"}"\n'
+        f'[gateway.telegram.bot]\ntoken_credential = "tg-bot"\n'
+    )
+    result = run_cli("check-config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "gateway.telegram.bot.token: not found" in result.stderr  # a warning: the gateway will refuse
+    assert "no [[crm.requests.rules]] names the source 'email:service@shop.example'" in result.stderr
+    assert "imap-password" not in result.stdout + result.stderr
+    settings = load_gateway_settings(cfg, environ={})
+    assert settings.gateway.email["service"].password == Secret("imap-password")
+    assert settings.gateway.web["site"].token == Secret("form-token")

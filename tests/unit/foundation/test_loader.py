@@ -76,11 +76,14 @@ def test_a_process_reads_its_own_sections_and_leaves_other_processes_tables_alon
 def test_every_section_of_every_process_has_one_registered_owner() -> None:
     from pbxlink.adapters.config import Settings as AdapterProcess  # noqa: PLC0415
     from pbxlink.daemon.config import Settings as DaemonProcess  # noqa: PLC0415
+    from pbxlink.gateway.config import Settings as GatewayProcess  # noqa: PLC0415
 
     daemon = {f.name for f in dataclasses.fields(DaemonProcess)}
     adapter = {f.name for f in dataclasses.fields(AdapterProcess)}
-    assert daemon | adapter == set(SECTION_OWNERS)
-    assert daemon & adapter == {name for name, owner in SECTION_OWNERS.items() if owner == "every process"}
+    gateway = {f.name for f in dataclasses.fields(GatewayProcess)}
+    assert daemon | adapter | gateway == set(SECTION_OWNERS)
+    shared = {name for name, owner in SECTION_OWNERS.items() if owner == "every process"}
+    assert daemon & adapter == daemon & gateway == adapter & gateway == shared
 
 
 def test_enum_bounds_and_checks_report_every_problem_at_once(tmp_path: Path) -> None:

@@ -49,6 +49,14 @@ _CLIENTS_BY_EMAIL = _CLIENTS_BY_PHONE.replace(
     "FROM client_emails m JOIN clients c ON c.id = m.client_id\nWHERE m.email = ?",
 )
 
+# A7: the client of a conversation (an e-mail thread, a messenger chat): the newest of the given
+# earlier requests (a JSON array of ids) that has a client.
+_CLIENTS_OF_REQUESTS = _CLIENTS_BY_PHONE.replace(
+    "FROM client_phones p JOIN clients c ON c.id = p.client_id\nWHERE p.e164 = ?",
+    "FROM clients c\nWHERE c.id = (SELECT client_id FROM requests WHERE client_id IS NOT NULL\n"
+    "    AND id IN (SELECT value FROM json_each(?)) ORDER BY created_at DESC, rowid DESC LIMIT 1)",
+)
+
 
 def _open_items(text: str) -> tuple[OpenItem, ...]:
     items = [OpenItem(str(i), from_iso(created), str(label or "")) for i, created, label in json.loads(text)]
@@ -161,6 +169,12 @@ class SqliteCrm:
 
     async def clients_by_email(self, email: str) -> tuple[ClientFact, ...]:
         return await self._clients(_CLIENTS_BY_EMAIL, email.strip().lower())
+
+    async def clients_of_requests(self, request_ids: tuple[str, ...]) -> tuple[ClientFact, ...]:
+        """A7: the client the newest of these earlier requests (same thread or chat) belonged to."""
+        if not request_ids:
+            return ()
+        return await self._clients(_CLIENTS_OF_REQUESTS, json.dumps(list(request_ids)))
 
     async def _clients(self, sql: str, key: str) -> tuple[ClientFact, ...]:
         rows = await self.db.execute_fetchall(sql, (key,))
@@ -323,6 +337,31 @@ class SqliteCrm:
             "SELECT 1 FROM deals WHERE id = ? AND closed = 0", (int(deal_id),)
         )
         return bool(rows)
+
+    async def open_deal_of_requests(self, request_ids: tuple[str, ...]) -> str | None:
+        """A7: the open interest that one of these earlier requests (an e-mail thread, a messenger
+        chat) created or was attached to, the newest first; None when there is none."""
+        if not request_ids:
+            return None
+        marks = ",".join("?" * len(request_ids))
+        rows = list(
+            await self.db.execute_fetchall(
+                f"SELECT r.deal_id FROM requests r JOIN deals d ON d.id = r.deal_id "  # noqa: S608 - only ? marks
+                f"WHERE r.id IN ({marks}) AND d.closed = 0 ORDER BY r.created_at DESC, r.rowid DESC LIMIT 1",
+                request_ids,
+            )
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def link_request(self, request_id: str, deal_id: str) -> None:
+        """Record the interest an attached request was linked to (a later reply finds it too) and,
+        when the sender was not recognised (a messenger chat), the interest's client."""
+        await self.db.execute(
+            "UPDATE requests SET deal_id = ?, "
+            "client_id = coalesce(client_id, (SELECT client_id FROM deals WHERE id = ?)) "
+            "WHERE id = ? AND deal_id IS NULL",
+            (int(deal_id), int(deal_id), request_id),
+        )
 
     async def queue_positions(self) -> tuple[tuple[str, int], ...]:
         rows = await self.db.execute_fetchall("SELECT rule, next_index FROM request_queues")
