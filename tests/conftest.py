@@ -7,6 +7,8 @@
   ``.host .ami_port .ami_user .ami_secret .sip_port .agi_port .offset``,
   ``.ami()`` for a stdlib AMI session, ``.run(name)`` to place a named
   scenario, ``.restart_asterisk()`` for fault tests.  Stopped by pid at the end.
+* ``asterisk_lab_freepbx`` (session): the same on another offset, with the FreePBX-style
+  dialplan profile (tests/lab/profiles/freepbx).
 * ``mosquitto_broker`` (function): a fresh mosquitto on a free loopback port
   with its own config and persistence; ``.host .port .pid .stop(kill=)
   .start() .restart()``.  Stopped by pid at the end.
@@ -28,7 +30,7 @@ from pbxlab.mosquitto import BrokerHandle, BrokerTls
 from pbxlab.pki import LabPki, make_test_pki
 from pbxlab.session import LabSession
 
-LAB_FIXTURES = {"asterisk_lab", "mosquitto_broker", "tls_broker"}
+LAB_FIXTURES = {"asterisk_lab", "asterisk_lab_freepbx", "mosquitto_broker", "tls_broker"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,6 +50,20 @@ def asterisk_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSessio
         lab = LabSession.open(offset, workdir=tmp_path_factory.mktemp("pbxlab"))
     except LabError as exc:
         pytest.fail(f"the Asterisk lab could not start: {exc}", pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="session")
+def asterisk_lab_freepbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSession]:
+    """A second lab instance whose dialplan is the FreePBX profile (docs/lab.md); its own
+    offset (the first free one of 13-39), so it runs beside ``asterisk_lab``."""
+    try:
+        lab = LabSession.open(workdir=tmp_path_factory.mktemp("pbxlab-freepbx"), profile="freepbx")
+    except LabError as exc:
+        pytest.fail(f"the FreePBX-profile Asterisk lab could not start: {exc}", pytrace=False)
     try:
         yield lab
     finally:

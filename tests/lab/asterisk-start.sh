@@ -47,6 +47,17 @@ rm -rf --one-file-system "$dst"
 mkdir -p "$dst"
 cp -a "$CONF_SRC"/. "$dst"/
 cp "$ROUTING_SNIPPET" "$dst/pbxlink-routing.conf"
+if [ "$PROFILE" != lab ]; then
+    [ -d "$PROFILE_DIR" ] || die "profile dir $PROFILE_DIR not found"
+    cp -a "$PROFILE_DIR"/. "$dst"/   # the profile's files replace the lab's
+    if [ -f "$dst/adapt.sh" ]; then  # ... and it may adapt the lab's files it keeps
+        # shellcheck source=/dev/null
+        . "$dst/adapt.sh"
+        rm -f "$dst/adapt.sh"
+    fi
+    [ -r "$FREEPBX_SNIPPET" ] || die "routing snippet $FREEPBX_SNIPPET not found"
+    cp "$FREEPBX_SNIPPET" "$dst/pbxlink-freepbx.conf"
+fi
 find "$dst" -type f -print0 | xargs -0 sed -i \
     -e "s|@INSTANCE@|$INSTANCE|g" \
     -e "s|@AMI_PORT@|$AMI_PORT|g" \
@@ -109,6 +120,7 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 cat > "$STATE_DIR/instance.json.tmp" <<JSON
 {
   "offset": $OFFSET,
+  "profile": "$PROFILE",
   "instance": "$INSTANCE",
   "pid": $pid,
   "started_in_ms": $ms,
@@ -140,5 +152,5 @@ cat > "$STATE_DIR/instance.json.tmp" <<JSON
 }
 JSON
 mv "$STATE_DIR/instance.json.tmp" "$STATE_DIR/instance.json"
-log "asterisk pid $pid ready in ${ms} ms: AMI 127.0.0.1:$AMI_PORT, SIP udp 127.0.0.1:$SIP_PORT"
+log "asterisk pid $pid (profile $PROFILE) ready in ${ms} ms: AMI 127.0.0.1:$AMI_PORT, SIP udp 127.0.0.1:$SIP_PORT"
 cat "$STATE_DIR/instance.json"

@@ -57,8 +57,20 @@ ATXFER_NOANSWER_TIMEOUT="${PBXLAB_ATXFER_NOANSWER_TIMEOUT:-5}"  # consultation r
 AMI_USER="${PBXLAB_AMI_USER:-pbxlink}"
 AMI_SECRET="${PBXLAB_AMI_SECRET:-lab-ami-7f3c9e}"
 
+# ---- dialplan profile ----------------------------------------------------------
+# "lab": the lab's own hand-written dialplan (tests/lab/asterisk).  "freepbx": the
+# same PBX with the files of tests/lab/profiles/freepbx laid over it (a dialplan
+# written the way FreePBX generates one; see docs/lab.md).
+PROFILE="${PBXLAB_PROFILE:-lab}"
+case "$PROFILE" in
+    lab|freepbx) ;;
+    *) echo "[pbxlab] ERROR: PBXLAB_PROFILE must be lab or freepbx, got '$PROFILE'" >&2; exit 2 ;;
+esac
+
 # ---- directories -------------------------------------------------------------
 CONF_SRC="${PBXLAB_CONF_SRC:-$LAB_DIR/asterisk}"
+PROFILE_DIR="$LAB_DIR/profiles/$PROFILE"
+FREEPBX_SNIPPET="$REPO_DIR/config/asterisk/pbxlink-freepbx.conf"
 ROUTING_SNIPPET="${PBXLAB_ROUTING_SNIPPET:-$REPO_DIR/config/asterisk/pbxlink-routing.conf}"
 # inside the chroot (paths relative to the root)
 CONF_DST="/etc/$INSTANCE"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-record every lab scenario into tests/data/ami (root; see docs/lab.md).
 
-sudo .venv/bin/python tests/lab/record_all.py [--only NAME ...]
+sudo .venv/bin/python tests/lab/record_all.py [--profile freepbx] [--only NAME ...]
 """
 
 import argparse
@@ -23,5 +23,11 @@ if __name__ == "__main__":
         default="pbxlab",
         help="the lab's raw recorder, or `pbxlink record` (same format)",
     )
+    ap.add_argument(
+        "--profile",
+        choices=["lab", "freepbx"],
+        default="lab",
+        help="the dialplan profile whose scenarios to record (docs/lab.md)",
+    )
     a = ap.parse_args()
-    sys.exit(record_all(a.offset, a.out, a.only, a.recorder))
+    sys.exit(record_all(a.offset, a.out, a.only, a.recorder, a.profile))

@@ -130,6 +130,17 @@ class HandlerSegment(_Record, frozen=True, kw_only=True):
     answered_at: Instant
     ended_at: Instant
     talk_seconds: Seconds
+    # written only when the agent's follow-me or call forward took the call on an outside number
+    forwarded_to: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                description="the outside number that took the call for the agent (follow-me, call forward)",
+            ),
+        ]
+        | UnsetType
+    ) = UNSET
 
 
 class Transfer(_Record, frozen=True, kw_only=True):

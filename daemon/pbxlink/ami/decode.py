@@ -107,6 +107,7 @@ _VARIABLE_MARK = b"\nVariable: "
 _CEL_TYPE_MARK = b"\nEventName: "
 _CEL_TYPES = {t.value: t for t in CelEventType}
 _APPLICATION_MARK = b"\nApplication: "
+_FIRST_PRIORITY = re.compile(rb"\nPriority: 1\r?(?:\n|$)")
 _UNKNOWN = "<unknown>"
 _MARKS: dict[str, bytes] = {}
 
@@ -847,8 +848,12 @@ class AmiDecoder:
                 self.ignored[name] += 1
                 return None
         elif name == "Newexten":
+            # the tracked applications, and the first step of every extension the dialplan
+            # enters (where the call is: an agent's extension before a forward, ...)
             app = _header_value(frame.raw, _APPLICATION_MARK)
-            if app is None or app.lower() not in _TRACKED_APP_BYTES:
+            if (app is None or app.lower() not in _TRACKED_APP_BYTES) and _FIRST_PRIORITY.search(
+                frame.raw
+            ) is None:
                 self.ignored[name] += 1
                 return None
         elif name == "CEL" and self._cel_types is not None:

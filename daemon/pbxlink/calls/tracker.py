@@ -5,7 +5,8 @@ How it decides (docs/outcome.md has the long form):
 * **Grouping.** Channels are grouped by ``Linkedid``. Groups merge, transitively, whenever AMI
   shows that they belong together: a channel reports a different linkedid (basic bridges rewrite
   it), a dial connects two groups, two groups share a basic bridge, a pickup, a blind or an
-  attended transfer. The older group absorbs the newer one; its linkedid is the call's id.
+  attended transfer, an agent's own call meets an outside caller's call in a multi-party bridge
+  (a conference). The older group absorbs the newer one; its linkedid is the call's id.
 * **Parties.** Every channel is an agent's phone, the outside world, or plumbing (Local halves,
   announcers …), by :class:`~pbxlink.calls.parties.PartyRules`. The *origin* is the first
   non-plumbing channel: outside → inbound; an agent → outbound if the outside world is reached (or
@@ -14,7 +15,12 @@ How it decides (docs/outcome.md has the long form):
   + "the two halves of a Local pair" from the other party (the outside channels; for internal calls
   the caller's phone) and collects the agents' phones it reaches. Each agent reached starts a
   handling segment; an agent no longer reached ends it. ``answered`` means at least one segment:
-  an IVR ``Answer()``, a voicemail box or a Local channel answering never counts.
+  an IVR ``Answer()``, a voicemail box or a Local channel answering never counts. An outside leg
+  dialed for an inbound call nobody has answered yet (follow-me, call forward) stands for the
+  agent whose forward it is.
+* **Where a call was lost.** Several agents ringing at once for it (one ``Dial`` with ``&``, a
+  queue, Local members) is a group (``queue``) miss; one agent alone an ``agent`` miss; the last
+  ring decides, voicemail wins. Nothing here depends on context or extension names.
 * **Ending.** A call finalizes when its last channel has hung up and Asterisk has said, with a
   CEL ``LINKEDID_END``, that every linkedid of the call is finished; without CEL over AMI, after
   ``settle_seconds`` of AMI time (late transfer events, stragglers). Then its state is dropped.
@@ -115,6 +121,7 @@ class CallTrackerSettings:
 
 class _Chan:
     __slots__ = (
+        "agent_exten",
         "alive",
         "bridge",
         "call",
@@ -124,6 +131,8 @@ class _Chan:
         "dialed_agents",
         "dialer",
         "exten",
+        "forward_agent",
+        "forward_number",
         "linkedid",
         "name",
         "order",
@@ -158,6 +167,12 @@ class _Chan:
         self.dialer: _Chan | None = None  # the channel whose Dial() created this one
         self.ring_kind: _RingKind | None = None  # set when an agent's phone is dialed
         self.rung = False
+        # the last agent's extension this (non-agent) channel's dialplan entered (Newexten)
+        self.agent_exten: str | None = None
+        # an outside leg dialed to reach an agent elsewhere (follow-me, call forward): whose
+        # forward it is, and the number dialed
+        self.forward_agent: str | None = None
+        self.forward_number: str | None = None
 
     @property
     def agent(self) -> str | None:
@@ -170,13 +185,14 @@ class _RingKind(Enum):
 
 
 class _Segment:
-    __slots__ = ("agent", "chan", "end", "start")
+    __slots__ = ("agent", "chan", "end", "number", "start")
 
     def __init__(self, agent: str, chan: _Chan, start: float) -> None:
         self.agent = agent
-        self.chan = chan  # the agent's phone channel that talks
+        self.chan = chan  # the agent's phone channel that talks (or their forward's outside leg)
         self.start = start
         self.end: float | None = None
+        self.number = chan.forward_number if chan.forward_agent is not None else None
 
 
 class _Span(NamedTuple):
@@ -185,6 +201,7 @@ class _Span(NamedTuple):
     agent: str
     answered_at: float
     ended_at: float
+    forwarded_to: str | None = None  # the outside number of the agent's forward that took it
 
 
 class _TransferRecord:
@@ -212,6 +229,7 @@ class _Call:
         "hangup_by",
         "in_queue",
         "key",
+        "last_agent",
         "linkedids",
         "live",
         "originate_exten",
@@ -245,6 +263,7 @@ class _Call:
         self.external_dial: str | None = None
         self.stage: MissedAt | None = None
         self.in_queue = False
+        self.last_agent: str | None = None  # the agent whose phone was dialed last for the call
         self.queue: str | None = None
         self.voicemail = False
         self.rang: list[str] = []
@@ -600,6 +619,7 @@ class CallTracker:
         keep.originate_exten = keep.originate_exten or gone.originate_exten
         keep.external_dial = keep.external_dial or gone.external_dial
         keep.in_queue = keep.in_queue or gone.in_queue
+        keep.last_agent = keep.last_agent or gone.last_agent
         keep.queue = keep.queue or gone.queue
         keep.voicemail = keep.voicemail or gone.voicemail
         if keep.stage is None:
@@ -672,7 +692,11 @@ class CallTracker:
 
     def _other_party(self, call: _Call) -> tuple[list[_Chan], str | None]:
         """The channels the agents talk *with*, and the agent to leave out (internal caller)."""
-        externals = [c for c in call.channels.values() if c.alive and c.party.kind is PartyKind.EXTERNAL]
+        externals = [
+            c
+            for c in call.channels.values()
+            if c.alive and c.party.kind is PartyKind.EXTERNAL and c.forward_agent is None
+        ]
         if externals:
             return externals, None
         origin = call.origin()
@@ -699,7 +723,7 @@ class CallTracker:
                     continue
                 seen.add(other)
                 todo.append(other)
-                agent = other.agent
+                agent = other.agent or other.forward_agent
                 if agent is not None and agent != exclude:
                     agents.setdefault(agent, other)
         return agents
@@ -761,6 +785,13 @@ class CallTracker:
         target = call.consulted if chan.ring_kind is _RingKind.CONSULTATION else call.rang
         if agent not in target:
             target.append(agent)
+        if (
+            chan.ring_kind is _RingKind.FOR_CALL
+            and not call.segments
+            and not call.voicemail
+            and self._rings_with_others(call, agent)
+        ):
+            call.stage = MissedAt.QUEUE  # several agents rung at once: a group
         self._live(call, LiveEventType.RINGING, when, out, agent=agent)
 
     def _on_newexten(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
@@ -768,8 +799,13 @@ class CallTracker:
         chan = self._channel(event.channel, when, fresh=False)
         if chan is None:
             return
-        if event.application.lower() == "voicemail" and chan.party.kind is not PartyKind.AGENT:
+        if chan.party.kind is PartyKind.AGENT:
+            return
+        if event.application.lower() == "voicemail":
             chan.call.voicemail = True
+        exten = event.channel.exten
+        if exten and self._classifier.is_agent_endpoint(exten):
+            chan.agent_exten = exten  # the caller's dialplan is at an agent's extension
 
     def _on_varset(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, VarSet)
@@ -799,8 +835,9 @@ class CallTracker:
             caller.dialed_agents.append(dest.party.endpoint)
         if kind is PartyKind.AGENT:
             dest.ring_kind = _ring_kind(caller)
-            if dest.ring_kind is _RingKind.FOR_CALL and not call.segments and not call.voicemail:
-                call.stage = MissedAt.QUEUE if call.in_queue else MissedAt.AGENT
+            if dest.ring_kind is _RingKind.FOR_CALL:
+                call.last_agent = dest.party.endpoint
+                self._ringing_stage(call, dest.party.endpoint)
             if (dest.up or dest.ringing) and not dest.rung:
                 # the phone's 180 can be reported before the DialBegin that caused it
                 self._rung(dest, when, out)
@@ -811,6 +848,60 @@ class CallTracker:
                 if call.external_dial is None and number:
                     call.external_dial = number
                 self._live(call, LiveEventType.RINGING, when, out, agent=origin.party.endpoint)
+            elif (
+                origin is not None
+                and origin is not dest
+                and origin.party.kind is PartyKind.EXTERNAL
+                and not call.segments
+                and _ring_kind(caller) is _RingKind.FOR_CALL
+            ):
+                # an inbound call nobody has answered yet dialed out again: an agent's follow-me
+                # or call forward (after an answer it is a transfer out, not a forward)
+                agent = self._forwarding_agent(caller, call)
+                if agent is not None:
+                    dest.forward_agent = agent
+                    dest.forward_number = dialed_number(event.dial_string)
+                    self._ringing_stage(call, agent)
+
+    def _ringing_stage(self, call: _Call, agent: str) -> None:
+        """The call now rings ``agent`` (their phone or their forward): where it would be lost."""
+        if call.segments or call.voicemail:
+            return
+        grouped = call.in_queue or self._rings_with_others(call, agent)
+        call.stage = MissedAt.QUEUE if grouped else MissedAt.AGENT
+
+    def _rings_with_others(self, call: _Call, agent: str) -> bool:
+        """Does another agent ring for the call right now (their phone, or their forward)?"""
+        for chan in call.channels.values():
+            if not chan.alive or chan.up:
+                continue
+            if chan.forward_agent is not None and chan.forward_agent != agent:
+                return True
+            if (
+                chan.rung
+                and chan.ring_kind is _RingKind.FOR_CALL
+                and chan.party.kind is PartyKind.AGENT
+                and chan.party.endpoint != agent
+            ):
+                return True
+        return False
+
+    def _forwarding_agent(self, caller: _Chan | None, call: _Call) -> str | None:
+        """Whose forward an outside leg of an inbound call is: the agent's extension the dial
+        chain's dialplan last entered, else the agent whose phone the call rang last."""
+        current = caller
+        seen: set[_Chan] = set()
+        while current is not None and current not in seen:
+            seen.add(current)
+            if current.agent_exten is not None:
+                return current.agent_exten
+            if current.dialer is not None:
+                current = current.dialer
+            elif current.peer is not None and current.peer not in seen:
+                current = current.peer
+            else:
+                break
+        return call.last_agent
 
     def _on_bridge_enter(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, BridgeEnter)
@@ -823,9 +914,10 @@ class CallTracker:
         self._leave_bridge(chan)
         members = self._bridges.get(bridge_id, set())
         call = chan.call
-        if not event.bridge.holding and event.bridge.type == "basic":
+        if not event.bridge.holding:
             for other in list(members):
-                call = self._merge(call, other.call)
+                if event.bridge.type == "basic" or _joins_conference(call, other.call):
+                    call = self._merge(call, other.call)
         self._enter_bridge(chan, bridge_id)
         self._recompute(call, when, out)
 
@@ -970,7 +1062,9 @@ class CallTracker:
 
     def _on_hangup_request(self, event: AmiEvent, when: float, out: list[TrackerOutput]) -> None:
         assert isinstance(event, HangupRequest)
-        if event.soft:
+        if event.soft or event.channel.state is ChannelState.BUSY:
+            # BUSY: the PBX has just indicated busy/congestion to this leg (Busy(),
+            # Congestion()) and hangs it up itself; the party did not hang up
             return
         chan = self._channel(event.channel, when, fresh=False)
         if chan is None or chan.party.kind is PartyKind.PLUMBING:
@@ -1150,7 +1244,7 @@ class CallTracker:
         started = call.started()
         ended = call.ended_at if call.ended_at is not None else started
         segments = tuple(
-            _Span(s.agent, s.start, s.end if s.end is not None else ended) for s in call.segments
+            _Span(s.agent, s.start, s.end if s.end is not None else ended, s.number) for s in call.segments
         )
         answered = bool(segments)
         handler_agents = {s.agent for s in segments}
@@ -1187,6 +1281,7 @@ class CallTracker:
                     answered_at=Instant.from_epoch(s.answered_at),
                     ended_at=Instant.from_epoch(s.ended_at),
                     talk_seconds=seconds(s.ended_at - s.answered_at),
+                    forwarded_to=UNSET if s.forwarded_to is None else s.forwarded_to,
                 )
                 for s in segments
             ),
@@ -1298,6 +1393,20 @@ class CallTracker:
                 to_agent=to_agent if kind is LiveEventType.TRANSFERRED else UNSET,
             )
         )
+
+
+def _joins_conference(a: _Call, b: _Call) -> bool:
+    """Two calls meet in a multi-party bridge (ConfBridge): an agent who dialed into it (a call
+    with no outside party) joins the outside caller's call; two outside callers stay apart."""
+    if a is b:
+        return False
+    a_out = any(c.party.kind is PartyKind.EXTERNAL for c in a.channels.values())
+    b_out = any(c.party.kind is PartyKind.EXTERNAL for c in b.channels.values())
+    if a_out == b_out:
+        return False
+    agents_only = b if a_out else a
+    origin = agents_only.origin()
+    return origin is not None and origin.party.kind is PartyKind.AGENT
 
 
 def _ring_kind(caller: _Chan | None) -> _RingKind:

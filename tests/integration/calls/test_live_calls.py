@@ -3,7 +3,10 @@ tracked as the daemon does it (frames -> AmiDecoder -> CallTracker, Resynced -> 
 periodic tick with the wall clock), and the outcome checked against what the driver did.
 
 Few and fast: one answered call, one lost in the queue, a blind transfer by SIP REFER, a
-click-to-call by AMI Originate, and a call already up when the AMI session starts.
+click-to-call by AMI Originate, and a call already up when the AMI session starts; on the
+FreePBX-style dialplan profile: a ring group abandoned, answered by one, timed out to voicemail,
+with a member on DND, a follow-me answered on the mobile, a call forward answered on an outside
+number, a parked call picked up by another agent and a conference of the caller with two agents.
 """
 
 from __future__ import annotations
@@ -33,15 +36,19 @@ TRACKER = CallTrackerSettings(
 )
 
 
-@pytest.fixture
-def ami_settings(asterisk_lab: LabSession) -> AmiSettings:
+def _ami_settings(lab: LabSession) -> AmiSettings:
     return AmiSettings(
-        host=asterisk_lab.host,
-        port=asterisk_lab.ami_port,
-        username=asterisk_lab.ami_user,
-        secret=asterisk_lab.ami_secret,
+        host=lab.host,
+        port=lab.ami_port,
+        username=lab.ami_user,
+        secret=lab.ami_secret,
         action_timeout=5.0,
     )
+
+
+@pytest.fixture
+def ami_settings(asterisk_lab: LabSession) -> AmiSettings:
+    return _ami_settings(asterisk_lab)
 
 
 class LivePipeline:
@@ -96,6 +103,7 @@ def _truth_view(outcome: dict[str, Any]) -> dict[str, Any]:
         "line": outcome["line"],
         "initiator": outcome["initiator"],
         "handlers": [h["agent"] for h in outcome["handlers"]],
+        "forwarded_to": [h.get("forwarded_to") for h in outcome["handlers"]],
         "rang": sorted(outcome["rang"]),
         "transfers": [(t["kind"], t["from"], t["to"]) for t in outcome["transfers"]],
         "queue": outcome["queue"],
@@ -112,6 +120,7 @@ def _truth_expectation(call: dict[str, Any]) -> dict[str, Any]:
         "line": call["line"],
         "initiator": call["initiator"],
         "handlers": call["handlers"],
+        "forwarded_to": call.get("handler_forwarded_to", [None] * len(call["handlers"])),
         "rang": sorted(call["rang"]),
         "transfers": [(t["kind"], t["from"], t["to"]) for t in call["transfers"]],
         "queue": call["queue"],
@@ -119,18 +128,12 @@ def _truth_expectation(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    ["inbound_answered", "queue_abandoned", "blind_transfer_refer", "click_to_call"],
-)
-async def test_a_live_call_gets_the_outcome_the_driver_caused(
-    asterisk_lab: LabSession, ami_settings: AmiSettings, scenario: str
-) -> None:
+async def _live_outcomes_match_the_truth(lab: LabSession, scenario: str) -> None:
     pipeline = LivePipeline()
-    async with AmiShell(ami_settings) as shell:
+    async with AmiShell(_ami_settings(lab)) as shell:
         await pipeline.run(shell, lambda: pipeline.tracker.clock > 0, within=10)  # logged in
         async with asyncio.TaskGroup() as tasks:
-            placing = tasks.create_task(asyncio.to_thread(asterisk_lab.run, scenario), name="sipp")
+            placing = tasks.create_task(asyncio.to_thread(lab.run, scenario), name="sipp")
             await pipeline.run(shell, lambda: bool(pipeline.outcomes) and placing.done(), within=90)
         result = placing.result()
     assert result.problems == []
@@ -138,6 +141,37 @@ async def test_a_live_call_gets_the_outcome_the_driver_caused(
     calls = result.truth["calls"]
     assert [_truth_view(o) for o in pipeline.outcomes] == [_truth_expectation(c) for c in calls]
     assert all(o["reconstructed"] is False for o in pipeline.outcomes)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["inbound_answered", "queue_abandoned", "blind_transfer_refer", "click_to_call"],
+)
+async def test_a_live_call_gets_the_outcome_the_driver_caused(
+    asterisk_lab: LabSession, scenario: str
+) -> None:
+    await _live_outcomes_match_the_truth(asterisk_lab, scenario)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "fpbx_ring_group_abandoned",
+        "fpbx_ring_group_answered_by_one",
+        "fpbx_ring_group_timeout_voicemail",
+        "fpbx_ring_group_member_dnd",
+        "fpbx_followme_answered_on_mobile",
+        "fpbx_cf_unconditional_external_answered",
+        "fpbx_park_picked_up_by_another",
+        "fpbx_conference_caller_and_two_agents",
+    ],
+)
+async def test_a_live_call_on_a_freepbx_dialplan_gets_the_outcome_the_driver_caused(
+    asterisk_lab_freepbx: LabSession, scenario: str
+) -> None:
+    """Ring groups (one Dial with &), follow-me and call forward answered on the mobile, on the
+    FreePBX-style dialplan profile: the same pipeline, no setting that knows the dialplan."""
+    await _live_outcomes_match_the_truth(asterisk_lab_freepbx, scenario)
 
 
 async def test_a_call_already_up_when_the_session_starts_gets_one_reconstructed_outcome(

@@ -19,6 +19,7 @@ import aiomqtt
 import pytest
 from pbxlab.context import ScenarioContext
 from pbxlab.mosquitto import BrokerHandle
+from pbxlab.scenarios_freepbx import SETTINGS_FAMILIES
 from pbxlab.session import LabSession
 from pbxlab.sipp import Call, Phone
 
@@ -516,3 +517,83 @@ async def test_owner_published_by_the_crm_side_over_mqtt_takes_the_next_call(
     decision = decisions.get(caller_linkedid(frames, caller))
     assert decision is not None
     assert (decision.target, decision.reason) == ("PJSIP/103", "owner")
+
+
+# --- FreePBX: the custom destination of config/asterisk/pbxlink-freepbx.conf ---------------------
+
+
+def _freepbx_defaults(ctx: ScenarioContext) -> None:
+    """No follow-me, forward or DND left in the astdb by an earlier test on the instance."""
+    for family in SETTINGS_FAMILIES:
+        ctx.ami.action("DBDelTree", Family=family)
+
+
+async def test_on_freepbx_the_owner_rings_first_then_the_ring_group_then_voicemail(
+    asterisk_lab_freepbx: LabSession,
+    tmp_path: Path,
+) -> None:
+    """The FreePBX-style profile: the inbound route's destination is the custom destination
+    pbxlink-freepbx,s,1 (extensions_custom.conf includes the shipped snippet). Nobody answers:
+    the owner 101 rings alone, then ring group 600 (one Dial of 101&102&103), then the group's
+    failover destination, voicemail 100."""
+    lab = asterisk_lab_freepbx
+    async with pbxlink_routing(lab, tmp_path) as routing:
+        frames = await run_call(
+            lab,
+            tmp_path / "sipp",
+            {"a101": Phone.never_answers(), "a102": Phone.never_answers(), "a103": Phone.never_answers()},
+            Call(DID, KNOWN, "Known Caller", hold_ms=2000),
+            _freepbx_defaults,
+        )
+    linkedid = caller_linkedid(frames, KNOWN)
+    call = of_call(frames, linkedid)
+    decision = routing.decisions.get(linkedid)
+    assert decision is not None
+    assert (decision.target, decision.reason, decision.owner, decision.line) == (
+        "PJSIP/101",
+        "owner",
+        "101",
+        DID,
+    )
+    assert agi_status(call) == "SUCCESS"
+    rings = agent_rings(call)
+    assert [agent for agent, _ in rings[:1]] == ["101"], f"the owner alone first: {rings}"
+    group = rings[1:]
+    assert sorted(agent for agent, _ in group) == ["101", "102", "103"], rings
+    ring_timeout = lab.instance.timings.agent_ring_timeout
+    assert group[0][1] - rings[0][1] >= ring_timeout - 0.5  # the owner rang its full turn first
+    dials = [f["AppData"] for f in call if f.get("Event") == "Newexten" and f.get("Application") == "Dial"]
+    assert dials[0].startswith("PJSIP/101,"), dials
+    assert dials[1].startswith("PJSIP/101&PJSIP/102&PJSIP/103,"), dials
+    voicemail = app_started(call, "VoiceMail")
+    assert voicemail["AppData"].startswith("100@default")
+    assert stamp(voicemail) >= max(at for _, at in group)
+    assert bridged_agents(call) == []
+
+
+async def test_on_freepbx_an_unknown_caller_goes_straight_to_the_ring_group(
+    asterisk_lab_freepbx: LabSession,
+    tmp_path: Path,
+) -> None:
+    lab = asterisk_lab_freepbx
+    async with pbxlink_routing(lab, tmp_path) as routing:
+        frames = await run_call(
+            lab,
+            tmp_path / "sipp",
+            {
+                "a101": Phone.never_answers(),
+                "a102": Phone.answers(ring_ms=500),
+                "a103": Phone.never_answers(),
+            },
+            Call(DID, UNKNOWN, "Unknown Caller", hold_ms=3000),
+            _freepbx_defaults,
+        )
+    linkedid = caller_linkedid(frames, UNKNOWN)
+    call = of_call(frames, linkedid)
+    decision = routing.decisions.get(linkedid)
+    assert decision is not None
+    assert (decision.target, decision.reason) == (None, "unknown_caller")
+    dials = [f["AppData"] for f in call if f.get("Event") == "Newexten" and f.get("Application") == "Dial"]
+    assert len(dials) == 1, dials
+    assert dials[0].startswith("PJSIP/101&PJSIP/102&PJSIP/103,"), dials
+    assert bridged_agents(call) == ["102"]

@@ -17,12 +17,18 @@ from pbxlab.instance import (
 )
 from pbxlab.mosquitto import start_mosquitto, stop_mosquitto
 from pbxlab.record_all import record_all
-from pbxlab.scenarios import SCENARIOS
+from pbxlab.scenarios import scenarios_for
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pbxlab", description=__doc__)
     ap.add_argument("--offset", type=int, default=0, help="lab instance (PBXLAB_OFFSET)")
+    ap.add_argument(
+        "--profile",
+        choices=["lab", "freepbx"],
+        default="lab",
+        help="dialplan profile (start, list, record-all)",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("setup", help="build the cached sid root (once)")
     sub.add_parser("start", help="start the instance; print its description")
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "setup":
             print(f"setup took {setup_asterisk():.1f} s")
         elif a.cmd == "start":
-            print(json.dumps(start_asterisk(a.offset).raw, indent=2))
+            print(json.dumps(start_asterisk(a.offset, profile=a.profile).raw, indent=2))
         elif a.cmd == "stop":
             stop_asterisk(a.offset)
         elif a.cmd == "status":
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(json.dumps(inst.raw, indent=2))
         elif a.cmd == "list":
-            for s in SCENARIOS.values():
+            for s in scenarios_for(a.profile).values():
                 print(f"{s.name:38} {s.description}")
         elif a.cmd == "run":
             inst = running_instance(a.offset)
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name}: {res.duration_s:.1f} s, problems: {res.problems or 'none'}")
             return 1 if bad else 0
         elif a.cmd == "record-all":
-            return record_all(a.offset, a.out, a.only, a.recorder)
+            return record_all(a.offset, a.out, a.only, a.recorder, a.profile)
         elif a.cmd == "broker-start":
             b = start_mosquitto(port=a.port or None, name=a.name)
             print(json.dumps({"host": b.host, "port": b.port, "pid": b.pid, "state_dir": str(b.state_dir)}))

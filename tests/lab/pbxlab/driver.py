@@ -24,7 +24,7 @@ from pbxlab.ami_recorder import AmiRecorder, PbxlinkRecorder
 from pbxlab.context import ScenarioContext, Truth
 from pbxlab.instance import LabInstance
 from pbxlab.recording_reader import read_frames
-from pbxlab.scenarios import SCENARIOS, Scenario
+from pbxlab.scenarios import Scenario, scenarios_for
 from pbxlab.sipp import PortBlock
 
 SETTLE_S = 1.0  # after the last channel is gone: trailing Cdr/CEL events
@@ -115,8 +115,11 @@ class LabDriver:
         AGI server: the truth's `routing` then states what the stub would have
         answered, and truth["driver"]["agi"] says the stub was not used.
         """
+        registry = scenarios_for(self.instance.profile)
+        if name not in registry:
+            raise KeyError(f"no scenario {name!r} on the {self.instance.profile!r} dialplan profile")
         return self.run_scenario(
-            SCENARIOS[name],
+            registry[name],
             record_to=record_to,
             truth_to=truth_to,
             idle_timeout=idle_timeout,
@@ -170,6 +173,7 @@ class LabDriver:
         truth: Truth = {
             "schema": 1,
             "scenario": name,
+            "profile": self.instance.profile,
             "description": scenario.description,
             "asterisk_version": self.asterisk_version(),
             "timings": {
@@ -215,8 +219,13 @@ def check_recording(path: Path, calls: list[Truth]) -> list[str]:
             chan = e.get("Channel", "")
             if chan.startswith("PJSIP/1") and chan[6:9].isdigit() and chan[9:10] == "-":
                 bridged.append(chan[6:9])
+    # an agent whose call was taken by their forward (an outside number) never enters a bridge
     expected_answerers = {
-        c["first_answered_by"] for c in calls if c.get("answered") and c.get("first_answered_by")
+        c["first_answered_by"]
+        for c in calls
+        if c.get("answered")
+        and c.get("first_answered_by")
+        and not (c.get("handler_forwarded_to") or [None])[0]
     }
     for agent in sorted(expected_answerers):
         if agent not in bridged:

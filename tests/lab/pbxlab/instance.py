@@ -77,6 +77,7 @@ class LabInstance:
     state_dir: Path
     console_log: Path
     started_in_ms: int = 0
+    profile: str = "lab"  # the dialplan profile: "lab" or "freepbx" (docs/lab.md)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -115,6 +116,7 @@ class LabInstance:
             state_dir=Path(data["state_dir"]),
             console_log=Path(data["console_log"]),
             started_in_ms=int(data.get("started_in_ms", 0)),
+            profile=str(data.get("profile", "lab")),
             raw=data,
         )
 
@@ -211,13 +213,21 @@ def setup_asterisk(timeout: float = 900.0) -> float:
     return time.monotonic() - t0
 
 
-def start_asterisk(offset: int = 0, timings: LabTimings | None = None, timeout: float = 90.0) -> LabInstance:
-    """Start instance `offset` (idempotent) and return where it listens.
+PROFILES = ("lab", "freepbx")
+
+
+def start_asterisk(
+    offset: int = 0, timings: LabTimings | None = None, timeout: float = 90.0, *, profile: str = "lab"
+) -> LabInstance:
+    """Start instance `offset` (idempotent) with dialplan `profile` and return where it listens.
 
     The calling process holds the instance until stop_asterisk(offset) (see hold_offset)."""
+    if profile not in PROFILES:
+        raise LabError(f"unknown dialplan profile {profile!r} (one of {', '.join(PROFILES)})")
     _require_root()
     hold_offset(offset)
     env = (timings or LabTimings()).as_env()
+    env["PBXLAB_PROFILE"] = profile
     out = _run_script("asterisk-start.sh", offset, env, timeout)
     try:
         return LabInstance.from_json(json.loads(out))

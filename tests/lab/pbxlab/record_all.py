@@ -1,5 +1,8 @@
 """Re-record every scenario into tests/data/ami: <name>.ami + <name>.truth.json.
 
+profile="freepbx" records the scenarios of the FreePBX dialplan profile (their names start
+with ``fpbx_``) on an instance started with that profile.
+
 Starts a dedicated lab instance (offset 9 by default, PBXLAB_RECORD_OFFSET),
 runs each scenario with a raw AMI recorder, gzips recordings over 2 MB, and
 stops the instance.  Exit code 1 if any scenario's truth disagrees with its
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from pbxlab.driver import LabDriver
 from pbxlab.instance import LAB_DIR, start_asterisk, stop_asterisk
-from pbxlab.scenarios import SCENARIOS
+from pbxlab.scenarios import scenarios_for
 
 DATA_DIR = LAB_DIR.parent / "data" / "ami"
 GZIP_OVER = 2 * 1024 * 1024
@@ -28,17 +31,19 @@ def record_all(
     out: Path | None = None,
     only: list[str] | None = None,
     recorder: str = "pbxlab",
+    profile: str = "lab",
 ) -> int:
     offset = int(os.environ.get("PBXLAB_RECORD_OFFSET", "9")) if offset in (None, 0) else offset
     out = out or DATA_DIR
     out.mkdir(parents=True, exist_ok=True)
-    names = only or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
+    registry = scenarios_for(profile)
+    names = only or list(registry)
+    unknown = [n for n in names if n not in registry]
     if unknown:
         print(f"unknown scenarios: {unknown}", file=sys.stderr)
         return 2
     stop_asterisk(offset)
-    inst = start_asterisk(offset)
+    inst = start_asterisk(offset, profile=profile)
     bad = 0
     summary = {}
     try:

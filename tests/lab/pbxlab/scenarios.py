@@ -911,3 +911,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     ]
 }
+
+
+def scenarios_for(profile: str) -> dict[str, Scenario]:
+    """The scenarios written for a dialplan profile ("lab" or "freepbx")."""
+    if profile == "freepbx":
+        from pbxlab.scenarios_freepbx import FREEPBX_SCENARIOS  # noqa: PLC0415  # it imports this module
+
+        return FREEPBX_SCENARIOS
+    return SCENARIOS

@@ -69,10 +69,16 @@ class LabSession:
     driver: LabDriver
     timings: LabTimings
     setup_seconds: float = 0.0
+    profile: str = "lab"
 
     @classmethod
     def open(
-        cls, offset: int | None = None, timings: LabTimings | None = None, workdir: Path | None = None
+        cls,
+        offset: int | None = None,
+        timings: LabTimings | None = None,
+        workdir: Path | None = None,
+        *,
+        profile: str = "lab",
     ) -> LabSession:
         if os.geteuid() != 0:
             raise LabError(
@@ -84,12 +90,12 @@ class LabSession:
         timings = timings or LabTimings()
         try:
             stop_asterisk(offset, keep_hold=True)  # a leftover of a crashed session
-            instance = start_asterisk(offset, timings)
+            instance = start_asterisk(offset, timings, profile=profile)
             driver = LabDriver(instance, workdir)
         except BaseException:
             release_offset(offset)
             raise
-        return cls(instance, driver, timings, setup_s)
+        return cls(instance, driver, timings, setup_s, profile)
 
     # ---- what tests use -------------------------------------------------------------
     @property
@@ -142,7 +148,7 @@ class LabSession:
         stop_asterisk(self.offset, kill=kill, keep_hold=True)
 
     def start_asterisk(self) -> None:
-        self.instance = start_asterisk(self.offset, self.timings)
+        self.instance = start_asterisk(self.offset, self.timings, profile=self.profile)
         self.driver.instance = self.instance
         self.driver.reconnect()
 

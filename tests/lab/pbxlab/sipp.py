@@ -51,6 +51,8 @@ class PhoneBehaviour(enum.Enum):
     NO_ANSWER = "uas_noanswer.xml"
     BUSY = "uas_busy.xml"
     REFER = "uas_refer.xml"
+    DECLINE = "uas_decline.xml"
+    HOLD = "uas_hold.xml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class Phone:
     ring_ms: int = 1000
     talk_ms: int = 60000
     refer_to: str = ""
+    hold_after_ms: int = 0  # HOLD: talk this long, then hold ...
+    hold_ms: int = 0  # ... this long, then resume and talk talk_ms more
 
     @classmethod
     def answers(cls, ring_ms: int = 1000, talk_ms: int = 60000) -> Phone:
@@ -73,6 +77,18 @@ class Phone:
     @classmethod
     def busy(cls) -> Phone:
         return cls(PhoneBehaviour.BUSY)
+
+    @classmethod
+    def holds(
+        cls, ring_ms: int = 1000, hold_after_ms: int = 1500, hold_ms: int = 2000, talk_ms: int = 2000
+    ) -> Phone:
+        """Answers, puts the call on hold (re-INVITE sendonly), resumes, hangs up (BYE)."""
+        return cls(PhoneBehaviour.HOLD, ring_ms, talk_ms, "", hold_after_ms, hold_ms)
+
+    @classmethod
+    def declines(cls, ring_ms: int = 1500) -> Phone:
+        """Rings ring_ms, then the user declines (603 Decline)."""
+        return cls(PhoneBehaviour.DECLINE, ring_ms)
 
     @classmethod
     def transfers(cls, to: str, ring_ms: int = 1000, talk_ms: int = 2000) -> Phone:
@@ -266,6 +282,8 @@ class Sipp:
                 "RING_MS": str(phone.ring_ms),
                 "TALK_MS": str(phone.talk_ms),
                 "TARGET": phone.refer_to or "0",
+                "HOLD_AFTER_MS": str(phone.hold_after_ms),
+                "HOLD_MS": str(phone.hold_ms),
             },
             self.workdir / f"{label}.xml",
         )

@@ -65,6 +65,7 @@ def _truth_view(outcome: dict[str, Any]) -> dict[str, Any]:
         "first_answered_by": outcome["first_answered_by"],
         "last_handled_by": outcome["last_handled_by"],
         "handlers": [h["agent"] for h in outcome["handlers"]],
+        "handler_forwarded_to": [h.get("forwarded_to") for h in outcome["handlers"]],
         "rang": sorted(outcome["rang"]),
         "transfers": [{"kind": t["kind"], "from": t["from"], "to": t["to"]} for t in outcome["transfers"]],
         "queue": outcome["queue"],
@@ -94,6 +95,8 @@ def _truth_expectation(call: dict[str, Any]) -> dict[str, Any]:
         "first_answered_by": call["first_answered_by"],
         "last_handled_by": call["last_handled_by"],
         "handlers": call["handlers"],
+        # the FreePBX profile's truths name the outside number that took the call for an agent
+        "handler_forwarded_to": call.get("handler_forwarded_to", [None] * len(call["handlers"])),
         "rang": sorted(call["rang"]),
         "transfers": [{"kind": t["kind"], "from": t["from"], "to": t["to"]} for t in call["transfers"]],
         "queue": call["queue"],

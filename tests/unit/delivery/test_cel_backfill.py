@@ -213,9 +213,21 @@ def test_a_call_the_tracker_saw_live_is_not_reported_again_by_a_backfill() -> No
         # click-to-call whose agent never answered is only in AMI's OriginateResponse; these
         # AMI recordings predate APP_START in the lab's cel.conf, so where the gap starts
         # before the Dial()/Queue(), the dialed number and the queue's name are unknown
-        # (tests/data/cel, recorded with APP_START, covers those calls)
+        # (tests/data/cel, recorded with APP_START, covers those calls); so do the FreePBX
+        # profile's fpbx_outbound_busy and fpbx_queue_local_members_abandoned; and CEL cannot tell
+        # a leg the PBX played busy/congestion (Busy(), Congestion(): HANGUP's hangupsource is
+        # the leg itself) from one that hung up, which AMI shows (HangupRequest in state Busy):
+        # fpbx_outbound_busy, fpbx_internal_declined (hangup_by)
         if not p.name.startswith(
-            ("resync_", "click_to_call_agent_no_answer", "outbound_busy", "queue_abandoned")
+            (
+                "resync_",
+                "click_to_call_agent_no_answer",
+                "outbound_busy",
+                "queue_abandoned",
+                "fpbx_outbound_busy",
+                "fpbx_queue_local_members_abandoned",
+                "fpbx_internal_declined",
+            )
         )
     ],
 )

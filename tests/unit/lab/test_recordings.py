@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from pbxlab.recording_reader import read_bytes, read_frames
 from pbxlab.scenarios import SCENARIOS
+from pbxlab.scenarios_freepbx import FREEPBX_SCENARIOS
 
 from pbxlink.ami.framing import AmiFramer
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ami"
 # other parts keep their own files here too (e.g. resync sessions): only the lab's scenarios
-TRUTHS = [DATA / f"{name}.truth.json" for name in sorted(SCENARIOS)]
+TRUTHS = [DATA / f"{name}.truth.json" for name in sorted([*SCENARIOS, *FREEPBX_SCENARIOS])]
 CONTRACT_KEYS = {
     "direction", "answered", "missed_at", "external", "line", "initiator",
     "first_answered_by", "last_handled_by", "handlers", "rang", "transfers",
