@@ -368,3 +368,40 @@ async def test_the_documented_external_line_add_answers_its_id_and_refuses_a_sec
     assert again.json() == {"error": "ERROR_CORE", "error_description": "Line already exists"}
     lines = (await call(hook, "telephony.externalLine.get", {})).json()["result"]
     assert lines == [{"NUMBER": "14151234567", "NAME": "Main External Line"}]
+
+
+async def test_the_documented_company_list_pages_by_start_with_total_and_next(
+    hook: httpx.AsyncClient, fake: FakeBitrix24
+) -> None:
+    ids = [fake.add_company(f"Company {n}", [f"+38050111{n:04d}"], assigned=DOC_USER) for n in range(51)]
+    query = {
+        "order": {"ID": "ASC"},
+        "select": ["ID", "TITLE", "PHONE"],
+        "filter": {"ASSIGNED_BY_ID": DOC_USER},
+    }
+    first = (await call(hook, "crm.company.list", query)).json()
+    assert (first["total"], first["next"], len(first["result"])) == (51, 50, 50)
+    assert set(first["result"][0]) == {"ID", "TITLE", "PHONE"}
+    [phone] = first["result"][0]["PHONE"]
+    assert (phone["VALUE"], phone["VALUE_TYPE"], phone["TYPE_ID"]) == ("+380501110000", "WORK", "PHONE")
+    last = (await call(hook, "crm.company.list", {**query, "start": first["next"]})).json()
+    assert [int(c["ID"]) for c in last["result"]] == ids[50:]
+    assert "next" not in last
+    assert last["total"] == 51
+
+
+async def test_the_documented_lead_list_filters_by_date_modify_and_tells_closed_leads(
+    hook: httpx.AsyncClient, fake: FakeBitrix24
+) -> None:
+    old = fake.add_lead("Old lead", ["0501110001"])
+    fake.portal.leads[old]["DATE_MODIFY"] = "2026-01-01T10:00:00+03:00"
+    fresh = fake.add_lead("Fresh lead", ["0501110002"], semantic="F")
+    answer = (
+        await call(
+            hook,
+            "crm.lead.list",
+            {"filter": {">DATE_MODIFY": "2026-06-01T00:00:00+03:00"}, "select": ["ID", "STATUS_SEMANTIC_ID"]},
+        )
+    ).json()
+    assert answer["result"] == [{"ID": fresh, "STATUS_SEMANTIC_ID": "F"}]
+    assert answer["total"] == 1

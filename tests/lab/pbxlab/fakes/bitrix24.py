@@ -28,6 +28,9 @@ settings/performance/limits.md):
   call goes to the statistics, `voximplant.statistic.get`), .attachRecord (only after finish;
   wav/mp3; base64 content; a second one replaces the first), .searchCrmEntities;
   telephony.externalLine.add/get; crm.duplicate.findbycomm; crm.contact.add/get/list/update;
+  crm.company.list and crm.lead.list (filter with `>=DATE_MODIFY`…, select, order, `start`,
+  answered with `total` and `next`; PHONE a multifield [{ID, VALUE, VALUE_TYPE, TYPE_ID}]; a
+  lead's STATUS_SEMANTIC_ID P/S/F);
   crm.deal.add/get/list; tasks.task.add/list; user.get; timeman.status.
 
 Faults for tests: `POST /_fake/faults` `{"unavailable_for": s, "fail_next": n,
@@ -227,6 +230,38 @@ class FakeBitrix24:
                 "ASSIGNED_BY_ID": assigned,
             }
         )
+
+    def add_company(self, title: str, phones: list[str], *, assigned: int = 1) -> int:
+        """A company a person typed in (PHONE is the same multifield as a contact's)."""
+        company_id = next(self._ids)
+        self.portal.companies[company_id] = {
+            "ID": company_id,
+            "TITLE": title,
+            "PHONE": [
+                {"ID": next(self._ids), "VALUE": p, "VALUE_TYPE": "WORK", "TYPE_ID": "PHONE"} for p in phones
+            ],
+            "ASSIGNED_BY_ID": assigned,
+            "DATE_CREATE": _now_iso(),
+            "DATE_MODIFY": _now_iso(),
+        }
+        return company_id
+
+    def add_lead(self, title: str, phones: list[str], *, assigned: int = 1, semantic: str = "P") -> int:
+        """A lead; `semantic` is its STATUS_SEMANTIC_ID: P in work, S converted, F failed."""
+        lead_id = next(self._ids)
+        self.portal.leads[lead_id] = {
+            "ID": lead_id,
+            "TITLE": title,
+            "PHONE": [
+                {"ID": next(self._ids), "VALUE": p, "VALUE_TYPE": "WORK", "TYPE_ID": "PHONE"} for p in phones
+            ],
+            "ASSIGNED_BY_ID": assigned,
+            "STATUS_ID": {"P": "NEW", "S": "CONVERTED", "F": "JUNK"}[semantic],
+            "STATUS_SEMANTIC_ID": semantic,
+            "DATE_CREATE": _now_iso(),
+            "DATE_MODIFY": _now_iso(),
+        }
+        return lead_id
 
     def add_deal(self, title: str, contact_id: int, *, closed: bool = False, assigned: int = 1) -> int:
         return self._add_deal(
@@ -556,6 +591,10 @@ class FakeBitrix24:
                     "PHONE": [{"VALUE": phone, "VALUE_TYPE": "WORK"}],
                     "ASSIGNED_BY_ID": int(user["ID"]),
                     "SOURCE_ID": params.get("CRM_SOURCE") or "CALL",
+                    "STATUS_ID": "NEW",
+                    "STATUS_SEMANTIC_ID": "P",
+                    "DATE_CREATE": _now_iso(),
+                    "DATE_MODIFY": _now_iso(),
                 }
                 entity_type, entity_id = "LEAD", lead_id
                 created.append({"ENTITY_TYPE": "LEAD", "ENTITY_ID": lead_id})
@@ -846,6 +885,12 @@ class FakeBitrix24:
         entity["DATE_MODIFY"] = _now_iso()
         return True, {}
 
+    def company_list(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return self._list(self.portal.companies, params)
+
+    def lead_list(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return self._list(self.portal.leads, params)
+
     def _add_deal(self, fields: dict[str, Any]) -> int:
         deal_id = next(self._ids)
         self.portal.deals[deal_id] = {
@@ -925,6 +970,8 @@ class FakeBitrix24:
         "crm.contact.get": contact_get,
         "crm.contact.list": contact_list,
         "crm.contact.update": contact_update,
+        "crm.company.list": company_list,
+        "crm.lead.list": lead_list,
         "crm.deal.add": deal_add,
         "crm.deal.get": deal_get,
         "crm.deal.list": deal_list,
@@ -981,6 +1028,7 @@ class FakeBitrix24:
         return {
             "users": list(p.users.values()),
             "contacts": list(p.contacts.values()),
+            "companies": list(p.companies.values()),
             "leads": list(p.leads.values()),
             "deals": list(p.deals.values()),
             "tasks": list(p.tasks.values()),

@@ -1,4 +1,12 @@
-"""Routing from Bitrix24: the ownership directory fed from the contacts' responsibles.
+"""Routing from Bitrix24: the ownership directory fed from the responsibles of contacts,
+companies and leads.
+
+Each kind (contacts, then companies with `crm.company.list`, then leads with `crm.lead.list`) is
+fed the same way, with its own cursor. Companies and leads are mirrored as `CO_<id>` and `L_<id>`
+(the portal's own entity prefixes; contacts keep their bare id), so a number on a contact and a
+company lists both as clients, in the directory's pick order (oldest client first). A lead that
+is converted or closed (STATUS_SEMANTIC_ID S or F) is not a client: it is skipped, and dropped
+from the mirror if it was there.
 
 An initial full load (`crm.contact.list` with ID, NAME, LAST_NAME, ASSIGNED_BY_ID, DATE_CREATE,
 DATE_MODIFY and PHONE, 50 per page), then, every `directory_seconds`, the contacts modified since
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +36,13 @@ import structlog
 
 from pbxlink.adapters.backends.bitrix24.api import Bitrix24Api, Command
 from pbxlink.adapters.backends.bitrix24.settings import Bitrix24Settings
-from pbxlink.adapters.backends.owners import RemoteOwner, set_sync_cursor, sync_cursor, upsert_owners
+from pbxlink.adapters.backends.owners import (
+    RemoteOwner,
+    remove_owners,
+    set_sync_cursor,
+    sync_cursor,
+    upsert_owners,
+)
 from pbxlink.adapters.backends.remote import RemoteError
 from pbxlink.adapters.store import Store
 from pbxlink.rules.identity import identify
@@ -38,6 +53,33 @@ log = structlog.get_logger()
 FEED = "bitrix24.contacts"
 PAGE = 50
 SELECT = ["ID", "NAME", "LAST_NAME", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "PHONE"]
+CLOSED_LEAD = ("S", "F")  # STATUS_SEMANTIC_ID: converted (success) or failed
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of CRM client the directory reads."""
+
+    feed: str  # its cursor in remote_sync
+    method: str
+    prefix: str  # of the mirror's crm_id
+    select: tuple[str, ...]
+
+
+CONTACTS = Kind(FEED, "crm.contact.list", "", tuple(SELECT))
+COMPANIES = Kind(
+    "bitrix24.companies",
+    "crm.company.list",
+    "CO_",
+    ("ID", "TITLE", "ASSIGNED_BY_ID", "DATE_CREATE", "DATE_MODIFY", "PHONE"),
+)
+LEADS = Kind(
+    "bitrix24.leads",
+    "crm.lead.list",
+    "L_",
+    (*SELECT, "TITLE", "STATUS_SEMANTIC_ID"),
+)
+KINDS = (CONTACTS, COMPANIES, LEADS)
 
 
 def _date(text: Any) -> datetime:
@@ -91,15 +133,17 @@ class Bitrix24Directory:
         self._users = fresh
         return changed
 
-    def owner(self, contact: dict[str, Any]) -> RemoteOwner:
+    def owner(self, contact: dict[str, Any], prefix: str = "") -> RemoteOwner:
+        """One contact, company (`prefix` CO_) or lead (L_) as a mirrored client."""
         region = self.crm.phone.default_region
         numbers = {identify(str(p.get("VALUE", "")), region).e164 for p in contact.get("PHONE") or []}
         responsible = contact.get("ASSIGNED_BY_ID")
         extension, blocked = self._users.get(str(responsible), (None, False))
         return RemoteOwner(
-            crm_id=str(contact["ID"]),
+            crm_id=f"{prefix}{contact['ID']}",
             name=" ".join(filter(None, (contact.get("NAME"), contact.get("LAST_NAME"))))
-            or f"#{contact['ID']}",
+            or str(contact.get("TITLE") or "")
+            or f"#{prefix}{contact['ID']}",
             created_at=_date(contact.get("DATE_CREATE")),
             numbers=tuple(sorted(n for n in numbers if n)),
             responsible=None if responsible in (None, "") else str(responsible),
@@ -107,16 +151,21 @@ class Bitrix24Directory:
             blocked=blocked,
         )
 
-    async def _contacts(self, filters: dict[str, Any]) -> tuple[int, str | None]:
-        """Mirror every contact matching `filters`; returns (numbers changed, newest DATE_MODIFY)."""
+    async def _clients(self, kind: Kind, filters: dict[str, Any]) -> tuple[int, str | None]:
+        """Mirror every client of `kind` matching `filters`; returns (numbers changed, newest DATE_MODIFY)."""
         start, dirty, newest = 0, 0, None
         while True:
             page = await self.api.call(
-                "crm.contact.list",
-                {"filter": filters, "select": SELECT, "order": {"ID": "ASC"}, "start": start},
+                kind.method,
+                {"filter": filters, "select": list(kind.select), "order": {"ID": "ASC"}, "start": start},
             )
             page = page if isinstance(page, list) else []
-            dirty += await upsert_owners(self.store, [self.owner(c) for c in page])
+            closed = [c for c in page if c.get("STATUS_SEMANTIC_ID") in CLOSED_LEAD]
+            dirty += await upsert_owners(
+                self.store, [self.owner(c, kind.prefix) for c in page if c not in closed]
+            )
+            if closed:
+                dirty += await remove_owners(self.store, [f"{kind.prefix}{c['ID']}" for c in closed])
             for c in page:
                 modified = c.get("DATE_MODIFY")
                 if modified and (newest is None or _date(modified) > _date(newest)):
@@ -128,15 +177,18 @@ class Bitrix24Directory:
     async def sync_once(self) -> int:
         """The full load first, then changes since; returns how many numbers changed."""
         changed_users = await self._load_users()
-        cursor = await sync_cursor(self.store, FEED)
-        dirty, newest = await self._contacts({} if cursor is None else {">=DATE_MODIFY": cursor})
-        for uid in sorted(changed_users):  # a manager started or ended the working day
-            more, _ = await self._contacts({"ASSIGNED_BY_ID": uid})
+        dirty = 0
+        for kind in KINDS:
+            cursor = await sync_cursor(self.store, kind.feed)
+            more, newest = await self._clients(kind, {} if cursor is None else {">=DATE_MODIFY": cursor})
             dirty += more
-        if newest is not None and newest != cursor:
-            await set_sync_cursor(self.store, FEED, newest)
-        elif cursor is None:
-            await set_sync_cursor(self.store, FEED, "1970-01-01T00:00:00+00:00")
+            for uid in sorted(changed_users):  # a manager started or ended the working day
+                more, _ = await self._clients(kind, {"ASSIGNED_BY_ID": uid})
+                dirty += more
+            if newest is not None and newest != cursor:
+                await set_sync_cursor(self.store, kind.feed, newest)
+            elif cursor is None:
+                await set_sync_cursor(self.store, kind.feed, "1970-01-01T00:00:00+00:00")
         return dirty
 
     async def run(self, shutdown: asyncio.Event, changed: Callable[[], None], interval: float) -> None:
